@@ -1,0 +1,64 @@
+"""The one policy contract every router follows (Stable-Baselines3's ``predict``).
+
+``predict(obs, state=None, episode_start=None, deterministic=True) -> (actions, state)``
+takes a single observation (dict of arrays) or a batch (leading vector-env dimension) and
+returns tier indices of the same batch shape, so one evaluation function serves the
+baselines, the Transformer router, SB3 models and user algorithms alike.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RouterPolicy", "is_batched"]
+
+
+def is_batched(obs: dict[str, np.ndarray]) -> bool:
+    """True when ``obs["mask"]`` carries a leading batch dimension."""
+    return np.asarray(obs["mask"]).ndim == 2
+
+
+class RouterPolicy(abc.ABC):
+    """Base class of routing policies.
+
+    Attributes:
+        n_tiers: size of the action space (tiers ordered high -> low precision).
+        charges_router_cost: whether running this policy costs the per-call router latency
+            of Eq. 9 (a learned router does; fixed-tier baselines do not).
+    """
+
+    charges_router_cost: bool = False
+    name: str = "policy"
+
+    def __init__(self, n_tiers: int) -> None:
+        if n_tiers < 2:
+            raise ValueError(f"a router needs at least 2 tiers, got n_tiers={n_tiers}")
+        self.n_tiers = n_tiers
+
+    def reset(self, seed: int | None = None) -> None:  # noqa: B027 - optional hook
+        """Called at each episode start by the evaluator (seeds stochastic policies)."""
+
+    @abc.abstractmethod
+    def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        """Tier indices ``[batch]`` for a batched observation."""
+
+    def predict(
+        self,
+        obs: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        if not isinstance(obs, dict) or "mask" not in obs or "embeddings" not in obs:
+            raise ValueError(
+                "predict() expects the env's dict observation with keys 'embeddings' and "
+                f"'mask', got {type(obs).__name__}"
+                + (f" with keys {sorted(obs)}" if isinstance(obs, dict) else "")
+            )
+        if is_batched(obs):
+            return self._predict_batch(obs, deterministic).astype(np.int64), state
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        return self._predict_batch(batch, deterministic).astype(np.int64)[0], state

@@ -1,0 +1,3 @@
+from precision_gym.envs.mixed_precision import MixedPrecisionAgentEnv
+
+__all__ = ["MixedPrecisionAgentEnv"]

@@ -1,0 +1,461 @@
+"""``MixedPrecisionAgentEnv``: each Gymnasium step is one router decision of an LLM agent.
+
+At each agent step the router (the RL policy) picks a precision tier; that tier's model
+writes the agent's action; the task executes it. The observation is the frozen
+sentence-encoder embedding of every step so far (previous action + observation; the first
+step is task description + initial observation) with a valid-step mask.
+
+Reward (paper Eq. 8-9), ``reward_mode="sparse"`` (default): 0 on every step and
+``success - lambda * T`` at the end, ``T = sum_t tokens_t * c_{tier_t} + c_router``.
+``reward_mode="dense"`` pays ``-lambda * t_step`` every step and ``success`` at the end:
+the same sum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from precision_gym.backends.base import Generation, GenerationRequest, StepContext
+from precision_gym.cost import LatencyCoefficients, step_time_s
+from precision_gym.embedding import SentenceEncoder
+from precision_gym.error import BackendError, ConfigError, InvalidActionError, PrecisionGymError
+from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.tasks.base import TaskObservation, TextTask
+from precision_gym.tiers import PrecisionTier, resolve_tiers
+
+__all__ = ["REWARD_MODES", "MixedPrecisionAgentEnv", "make_agent", "make_task"]
+
+REWARD_MODES = ("sparse", "dense")
+THINK_REPLY = "OK."
+NOTHING_HAPPENS = "Nothing happens."
+
+
+def make_task(task: TextTask | str, task_kwargs: dict[str, Any] | None = None) -> TextTask:
+    """A task object from a name (``"alfworld"``, ``"webshop"``) or the object itself."""
+    if isinstance(task, TextTask):
+        if task_kwargs:
+            raise ConfigError("task_kwargs only apply when task is given by name")
+        return task
+    kwargs = dict(task_kwargs or {})
+    if task == "alfworld":
+        from precision_gym.tasks.alfworld import ALFWorldTask
+
+        return ALFWorldTask(**kwargs)
+    if task == "webshop":
+        from precision_gym.tasks.webshop import WebShopTask
+
+        return WebShopTask(**kwargs)
+    raise ConfigError(f"unknown task {task!r}: expected 'alfworld', 'webshop' or a TextTask")
+
+
+def make_agent(task: TextTask) -> TextAgent:
+    """The default prompt builder + parser of a task family."""
+    if task.name == "alfworld":
+        from precision_gym.prompting.alfworld import ALFWorldReActAgent
+
+        return ALFWorldReActAgent()
+    if task.name == "webshop":
+        from precision_gym.prompting.webshop import WebShopAgent
+
+        return WebShopAgent()
+    raise ConfigError(f"no default agent for task {task.name!r}: pass agent=<TextAgent>")
+
+
+class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+    """Step-level precision routing of an LLM agent on a multi-step text task.
+
+    Args:
+        task: a :class:`TextTask` or its name (``"alfworld"``, ``"webshop"``).
+        task_kwargs: constructor arguments when ``task`` is a name.
+        agent: prompt builder + parser (default: the task family's agent).
+        tiers: precision tiers ordered high -> low, or ``"simulated:<preset>"``.
+        latency: Table-3 preset name or :class:`LatencyCoefficients` (default: the
+            simulated preset's own).
+        encoder: a :class:`SentenceEncoder` or a model name/folder.
+        split: split episodes are drawn from unless ``reset(options={"split": ...})``.
+        max_steps: agent steps per episode (truncation).
+        max_history: steps kept in the observation (the oldest are dropped).
+        cost_weight: lambda of Eq. 8, per second of modeled episode time.
+        reward_mode: ``"sparse"`` or ``"dense"`` (same return).
+        max_retries / retry_backoff_s: backend fault handling; after the retries the
+            episode ends as failed with ``info["backend_error"]``.
+        render_mode: ``None`` or ``"ansi"``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        task: TextTask | str = "alfworld",
+        task_kwargs: dict[str, Any] | None = None,
+        agent: TextAgent | None = None,
+        tiers: Sequence[PrecisionTier] | str = "simulated:alfworld",
+        latency: LatencyCoefficients | str | None = None,
+        encoder: SentenceEncoder | str | None = "all-MiniLM-L6-v2",
+        split: str = "valid_unseen",
+        max_steps: int = 50,
+        max_history: int = 64,
+        cost_weight: float = 0.02,
+        reward_mode: str = "sparse",
+        max_retries: int = 3,
+        retry_backoff_s: float = 0.5,
+        render_mode: str | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
+        if max_history < 1:
+            raise ConfigError(f"max_history must be >= 1, got {max_history}")
+        if cost_weight < 0:
+            raise ConfigError(f"cost_weight (lambda) must be >= 0, got {cost_weight}")
+        if reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if max_retries < 0 or retry_backoff_s < 0:
+            raise ConfigError(
+                f"max_retries and retry_backoff_s must be >= 0, got {max_retries}, "
+                f"{retry_backoff_s}"
+            )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
+        self.task = make_task(task, task_kwargs)
+        self.agent = agent if agent is not None else make_agent(self.task)
+        self.tiers, self.latency = resolve_tiers(tiers, latency)
+        self.encoder = encoder if isinstance(encoder, SentenceEncoder) else SentenceEncoder(encoder)
+        self.split = split
+        self.max_steps = max_steps
+        self.max_history = max_history
+        self.cost_weight = float(cost_weight)
+        self.reward_mode = reward_mode
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.render_mode = render_mode
+
+        dim = self.encoder.dim
+        self.action_space = spaces.Discrete(len(self.tiers))
+        self.observation_space = spaces.Dict(
+            {
+                "embeddings": spaces.Box(-1.0, 1.0, shape=(max_history, dim), dtype=np.float32),
+                "mask": spaces.Box(0.0, 1.0, shape=(max_history,), dtype=np.float32),
+            }
+        )
+        self.simulated = all(t.simulated for t in self.tiers)
+        self._episode: dict[str, Any] | None = None
+
+    # -- public helpers -----------------------------------------------------------
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.observation_space["embeddings"].shape[1])
+
+    def step_context(self) -> StepContext:
+        """The structured state handed to backends for the pending step."""
+        ep = self._require_episode()
+        last: TaskObservation = ep["last"]
+        return StepContext(
+            task_name=self.task.name,
+            task_id=ep["task_id"],
+            task_type=ep["task_type"],
+            step=ep["steps"],
+            actions=tuple(ep["actions"]),
+            observations=tuple(ep["observations"]),
+            admissible_commands=tuple(last.admissible_commands),
+            expert_command=self._expert_now,
+            step_kind=self.task.step_kind,
+            episode_seed=ep["episode_seed"],
+            past_experts=tuple(ep["experts"]),
+        )
+
+    def agent_state(self) -> AgentState:
+        ep = self._require_episode()
+        return AgentState(
+            task_description=self.task.description,
+            initial_observation=ep["initial_observation"],
+            actions=list(ep["actions"]),
+            observations=list(ep["observations"]),
+            admissible_commands=list(ep["last"].admissible_commands),
+            step=ep["steps"],
+        )
+
+    def proposals(self) -> dict[str, Any]:
+        """Each tier's proposed action on the pending state without stepping, plus the
+        expert's command. Needs simulated (deterministic, side-effect-free) tiers: this is
+        what the simulated oracle router reads."""
+        if not self.simulated:
+            raise ConfigError(
+                "proposals() needs simulated tiers (real backends are not side-effect free); "
+                f"tiers are {self.tier_names}"
+            )
+        ctx = self.step_context()
+        prompt = self.agent.build_prompt(self.agent_state())
+        props = []
+        for tier in self.tiers:
+            gen = tier.backend.generate([GenerationRequest(prompt, self.agent.sampling, ctx)])[0]
+            props.append(self.agent.parse(gen.text, list(ctx.admissible_commands))[0])
+        return {"expert": ctx.expert_command(), "actions": props}
+
+    # -- Gymnasium API ------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"split", "task_index", "charge_router"}
+        if unknown:
+            raise ConfigError(
+                f"unknown reset options {sorted(unknown)}: expected split, task_index, "
+                "charge_router"
+            )
+        split = options.get("split", self.split)
+        n_tasks = self.task.num_tasks(split)
+        index = options.get("task_index")
+        if index is None:
+            index = int(self.np_random.integers(n_tasks))
+        elif not 0 <= int(index) < n_tasks:
+            raise ConfigError(
+                f"task_index must be in [0, {n_tasks}) for split {split!r}, got {index}"
+            )
+        episode_seed = int(self.np_random.integers(2**31 - 1))
+        first = self.task.reset(split, int(index))
+        description = self.task.description
+        first_text = first.text if description in first.text else f"{description}\n{first.text}"
+        self._episode = {
+            "split": split,
+            "task_index": int(index),
+            "task_id": self.task.task_id,
+            "task_type": self.task.task_type,
+            "episode_seed": episode_seed,
+            "charge_router": bool(options.get("charge_router", True)),
+            "initial_observation": first.text,
+            "actions": [],
+            "observations": [],
+            "experts": [],
+            "tiers": [],
+            "tokens": [],
+            "router_calls": [],
+            "steps": 0,
+            "decisions": 0,
+            "high_decisions": 0,
+            "llm_calls": 0,
+            "high_calls": 0,
+            "time_s": 0.0,
+            "last": first,
+            "done": False,
+            "won": bool(first.won),
+            "score": float(first.score),
+            "vectors": [self.encoder.encode_one(first_text)],
+            "texts": [first_text],
+            "backend_error": None,
+        }
+        forced = self._run_forced_steps()
+        info = self._info(step=None, forced=forced)
+        return self._obs(), info
+
+    def step(
+        self, action: Any
+    ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        ep = self._require_episode()
+        if ep["done"]:
+            raise PrecisionGymError(
+                "step() called on a finished episode: expected reset() after terminated or "
+                "truncated was returned"
+            )
+        tier = self._check_action(action)
+        before = ep["time_s"]
+        step_info = self._agent_step(tier, router_call=ep["charge_router"])
+        ep["decisions"] += 1
+        ep["high_decisions"] += int(tier == 0)
+        forced = self._run_forced_steps()
+        terminated = bool(ep["won"] or ep["last"].done or ep["backend_error"] is not None)
+        truncated = bool(not terminated and ep["steps"] >= self.max_steps)
+        ep["done"] = terminated or truncated
+        success = 1.0 if ep["won"] else 0.0
+        if self.reward_mode == "dense":
+            reward = -self.cost_weight * (ep["time_s"] - before) + (success if ep["done"] else 0.0)
+        else:
+            reward = success - self.cost_weight * ep["time_s"] if ep["done"] else 0.0
+        info = self._info(step=step_info, forced=forced)
+        if self.render_mode == "ansi":
+            info["render"] = self.render()
+        return self._obs(), float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._episode is None:
+            return None
+        ep = self._episode
+        lines = [f"[{ep['task_id']}] {self.task.description}"]
+        for a, o, k in zip(ep["actions"], ep["observations"], ep["tiers"], strict=False):
+            lines.append(f"  ({self.tiers[k].name}) > {a}\n    {o}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.task.close()
+        for tier in self.tiers:
+            tier.backend.close()
+
+    # -- internals ----------------------------------------------------------------
+    def _require_episode(self) -> dict[str, Any]:
+        if self._episode is None:
+            raise PrecisionGymError("no episode in progress: call reset() before step()")
+        return self._episode
+
+    def _check_action(self, action: Any) -> int:
+        try:
+            arr = np.asarray(action)
+            ok = arr.shape in ((), (1,)) and np.issubdtype(arr.dtype, np.integer)
+            value = int(arr.reshape(-1)[0]) if ok else None
+        except (TypeError, ValueError):
+            ok, value = False, None
+        if not ok or value is None or not self.action_space.contains(np.int64(value)):
+            raise InvalidActionError(
+                f"action must be an integer tier index in [0, {len(self.tiers)}) "
+                f"({', '.join(f'{i}={n}' for i, n in enumerate(self.tier_names))}), "
+                f"got {action!r}"
+            )
+        return value
+
+    def _expert_now(self) -> str | None:
+        ep = self._require_episode()
+        cmd = self.task.expert_command()
+        ep["_expert_pending"] = cmd
+        return cmd
+
+    def _generate(self, tier: int, request: GenerationRequest) -> Generation | str:
+        """One generation with bounded retries; the error text once retries are spent."""
+        backend = self.tiers[tier].backend
+        delay = self.retry_backoff_s
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                gens = backend.generate([request])
+                if len(gens) != 1:
+                    raise BackendError(f"expected 1 generation, got {len(gens)}")
+                return gens[0]
+            except BackendError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                if not exc.retryable or attempt == self.max_retries:
+                    break
+                time.sleep(delay)
+                delay *= 2
+        return f"{self.tiers[tier].name} failed after {attempt + 1} attempt(s): {last_error}"
+
+    def _agent_step(self, tier: int, router_call: bool) -> dict[str, Any]:
+        ep = self._require_episode()
+        ctx = self.step_context()
+        ep["_expert_pending"] = None
+        prompt = self.agent.build_prompt(self.agent_state())
+        result = self._generate(tier, GenerationRequest(prompt, self.agent.sampling, ctx))
+        ep["steps"] += 1
+        ep["llm_calls"] += 1
+        ep["high_calls"] += int(tier == 0)
+        if isinstance(result, str):  # backend fault after retries: the episode fails
+            ep["backend_error"] = result
+            ep["tiers"].append(tier)
+            ep["tokens"].append(0)
+            ep["router_calls"].append(router_call)
+            dt = step_time_s(0, tier, self.latency, router_call)
+            ep["time_s"] += dt
+            return {
+                "tier": tier,
+                "action": "",
+                "raw_output": "",
+                "is_valid": False,
+                "observation": "",
+                "completion_tokens": 0,
+                "step_latency_s": dt,
+                "wall_time_s": 0.0,
+                "router_call": router_call,
+            }
+        admissible = list(ctx.admissible_commands)
+        action, is_valid = self.agent.parse(result.text, admissible)
+        if self.agent.is_thinking(result.text):
+            obs_text = THINK_REPLY
+        elif is_valid:
+            last = self.task.step(action)
+            ep["last"] = last
+            ep["won"] = bool(last.won)
+            ep["score"] = float(last.score)
+            obs_text = last.text
+        else:
+            obs_text = NOTHING_HAPPENS
+        ep["experts"].append(ep.pop("_expert_pending", None))
+        ep["actions"].append(action)
+        ep["observations"].append(obs_text)
+        ep["tiers"].append(tier)
+        ep["tokens"].append(result.completion_tokens)
+        ep["router_calls"].append(router_call)
+        dt = step_time_s(result.completion_tokens, tier, self.latency, router_call)
+        ep["time_s"] += dt
+        text = f"> {action}\n{obs_text}"
+        ep["texts"].append(text)
+        ep["vectors"].append(self.encoder.encode_one(text))
+        if len(ep["vectors"]) > self.max_history:
+            del ep["vectors"][0], ep["texts"][0]
+        return {
+            "tier": tier,
+            "action": action,
+            "raw_output": result.text,
+            "is_valid": is_valid,
+            "observation": obs_text,
+            "completion_tokens": result.completion_tokens,
+            "step_latency_s": dt,
+            "wall_time_s": result.wall_time_s,
+            "router_call": router_call,
+        }
+
+    def _run_forced_steps(self) -> list[dict[str, Any]]:
+        """Execute steps the task's protocol forces to the highest tier (not router decisions)."""
+        ep = self._require_episode()
+        forced = []
+        while (
+            not (ep["won"] or ep["last"].done or ep["backend_error"])
+            and ep["steps"] < self.max_steps
+            and self.task.forced_high(self.task.pending_step_kind())
+        ):
+            forced.append(self._agent_step(0, router_call=False))
+        return forced
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        ep = self._require_episode()
+        n = len(ep["vectors"])
+        emb = np.zeros((self.max_history, self.embedding_dim), dtype=np.float32)
+        emb[:n] = np.stack(ep["vectors"])
+        mask = np.zeros(self.max_history, dtype=np.float32)
+        mask[:n] = 1.0
+        np.clip(emb, -1.0, 1.0, out=emb)
+        return {"embeddings": emb, "mask": mask}
+
+    def _info(self, step: dict[str, Any] | None, forced: list[dict[str, Any]]) -> dict[str, Any]:
+        ep = self._require_episode()
+        info: dict[str, Any] = {
+            "task_id": ep["task_id"],
+            "task_type": ep["task_type"],
+            "task_index": ep["task_index"],
+            "split": ep["split"],
+            "step": ep["steps"],
+            "won": ep["won"],
+            "score": ep["score"],
+            "episode_time_s": ep["time_s"],
+            "hp_fraction": ep["high_decisions"] / ep["decisions"] if ep["decisions"] else 0.0,
+            "hp_call_fraction": ep["high_calls"] / ep["llm_calls"] if ep["llm_calls"] else 0.0,
+            "decisions": ep["decisions"],
+            "backend_error": ep["backend_error"],
+            "simulated": self.simulated,
+            "forced_steps": forced,
+        }
+        if step is not None:
+            info.update(step)
+            info["tier_name"] = self.tiers[step["tier"]].name
+        if ep["done"]:
+            info["success"] = ep["won"]
+        return info

@@ -1,0 +1,49 @@
+"""The library's exception hierarchy.
+
+Every error raised on purpose by precision-gym derives from :class:`PrecisionGymError`,
+and each message states what was expected and what came instead.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CheckpointError",
+    "ConfigError",
+    "DataNotFoundError",
+    "InvalidActionError",
+    "PrecisionGymError",
+]
+
+
+class PrecisionGymError(Exception):
+    """Base class of every error raised by precision-gym."""
+
+
+class DataNotFoundError(PrecisionGymError, FileNotFoundError):
+    """Benchmark data (game files, catalogues, model weights) is missing where it was looked for."""
+
+
+class ConfigError(PrecisionGymError, ValueError):
+    """An argument or configuration value is out of its allowed range or of the wrong kind."""
+
+
+class InvalidActionError(PrecisionGymError, ValueError):
+    """A router action outside the environment's action space."""
+
+
+class BackendError(PrecisionGymError, RuntimeError):
+    """A fault of an LLM backend: timeout, dropped connection, malformed output.
+
+    The environment retries these (bounded, with backoff) and then ends the episode as
+    failed with the reason in ``info["backend_error"]``; it never lets them crash a
+    training loop.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class CheckpointError(PrecisionGymError):
+    """A checkpoint file is missing, truncated or of an unexpected format."""

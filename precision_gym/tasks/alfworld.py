@@ -1,0 +1,434 @@
+"""ALFWorld text games through the TextWorld engine (PDDL), as a :class:`TextTask`.
+
+Game files are read from ``$ALFWORLD_DATA/json_2.1.1/<split>/<task_type>-.../<trial>/game.tw-pddl``
+(``ALFWORLD_DATA`` defaults to ALFWorld's cache ``~/.cache/alfworld``; ``alfworld-download``
+fills it). Games are loaded with ALFWorld's ``AlfredDemangler`` and ``AlfredInfos`` wrappers.
+
+The expert's next command comes from the game's ``walkthrough`` while every deviation from
+it has left the world unchanged (navigation, looking, invalid commands): the next walkthrough
+command not yet done, or ``go to`` the place it is done at. Once a deviation changed the
+world (took, moved, opened... something the walkthrough did not), it is the command that
+undoes that deviation (put back what was taken, close what was opened) and, failing that,
+the PDDL planner's (TextWorld's ``policy_commands``), memoised per world state. A world
+state seen before on the walkthrough's path counts as back on it. The planner costs
+0.1-4 s a call here, so it runs only when :meth:`expert_command` is called and needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from precision_gym.error import ConfigError, DataNotFoundError
+from precision_gym.tasks.base import TaskObservation, TextTask, check_split
+
+__all__ = ["TASK_TYPES", "ALFWorldTask", "alfworld_data_root", "command_kind"]
+
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+KNOWN_SPLITS = ("train", "valid_train", "valid_seen", "valid_unseen")
+_MANIPULATION_VERBS = (
+    "take",
+    "put",
+    "move",
+    "open",
+    "close",
+    "heat",
+    "cool",
+    "clean",
+    "use",
+    "examine",
+    "slice",
+    "toggle",
+)
+_BANNER_RE = re.compile(r"^-= Welcome to TextWorld, ALFRED! =-\s*", re.MULTILINE)
+_TASK_RE = re.compile(r"Your task is to:\s*(.+?)\s*$", re.MULTILINE | re.DOTALL)
+NOTHING_HAPPENS = "Nothing happens."
+
+
+def alfworld_data_root() -> Path:
+    """``$ALFWORLD_DATA`` or ALFWorld's default cache folder."""
+    return Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser()
+
+
+def command_kind(command: str) -> str:
+    """``"navigation"`` for ``go to``, ``"manipulation"`` for object verbs, else ``"other"``."""
+    words = command.strip().lower().split()
+    if not words:
+        return "other"
+    if words[0] == "go":
+        return "navigation"
+    if words[0] in _MANIPULATION_VERBS:
+        return "manipulation"
+    return "other"
+
+
+class _TranslationCache:
+    """Stands in for the ``fast_downward`` module inside TextWorld's PDDL logic and memoises
+    ``pddl2sas`` (the PDDL -> SAS translation, pure in its inputs) per (domain, problem).
+
+    TextWorld translates a game's problem twice per ``PddlState`` and builds one state on
+    ``load`` and another on every ``reset``: 1-15 s per reset here, spent translating the
+    same text again. With the memo a game pays the translation once per process, so
+    repeated resets of one task (seeds, GRPO groups) cost what the engine itself costs.
+    Every other attribute is the real module's.
+    """
+
+    def __init__(self, module: Any, maxsize: int = 8) -> None:
+        self._module = module
+        self._memo: dict[tuple[str, str, bool], Any] = {}
+        self._maxsize = maxsize
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def pddl2sas(
+        self, domain: str, problem: str, verbose: bool = False, optimize: bool = False
+    ) -> Any:
+        key = (domain, problem, bool(optimize))
+        if key not in self._memo:
+            if len(self._memo) >= self._maxsize:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = self._module.pddl2sas(
+                domain, problem, verbose=verbose, optimize=optimize
+            )
+        return self._memo[key]
+
+
+def _install_translation_cache() -> None:
+    import textworld.envs.pddl.logic as pddl_logic
+
+    if not isinstance(pddl_logic.fast_downward, _TranslationCache):
+        pddl_logic.fast_downward = _TranslationCache(pddl_logic.fast_downward)
+
+
+def _undo_command(command: str) -> str | None:
+    """The command that reverses a world-changing one, where there is a simple one."""
+    m = re.fullmatch(r"take (.+) from (.+)", command)
+    if m:
+        return f"move {m.group(1)} to {m.group(2)}"
+    m = re.fullmatch(r"(open|close) (.+)", command)
+    if m:
+        return f"{'close' if m.group(1) == 'open' else 'open'} {m.group(2)}"
+    return None
+
+
+@lru_cache(maxsize=16)
+def _list_games(split_dir: str) -> tuple[str, ...]:
+    return tuple(str(p) for p in sorted(Path(split_dir).glob("*/*/game.tw-pddl")))
+
+
+def task_type_of(game_file: str | Path) -> str:
+    """Task type from the game folder name (``pick_heat_then_place_in_recep-Egg-...``)."""
+    folder = Path(game_file).parent.parent.name
+    for t in TASK_TYPES:
+        if folder.startswith(t):
+            return t
+    return folder.split("-")[0]
+
+
+class ALFWorldTask(TextTask):
+    """ALFWorld games of one data folder, one game loaded at a time.
+
+    Args:
+        data_root: folder holding ``json_2.1.1`` (default: ``$ALFWORLD_DATA`` or the cache).
+        task_types: keep only these task types (default: all six).
+        max_games: keep at most this many games per split (first ones in sorted order).
+    """
+
+    name = "alfworld"
+
+    def __init__(
+        self,
+        data_root: str | os.PathLike[str] | None = None,
+        task_types: tuple[str, ...] | list[str] | None = None,
+        max_games: int | None = None,
+    ) -> None:
+        self.data_root = Path(data_root).expanduser() if data_root else alfworld_data_root()
+        if task_types is not None:
+            unknown = sorted(set(task_types) - set(TASK_TYPES))
+            if unknown:
+                raise ConfigError(
+                    f"unknown ALFWorld task types {unknown}: expected a subset of {list(TASK_TYPES)}"
+                )
+        self.task_types = tuple(task_types) if task_types is not None else None
+        if max_games is not None and max_games < 1:
+            raise ConfigError(f"max_games must be >= 1, got {max_games}")
+        self.max_games = max_games
+        self._engine: Any = None
+        self._loaded_file: str | None = None
+        self._game_file: str | None = None
+        self._split: str | None = None
+        self._index: int | None = None
+        self._walkthrough: list[str] = []
+        self._commands: list[str] = []
+        self._progress = 0
+        self._dirty = False
+        self._undo: tuple[frozenset[str], str | None] | None = None
+        self._clean_states: dict[frozenset[str], int] = {}
+        self._expert_cache: dict[int, str | None] = {}
+        self._plan_memo: dict[frozenset[str], list[str]] = {}
+        self._description = ""
+        self._last: TaskObservation | None = None
+
+    # -- data ---------------------------------------------------------------------
+    @property
+    def json_root(self) -> Path:
+        return self.data_root / "json_2.1.1"
+
+    def _missing_data_error(self) -> DataNotFoundError:
+        return DataNotFoundError(
+            f"ALFWorld game files not found: expected {self.json_root}/<split>/*/*/game.tw-pddl "
+            f"(ALFWORLD_DATA={os.environ.get('ALFWORLD_DATA', '<unset>')}). Get them with "
+            "`pip install alfworld && alfworld-download`, or point ALFWORLD_DATA at the folder "
+            "that holds json_2.1.1"
+        )
+
+    def splits(self) -> list[str]:
+        if not self.json_root.is_dir():
+            raise self._missing_data_error()
+        return [s for s in KNOWN_SPLITS if (self.json_root / s).is_dir()]
+
+    def games(self, split: str) -> list[str]:
+        check_split(self, split, str(self.json_root))
+        games = list(_list_games(str(self.json_root / split)))
+        if self.task_types is not None:
+            games = [g for g in games if task_type_of(g) in self.task_types]
+        if self.max_games is not None:
+            games = games[: self.max_games]
+        if not games:
+            raise DataNotFoundError(
+                f"no game.tw-pddl files for split {split!r} under {self.json_root / split}"
+                + (f" with task types {list(self.task_types)}" if self.task_types else "")
+            )
+        return games
+
+    def num_tasks(self, split: str) -> int:
+        return len(self.games(split))
+
+    # -- engine -------------------------------------------------------------------
+    def _make_engine(self) -> Any:
+        try:
+            import textworld
+            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+            from textworld.envs.pddl import PddlEnv
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise DataNotFoundError(
+                "the ALFWorld task needs the 'alfworld' package (TextWorld engine); install "
+                "it with `pip install 'precision-gym[alfworld]'`"
+            ) from exc
+        _install_translation_cache()
+        infos = textworld.EnvInfos(
+            won=True, admissible_commands=True, extras=["gamefile", "walkthrough"]
+        )
+        env: Any = PddlEnv(infos)
+        for wrapper in (AlfredDemangler(), AlfredInfos()):
+            env = wrapper(env)
+        return env
+
+    def _pddl_env(self) -> Any:
+        env = self._engine
+        while hasattr(env, "_wrapped_env") and env.__dict__.get("_wrapped_env") is not None:
+            env = env.__dict__["_wrapped_env"]
+        return env
+
+    def reset(self, split: str, index: int) -> TaskObservation:
+        games = self.games(split)
+        if not 0 <= index < len(games):
+            raise ConfigError(
+                f"task_index must be in [0, {len(games)}) for split {split!r}, got {index}"
+            )
+        game_file = games[index]
+        if self._engine is None:
+            self._engine = self._make_engine()
+        if self._loaded_file != game_file:
+            self._engine.load(game_file)
+            self._loaded_file = game_file
+            self._plan_memo = {}
+            with open(game_file) as f:
+                self._walkthrough = list(json.load(f).get("walkthrough") or [])
+        state = self._engine.reset()
+        self._split, self._index, self._game_file = split, index, game_file
+        self._commands = []
+        self._progress = 0
+        self._dirty = False
+        self._undo = None
+        self._clean_states = {self._state_key(): 0}
+        self._expert_cache = {}
+        text = _BANNER_RE.sub("", state["feedback"]).strip()
+        match = _TASK_RE.search(text)
+        self._description = match.group(1).strip() if match else ""
+        self._last = TaskObservation(
+            text=text,
+            admissible_commands=list(state["admissible_commands"]),
+            won=bool(state["won"]),
+            done=bool(state["won"]),
+            score=1.0 if state["won"] else 0.0,
+        )
+        return self._last
+
+    def _require_loaded(self) -> None:
+        if self._last is None:
+            raise ConfigError("no ALFWorld game is loaded: call reset(split, index) first")
+
+    def step(self, command: str) -> TaskObservation:
+        self._require_loaded()
+        assert self._last is not None
+        q = self._effective_progress(self._last.admissible_commands)
+        plan = self._plan_memo.get(self._state_key()) if self._dirty else None
+        self._commands.append(command)
+        state, _, _ = self._engine.step(command)
+        feedback = str(state["feedback"]).strip()
+        valid = feedback != NOTHING_HAPPENS
+        was_dirty = self._dirty
+        if valid and q < len(self._walkthrough) and command == self._walkthrough[q]:
+            self._progress = q + 1
+        elif (
+            valid and command_kind(command) == "manipulation" and not command.startswith("examine")
+        ):
+            self._dirty = True  # the world now differs from the walkthrough's
+        if valid:
+            key = self._state_key()
+            if self._dirty and key in self._clean_states:  # a deviation was undone
+                self._dirty, self._progress = False, self._clean_states[key]
+            elif not self._dirty:
+                self._clean_states.setdefault(key, self._progress)
+            elif not was_dirty:  # the first world-changing deviation: remember its undo
+                self._undo = (key, _undo_command(command))
+            if plan and command == plan[0]:
+                # a suffix of an optimal plan is optimal: no need to ask the planner again
+                self._plan_memo.setdefault(key, plan[1:])
+        self._last = TaskObservation(
+            text=feedback,
+            admissible_commands=list(state["admissible_commands"]),
+            won=bool(state["won"]),
+            done=bool(state["won"]),
+            score=1.0 if state["won"] else 0.0,
+            valid=valid,
+        )
+        return self._last
+
+    def expert_command(self) -> str | None:
+        self._require_loaded()
+        assert self._last is not None
+        n = len(self._commands)
+        if n in self._expert_cache:
+            return self._expert_cache[n]
+        cmd = None if self._last.won else self._walkthrough_expert()
+        if cmd is None and self._dirty and self._undo is not None:
+            key, undo = self._undo
+            if undo in self._last.admissible_commands and key == self._state_key():
+                cmd = undo
+        if cmd is None and not self._last.won:
+            plan = self._plan()
+            cmd = plan[0] if plan else None
+        self._expert_cache[n] = cmd
+        return cmd
+
+    def _state_key(self) -> frozenset[str]:
+        """The world state as a set of facts (``not_*`` bookkeeping facts, which PDDL actions
+        leave behind, are not part of it)."""
+        return frozenset(
+            str(f) for f in self._pddl_env()._pddl_state.facts if not f.name.startswith("not_")
+        )
+
+    def _plan(self) -> list[str]:
+        """The planner's plan from the current world state, memoised per state for the game
+        (states recur: back-and-forth loops, invalid commands)."""
+        key = self._state_key()
+        if key not in self._plan_memo:
+            pddl = self._pddl_env()
+            self._plan_memo[key] = list(pddl._pddl_state.replan(pddl._entity_infos) or [])
+        return self._plan_memo[key]
+
+    def _walkthrough_expert(self) -> str | None:
+        """Next walkthrough command (or the way to its place) while the world is unchanged."""
+        if self._dirty:
+            return None
+        assert self._last is not None
+        admissible = set(self._last.admissible_commands)
+        walk = self._walkthrough
+        q = self._effective_progress(self._last.admissible_commands)
+        if q >= len(walk):
+            return None
+        if walk[q] in admissible:
+            return walk[q]
+        place = next((c for c in reversed(walk[:q]) if c.startswith("go to ")), None)
+        return place if place in admissible else None
+
+    def _effective_progress(self, admissible_commands: list[str]) -> int:
+        """Walkthrough progress, skipping ``go to X`` steps when the agent is already at X
+        (ALFWorld lists every ``go to`` except the current place)."""
+        admissible = set(admissible_commands)
+        q = self._progress
+        walk = self._walkthrough
+        while q < len(walk) and walk[q].startswith("go to ") and walk[q] not in admissible:
+            q += 1
+        return q
+
+    def step_kind(self, command: str) -> str:
+        return command_kind(command)
+
+    # -- metadata -----------------------------------------------------------------
+    @property
+    def game_file(self) -> str:
+        self._require_loaded()
+        assert self._game_file is not None
+        return self._game_file
+
+    @property
+    def task_id(self) -> str:
+        path = Path(self.game_file)
+        return f"{self._split}/{path.parent.parent.name}/{path.parent.name}"
+
+    @property
+    def task_type(self) -> str:
+        return task_type_of(self.game_file)
+
+    @property
+    def description(self) -> str:
+        self._require_loaded()
+        return self._description
+
+    @property
+    def walkthrough(self) -> list[str]:
+        self._require_loaded()
+        return list(self._walkthrough)
+
+    @property
+    def commands(self) -> list[str]:
+        return list(self._commands)
+
+    # -- pickling: drop the engine, replay the commands on first use -----------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_engine"] = None
+        state["_loaded_file"] = None
+        state["_plan_memo"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._split is not None and self._index is not None:
+            commands = self._commands
+            expert_cache = self._expert_cache
+            self.reset(self._split, self._index)
+            for cmd in commands:
+                self.step(cmd)
+            self._expert_cache = expert_cache
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+            self._loaded_file = None

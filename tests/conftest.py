@@ -1,0 +1,43 @@
+"""Shared fixtures. ALFWORLD_DATA defaults to ../shared/alfworld (the checkout's sibling)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_SHARED_ALFWORLD = ROOT.parent / "shared" / "alfworld"
+if "ALFWORLD_DATA" not in os.environ and (_SHARED_ALFWORLD / "json_2.1.1").is_dir():
+    os.environ["ALFWORLD_DATA"] = str(_SHARED_ALFWORLD)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import precision_gym  # noqa: E402  (registers the env ids)
+
+ENV_IDS = list(precision_gym.ENV_IDS)
+
+
+def alfworld_available() -> bool:
+    root = Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser()
+    return (root / "json_2.1.1" / "valid_unseen").is_dir()
+
+
+requires_alfworld = pytest.mark.skipif(
+    not alfworld_available(), reason="ALFWorld data not found (set ALFWORLD_DATA)"
+)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from precision_gym.embedding import SentenceEncoder
+
+    return SentenceEncoder()
+
+
+# One small-split override per env id keeps tests fast and deterministic.
+RESET_OPTIONS = {
+    "DMR-ALFWorld-v0": {"split": "valid_unseen", "task_index": 3},
+    "DMR-WebShop-v0": {"split": "test", "task_index": 2},
+}

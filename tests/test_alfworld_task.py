@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from conftest import requires_alfworld
+
+from precision_gym.error import ConfigError, DataNotFoundError
+from precision_gym.tasks.alfworld import TASK_TYPES, ALFWorldTask, command_kind, task_type_of
+
+
+def test_missing_data_error_says_where_and_how(tmp_path):
+    task = ALFWorldTask(data_root=tmp_path / "nowhere")
+    with pytest.raises(
+        DataNotFoundError,
+        match=r"ALFWorld game files not found: expected .*nowhere/json_2\.1\.1/<split>/\*/\*/game\.tw-pddl .*alfworld-download",
+    ):
+        task.num_tasks("valid_unseen")
+
+
+def test_unknown_task_type():
+    with pytest.raises(ConfigError, match=r"unknown ALFWorld task types \['pick_up'\]"):
+        ALFWorldTask(task_types=["pick_up"])
+
+
+def test_command_kind():
+    assert command_kind("go to fridge 1") == "navigation"
+    for cmd in (
+        "take apple 1 from countertop 1",
+        "move apple 1 to fridge 1",
+        "heat egg 1 with microwave 1",
+        "open drawer 2",
+        "use desklamp 1",
+        "examine book 1",
+    ):
+        assert command_kind(cmd) == "manipulation"
+    assert command_kind("inventory") == "other"
+
+
+@requires_alfworld
+def test_unknown_split_lists_available():
+    with pytest.raises(
+        DataNotFoundError,
+        match=r"unknown split 'valid_seenX' for task 'alfworld': expected one of \[",
+    ):
+        ALFWorldTask().num_tasks("valid_seenX")
+
+
+@requires_alfworld
+def test_splits_types_and_filter():
+    task = ALFWorldTask()
+    assert {"train", "valid_train", "valid_unseen"} <= set(task.splits())
+    assert task.num_tasks("valid_unseen") == 134
+    heat = ALFWorldTask(task_types=["pick_heat_then_place_in_recep"])
+    games = heat.games("valid_unseen")
+    assert games and all(task_type_of(g) == "pick_heat_then_place_in_recep" for g in games)
+    assert {task_type_of(g) for g in task.games("valid_unseen")} == set(TASK_TYPES)
+
+
+@requires_alfworld
+@pytest.mark.parametrize("index", [0, 20, 45, 70, 95, 120])
+def test_expert_walkthrough_wins(index):
+    task = ALFWorldTask()
+    obs = task.reset("valid_unseen", index)
+    assert "Your task is to:" in obs.text and task.description
+    for _ in range(60):
+        if obs.won:
+            break
+        obs = task.step(task.expert_command())
+    assert obs.won and obs.score == 1.0
+    assert task.expert_command() is None
+
+
+@requires_alfworld
+def test_planner_recovers_off_the_walkthrough():
+    task = ALFWorldTask()
+    obs = task.reset("valid_unseen", 5)
+    walk = task.walkthrough
+    detour = next(c for c in obs.admissible_commands if c.startswith("go to") and c != walk[0])
+    task.step(detour)
+    for _ in range(60):
+        if obs.won:
+            break
+        obs = task.step(task.expert_command())
+    assert obs.won
+
+
+@requires_alfworld
+def test_invalid_command_changes_nothing():
+    task = ALFWorldTask()
+    task.reset("valid_unseen", 5)
+    obs = task.step("fly to the moon")
+    assert obs.text == "Nothing happens." and not obs.valid
+
+
+@requires_alfworld
+def test_pickle_replays_commands():
+    task = ALFWorldTask()
+    task.reset("valid_unseen", 7)
+    task.step(task.expert_command())
+    clone = pickle.loads(pickle.dumps(task))
+    assert clone.commands == task.commands
+    assert clone.expert_command() == task.expert_command()
+    assert clone.step(task.expert_command()).text == task.step(task.expert_command()).text

@@ -1,0 +1,82 @@
+"""The CLI's JSON contract and error messages, run as a subprocess like a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, requires_alfworld
+
+KEYS = {
+    "success_rate",
+    "mean_success_episode_time_s",
+    "speedup_vs_high",
+    "hp_fraction",
+    "episodes",
+    "seeds",
+    "router",
+    "env",
+}
+
+
+def _cli(*args, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+@requires_alfworld
+def test_evaluate_writes_the_json_contract(tmp_path):
+    out = tmp_path / "eval.json"
+    proc = _cli(
+        "evaluate",
+        "--env",
+        "DMR-ALFWorld-v0",
+        "--router",
+        "random",
+        "--p-high",
+        "0.5",
+        "--episodes",
+        "2",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    data = json.loads(out.read_text())
+    assert set(data) >= KEYS
+    assert data["episodes"] == 2 and data["seeds"] == [0, 1] and data["env"] == "DMR-ALFWorld-v0"
+    assert data["router"] == "random(p_high=0.5)" and data["simulated"] is True
+    assert 0.0 <= data["success_rate"] <= 1.0 and 0.0 <= data["hp_fraction"] <= 1.0
+    assert "SIMULATED" in proc.stderr
+
+
+def test_evaluate_bad_inputs():
+    proc = _cli("evaluate", "--router", "random", "--p-high", "2", check=False)
+    assert proc.returncode == 2 and "expected a number in [0, 1], got 2.0" in proc.stderr
+    proc = _cli("evaluate", "--router", "random", "--seeds", "a,b", check=False)
+    assert "--seeds expects comma-separated integers like 0,1,2, got 'a,b'" in proc.stderr
+    proc = _cli("evaluate", "--env", "Nope-v0", "--router", "always-high", check=False)
+    assert proc.returncode == 2 and "unknown env id 'Nope-v0'" in proc.stderr
+    proc = _cli("evaluate", "--env", "DMR-WebShop-v0", "--router", "no/such/file.pt", check=False)
+    assert proc.returncode == 2 and "neither a baseline name" in proc.stderr
+
+
+@pytest.mark.slow
+@requires_alfworld
+def test_demo_writes_table_and_plot(tmp_path):
+    _cli("demo", "--episodes", "2", "--out", str(tmp_path), "--quiet")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {s["router"] for s in data["summaries"]} >= {"always-high", "always-low", "oracle"}
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    assert "SIMULATED" in (tmp_path / "results.md").read_text()

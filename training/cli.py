@@ -1,0 +1,249 @@
+"""The ``precision-gym`` command line: demo, evaluate, and the training pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+SIMULATED_BANNER = (
+    "NOTE: the default tiers are the SIMULATED precision pair (precision_gym.backends."
+    "simulated): figures below are simulated, not real-LLM results."
+)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds expects comma-separated integers like 0,1,2, got {text!r}"
+        ) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one integer")
+    return seeds
+
+
+def _json_kwargs(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {p}")
+    return p
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
+    import gymnasium as gym
+
+    import precision_gym
+
+    if env_id not in precision_gym.ENV_IDS and env_id not in gym.registry:
+        from precision_gym.error import ConfigError
+
+        raise ConfigError(
+            f"unknown env id {env_id!r}: expected one of {list(precision_gym.ENV_IDS)}"
+        )
+    return gym.make(env_id, **(env_kwargs or {}))
+
+
+def load_policy(
+    router: str, env: Any, p_high: float | None = None, budget: float | None = None, seed: int = 0
+) -> Any:
+    """A policy from a baseline name or a trained-router file."""
+    from agents import BASELINE_NAMES, make_baseline
+
+    if router in BASELINE_NAMES:
+        if budget is not None:
+            raise ValueError(f"--budget applies to a trained router file, not to {router!r}")
+        return make_baseline(router, env, p_high=p_high, seed=seed)
+    path = Path(router)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"router {router!r} is neither a baseline name ({', '.join(BASELINE_NAMES)}) nor an "
+            f"existing file (looked at {path.resolve()})"
+        )
+    from training.policies import load_policy_file
+
+    return load_policy_file(path, env, budget=budget)
+
+
+def _print(obj: Any) -> None:
+    from rich.console import Console
+
+    Console().print(obj)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluation import evaluate, format_table, write_json
+
+    env = make_env(args.env, args.env_kwargs)
+    unwrapped = env.unwrapped
+    if unwrapped.simulated:
+        print(SIMULATED_BANNER, file=sys.stderr)
+    policy = load_policy(args.router, env, args.p_high, args.budget, seed=args.seeds[0])
+    common = dict(
+        env_id=args.env,
+        split=args.split,
+        episodes=args.episodes,
+        seeds=args.seeds,
+        progress=not args.quiet,
+    )
+    result = evaluate(policy, env, **common)
+    reference = None
+    if not args.no_reference:
+        reference = (
+            result
+            if args.router == "always-high"
+            else evaluate(load_policy("always-high", env), env, **common)
+        )
+    summary = result.summary(reference)
+    _print(
+        format_table(
+            [summary]
+            + ([reference.summary(reference)] if reference and reference is not result else []),
+            title=f"{args.env} / {args.split}",
+        )
+    )
+    if args.out:
+        write_json(summary, args.out)
+        print(f"wrote {args.out}")
+    env.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from training.evaluation import evaluate, format_table, markdown_table, pareto_plot, write_json
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_env(args.env, args.env_kwargs)
+    if env.unwrapped.simulated:
+        print(SIMULATED_BANNER)
+    t0 = time.perf_counter()
+    common = dict(
+        env_id=args.env,
+        split=args.split,
+        episodes=args.episodes,
+        seeds=args.seeds,
+        progress=not args.quiet,
+    )
+    results = {}
+    for name, p in (("always-high", None), ("always-low", None), ("oracle", None)):
+        results[name] = evaluate(load_policy(name, env, p), env, **common)
+    oracle_hp = results["oracle"].summary()["hp_fraction"]
+    rand = load_policy("random", env, p_high=round(oracle_hp, 2), seed=args.seeds[0])
+    results[rand.name] = evaluate(rand, env, **common)
+    ref = results["always-high"]
+    summaries = [r.summary(ref) for r in results.values()]
+    title = f"{args.env} / {args.split} ({results['always-high'].task_indices.__len__()} tasks x {len(args.seeds)} seeds)"
+    _print(format_table(summaries, title=title))
+    write_json(
+        {"summaries": summaries, "wall_time_s": time.perf_counter() - t0}, out / "results.json"
+    )
+    (out / "results.md").write_text(
+        f"# {title}\n\n"
+        + ("SIMULATED precision pair: not real-LLM results.\n\n" if env.unwrapped.simulated else "")
+        + markdown_table(summaries)
+        + "\n"
+    )
+    pareto_plot(summaries, out / "pareto.png", title=title)
+    print(
+        f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'pareto.png'} "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    env.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="precision-gym",
+        description="Step-level precision routing for LLM agents (Dynamic Mixed-Precision Routing).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def env_args(p: argparse.ArgumentParser, split: str = "valid_unseen") -> None:
+        p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
+        p.add_argument(
+            "--env-kwargs",
+            type=_json_kwargs,
+            default=None,
+            help="JSON object of env kwargs, e.g. '{\"cost_weight\": 0.05}'",
+        )
+        p.add_argument("--split", default=split, help="task split to evaluate on")
+        p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="evaluate a router (Table-1 style) and write JSON")
+    env_args(p)
+    p.add_argument(
+        "--router",
+        required=True,
+        help="always-high | always-low | random | oracle | path to a trained router",
+    )
+    p.add_argument(
+        "--p-high",
+        type=_probability,
+        default=None,
+        help="high-precision probability of the random router",
+    )
+    p.add_argument(
+        "--budget",
+        type=_probability,
+        default=None,
+        help="high-precision budget K: picks a trained router's calibrated threshold",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=20, help="tasks per seed (spread over the split)"
+    )
+    p.add_argument("--out", default=None, help="write the JSON summary here")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the always-high reference run (speedup_vs_high becomes NaN)",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="main job: baselines on a valid_unseen sample, table + plot")
+    env_args(p)
+    p.set_defaults(seeds=[0])
+    p.add_argument("--episodes", type=int, default=8, help="tasks per seed")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from precision_gym.error import PrecisionGymError
+
+    try:
+        return int(args.func(args) or 0)
+    except (PrecisionGymError, FileNotFoundError, ValueError) as exc:
+        print(f"precision-gym {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
