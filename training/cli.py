@@ -229,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=8, help="tasks per seed")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.set_defaults(func=cmd_demo)
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
