@@ -262,6 +262,12 @@ def main() -> None:
         ),
     )
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument(
+        "--http-scoring",
+        default="stepwise",
+        choices=("stepwise", "prompt_logprobs", "echo"),
+        help="how the vLLM tiers score actions for the KL",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/real_llm_alfworld")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -355,6 +361,16 @@ def main() -> None:
                         flush=True,
                     )
                 timing[f"vllm/{tier}"] = decode_timing(backend, first_prompt)
+            # cost of one HTTP action scoring per route, on the longest prompt
+            action = episodes["transformers/bf16"][0]["steps"][-1]["text"] or " look"
+            route_s = {}
+            for route in ("prompt_logprobs", "stepwise"):
+                with OpenAIBackend(servers[1].base_url, "gptq-w4", scoring=route) as b:
+                    b.score(first_prompt, action)  # warm
+                    t0 = time.perf_counter()
+                    b.score(first_prompt, action)
+                    route_s[route] = time.perf_counter() - t0
+            results["http_score_s_per_action"] = route_s
         finally:
             for b in http.values():
                 b.close()
@@ -454,6 +470,14 @@ def write_markdown(r: dict, path: Path) -> None:
             if dec is not None
             else f"| {k} | {v:.1f} | - | - |"
         )
+    if "http_score_s_per_action" in r:
+        hs = r["http_score_s_per_action"]
+        lines += [
+            "",
+            "HTTP action scoring on the longest prompt (vLLM int4): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in hs.items())
+            + ".",
+        ]
     pc = r["prefix_cache_s_per_call"]
     lines += [
         "",

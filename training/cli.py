@@ -11,7 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+#: modules that add their own subcommand: each defines ``add_parser(subparsers)`` which
+#: registers a parser with ``set_defaults(func=...)``; ``func(args) -> int``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 SIMULATED_BANNER = (
     "NOTE: the default tiers are the SIMULATED precision pair (precision_gym.backends."
