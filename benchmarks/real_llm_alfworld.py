@@ -334,9 +334,10 @@ def main() -> None:
         gptq_dir = CACHE / "models" / f"smollm2-135m-instruct-q4_1-dequant-gptq-w4-g{gs}"
         if not (gptq_dir / "config.json").is_file():
             quantize_checkpoint(model_dir, 4, gs, gptq_dir)
+        (CACHE / "logs").mkdir(parents=True, exist_ok=True)
         servers = [
-            VLLMServer(args.vllm_python, model_dir, args.out / "vllm-bf16.log", "bf16"),
-            VLLMServer(args.vllm_python, gptq_dir, args.out / "vllm-w4.log", "gptq-w4"),
+            VLLMServer(args.vllm_python, model_dir, CACHE / "logs" / "vllm-bf16.log", "bf16"),
+            VLLMServer(args.vllm_python, gptq_dir, CACHE / "logs" / "vllm-w4.log", "gptq-w4"),
         ]
         try:
             for s in servers:

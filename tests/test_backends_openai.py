@@ -430,7 +430,7 @@ def bf16_http(vllm_server):
 def test_vllm_generate_completion_chat_and_batch(bf16_http):
     assert bf16_http.health()
     g = bf16_http.generate([req(ALF_PROMPT, max_tokens=6)])[0]
-    assert g.completion_tokens == 6 and g.prompt_tokens > 20 and g.wall_time_s > 0
+    assert 1 <= g.completion_tokens <= 6 and g.prompt_tokens > 20 and g.wall_time_s > 0
     chat = bf16_http.generate([req([{"role": "user", "content": "go to fridge 1"}], max_tokens=4)])[
         0
     ]
@@ -438,7 +438,8 @@ def test_vllm_generate_completion_chat_and_batch(bf16_http):
     batch = bf16_http.generate(
         [req(ALF_PROMPT + f" go to cabinet {i}\n>", max_tokens=8) for i in range(8)]
     )
-    assert [x.completion_tokens for x in batch] == [8] * 8
+    assert len(batch) == 8 and all(1 <= x.completion_tokens <= 8 for x in batch)
+    assert sum(x.completion_tokens for x in batch) > 8
     # greedy is deterministic
     assert bf16_http.generate([req(ALF_PROMPT, max_tokens=6)])[0].text == g.text
     recs = [r for r in bf16_http.call_log if r.kind == "generate"]
@@ -491,7 +492,9 @@ def test_vllm_gptq_int4_serves_and_matches_fake_quant(
     )
     with OpenAIBackend(server.base_url, server.name, name="int4") as w4:
         g = w4.generate([req(ALF_PROMPT, max_tokens=10)])[0]
-        assert g.completion_tokens == 10 and g.text
+        # random weights: the end-of-text token may come before the 10th token
+        assert 1 <= g.completion_tokens <= 10
+        assert g.meta["finish_reason"] == ("length" if g.completion_tokens == 10 else "stop")
         action = " take apple 1 from fridge 1"
         s = w4.score(ALF_PROMPT, action)
         local = TransformersBackend(tiny_qwen3_dir, "int4", 64, symmetric=True)

@@ -15,7 +15,12 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: modules that add their own subcommand: each defines ``add_parser(subparsers)`` which
 #: registers a parser with ``set_defaults(func=...)``; ``func(args) -> int``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "training.kl_collect",
+    "training.kl_st",
+    "training.calibrate",
+    "training.sweep",
+)
 
 SIMULATED_BANNER = (
     "NOTE: the default tiers are the SIMULATED precision pair (precision_gym.backends."

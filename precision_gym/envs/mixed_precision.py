@@ -85,6 +85,9 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         reward_mode: ``"sparse"`` or ``"dense"`` (same return).
         max_retries / retry_backoff_s: backend fault handling; after the retries the
             episode ends as failed with ``info["backend_error"]``.
+        flatten_embeddings: observe ``embeddings`` as one vector of ``max_history * d``
+            (row-major) instead of ``[max_history, d]``: Stable-Baselines3's env checker
+            and its ``MultiInputPolicy`` expect 1-D vectors.
         render_mode: ``None`` or ``"ansi"``.
     """
 
@@ -105,6 +108,7 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         reward_mode: str = "sparse",
         max_retries: int = 3,
         retry_backoff_s: float = 0.5,
+        flatten_embeddings: bool = False,
         render_mode: str | None = None,
     ) -> None:
         if max_steps < 1:
@@ -139,10 +143,13 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.render_mode = render_mode
 
         dim = self.encoder.dim
+        self._dim = dim
+        self.flatten_embeddings = bool(flatten_embeddings)
+        emb_shape = (max_history * dim,) if self.flatten_embeddings else (max_history, dim)
         self.action_space = spaces.Discrete(len(self.tiers))
         self.observation_space = spaces.Dict(
             {
-                "embeddings": spaces.Box(-1.0, 1.0, shape=(max_history, dim), dtype=np.float32),
+                "embeddings": spaces.Box(-1.0, 1.0, shape=emb_shape, dtype=np.float32),
                 "mask": spaces.Box(0.0, 1.0, shape=(max_history,), dtype=np.float32),
             }
         )
@@ -156,7 +163,7 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.observation_space["embeddings"].shape[1])
+        return self._dim
 
     def step_context(self) -> StepContext:
         """The structured state handed to backends for the pending step."""
@@ -373,7 +380,6 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 "observation": "",
                 "completion_tokens": 0,
                 "step_latency_s": dt,
-                "wall_time_s": 0.0,
                 "router_call": router_call,
             }
         admissible = list(ctx.admissible_commands)
@@ -409,7 +415,6 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "observation": obs_text,
             "completion_tokens": result.completion_tokens,
             "step_latency_s": dt,
-            "wall_time_s": result.wall_time_s,
             "router_call": router_call,
         }
 
@@ -433,6 +438,8 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         mask = np.zeros(self.max_history, dtype=np.float32)
         mask[:n] = 1.0
         np.clip(emb, -1.0, 1.0, out=emb)
+        if self.flatten_embeddings:
+            emb = emb.reshape(-1)
         return {"embeddings": emb, "mask": mask}
 
     def _info(self, step: dict[str, Any] | None, forced: list[dict[str, Any]]) -> dict[str, Any]:

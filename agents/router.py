@@ -1,0 +1,287 @@
+"""The lightweight Transformer router of the paper (Section 4.1, Eq. 3-4).
+
+The input is the env observation: step embeddings ``[L, d_e]`` (left-aligned, up to
+``L = 64``) and a valid-step mask. The router projects each embedding to ``d_model``, adds
+learned positional embeddings, runs a masked Transformer encoder (padding steps are masked
+as keys), pools the last valid step and applies a linear head + softmax over the tiers
+(index 0 = highest precision).
+
+:class:`TransformerRouterPolicy` puts it behind the ``RouterPolicy`` contract with
+threshold routing (tier 0 iff ``p(tier 0) >= tau``; ``tau`` picked by a calibrated budget
+``K``, paper Eq. 7) and saves everything (weights, config, thresholds, metadata) in one
+file written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.base import RouterPolicy
+from precision_gym.error import CheckpointError, ConfigError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DEFAULT_THRESHOLD",
+    "RouterConfig",
+    "TransformerRouter",
+    "TransformerRouterPolicy",
+    "load_router_policy",
+]
+
+CHECKPOINT_FORMAT = "precision-gym/transformer-router/v1"
+#: the naive deployment threshold on p(high) before calibration (paper App. D)
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class RouterConfig:
+    """Architecture of :class:`TransformerRouter`.
+
+    Attributes:
+        embed_dim: size of the step embeddings (384 for all-MiniLM-L6-v2).
+        max_len: sequence length L (the env's ``max_history``).
+        d_model: Transformer width.
+        n_layers: encoder layers (the paper's best depth is 8).
+        n_heads: attention heads (must divide ``d_model``).
+        dropout: dropout inside the encoder layers.
+        n_tiers: precision tiers (softmax size).
+        ff_mult: feed-forward width as a multiple of ``d_model``.
+    """
+
+    embed_dim: int = 384
+    max_len: int = 64
+    d_model: int = 128
+    n_layers: int = 8
+    n_heads: int = 4
+    dropout: float = 0.1
+    n_tiers: int = 2
+    ff_mult: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "max_len", "d_model", "n_layers", "n_heads", "ff_mult"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"RouterConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"RouterConfig.d_model ({self.d_model}) must be divisible by n_heads "
+                f"({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"RouterConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.n_tiers < 2:
+            raise ConfigError(f"RouterConfig.n_tiers must be >= 2, got {self.n_tiers}")
+
+
+class TransformerRouter(nn.Module):
+    """``pi(m | s_{1:t}) = softmax(W h_last + b)``, ``h = Encoder(W_in e + P)`` (Eq. 3-4)."""
+
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or RouterConfig()
+        self.input_proj = nn.Linear(cfg.embed_dim, cfg.d_model)
+        self.pos_emb = nn.Parameter(torch.zeros(cfg.max_len, cfg.d_model))
+        nn.init.normal_(self.pos_emb, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model=cfg.d_model,
+            nhead=cfg.n_heads,
+            dim_feedforward=cfg.ff_mult * cfg.d_model,
+            dropout=cfg.dropout,
+            batch_first=True,
+            norm_first=False,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers=cfg.n_layers, enable_nested_tensor=False
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.n_tiers)
+
+    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, n_tiers]`` of embeddings ``[B, L, d_e]`` with valid-step mask ``[B, L]``.
+
+        Valid steps must come first (the env's left alignment). Trailing padding is cut
+        off before the encoder: padded keys are masked anyway, so the output of the last
+        valid step is the same and short histories cost less.
+        """
+        if embeddings.dim() != 3 or mask.dim() != 2 or embeddings.shape[:2] != mask.shape:
+            raise ConfigError(
+                "expected embeddings [B, L, d_e] and mask [B, L]; got "
+                f"{tuple(embeddings.shape)} and {tuple(mask.shape)}"
+            )
+        if embeddings.shape[1] > self.config.max_len:
+            raise ConfigError(
+                f"sequence length {embeddings.shape[1]} exceeds the router's max_len "
+                f"{self.config.max_len}"
+            )
+        valid = mask > 0.5
+        lengths = valid.sum(dim=1).clamp(min=1)
+        n = int(lengths.max())
+        x = self.input_proj(embeddings[:, :n]) + self.pos_emb[:n]
+        pad = ~valid[:, :n]
+        pad[:, 0] = False  # an empty history still attends to its first slot
+        h = self.encoder(x, src_key_padding_mask=pad if bool(pad.any()) else None)
+        last = h[torch.arange(h.shape[0], device=h.device), lengths - 1]
+        return self.head(self.norm(last))
+
+    def probs(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(embeddings, mask), dim=-1)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _budget_key(budget: float) -> str:
+    return f"{float(budget):.6g}"
+
+
+@dataclass
+class _Calibration:
+    thresholds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TransformerRouterPolicy(RouterPolicy):
+    """A :class:`TransformerRouter` behind the ``predict`` contract.
+
+    Routing: ``tier 0`` iff ``high_precision_score(obs) >= threshold``; otherwise the
+    argmax among the lower tiers. ``threshold`` is :data:`DEFAULT_THRESHOLD` until a
+    calibrated budget is selected (:meth:`set_budget`).
+    """
+
+    charges_router_cost = True
+
+    def __init__(
+        self,
+        model: TransformerRouter,
+        thresholds: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
+        budget: float | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        super().__init__(model.config.n_tiers)
+        self.model = model.eval()
+        self.thresholds: dict[str, float] = dict(thresholds or {})
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        self.budget: float | None = None
+        self.name = "klst-router"
+        if budget is not None:
+            self.set_budget(budget)
+
+    @property
+    def config(self) -> RouterConfig:
+        return self.model.config
+
+    def set_budget(self, budget: float | None) -> None:
+        """Route with the threshold calibrated for budget ``K`` (None: the default 0.5)."""
+        if budget is None:
+            self.budget, self.threshold = None, DEFAULT_THRESHOLD
+            self.name = "klst-router"
+            return
+        key = _budget_key(budget)
+        if key not in self.thresholds:
+            have = sorted(float(k) for k in self.thresholds)
+            raise CheckpointError(
+                f"budget K={budget:g} was not calibrated for this router: calibrated budgets "
+                f"are {have or 'none (run precision-gym calibrate)'}"
+            )
+        self.budget, self.threshold = float(budget), float(self.thresholds[key])
+        self.name = f"klst-router(K={float(budget):g})"
+
+    @torch.inference_mode()
+    def probs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Softmax over tiers, ``[batch, n_tiers]`` (a single obs gets a batch of 1)."""
+        emb = np.asarray(obs["embeddings"], dtype=np.float32)
+        mask = np.asarray(obs["mask"], dtype=np.float32)
+        if mask.ndim == 1:
+            emb, mask = emb[None], mask[None]
+        return self.model.probs(torch.from_numpy(emb), torch.from_numpy(mask)).numpy()
+
+    def high_precision_score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """``p(tier 0 | obs)``, shape ``[batch]`` (``[1]`` for a single observation)."""
+        return self.probs(obs)[:, 0]
+
+    def route(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Tier indices from tier probabilities with the threshold rule."""
+        tau = self.threshold if threshold is None else threshold
+        low = 1 + np.argmax(probs[:, 1:], axis=1)
+        return np.where(probs[:, 0] >= tau, 0, low).astype(np.int64)
+
+    def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        return self.route(self.probs(obs))
+
+    # -- persistence ----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.model.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "thresholds": dict(self.thresholds),
+            "metadata": dict(self.metadata),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write weights + config + calibrated thresholds + metadata to ONE file, atomically."""
+        out = Path(path)
+        _atomic_torch_save(self.state(), out)
+        return out
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], budget: float | None = None
+    ) -> TransformerRouterPolicy:
+        """Load a file written by :meth:`save` (``budget`` selects a calibrated threshold)."""
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"router checkpoint {p} is corrupt or not a torch file ({type(exc).__name__}: "
+                f"{str(exc)[:200]})"
+            ) from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise CheckpointError(
+                f"{p} is not a Transformer-router checkpoint: expected format "
+                f"{CHECKPOINT_FORMAT!r}, found {found!r}"
+            )
+        known = {f.name for f in fields(RouterConfig)}
+        cfg = RouterConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+        model = TransformerRouter(cfg)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{p}: weights do not match its config ({exc})") from None
+        return cls(model, ckpt.get("thresholds"), ckpt.get("metadata"), budget=budget)
+
+
+def load_router_policy(
+    path: str | os.PathLike[str], budget: float | None = None
+) -> TransformerRouterPolicy:
+    """A router policy from a checkpoint file; ``budget`` K picks its calibrated threshold
+    (None = the default threshold 0.5)."""
+    return TransformerRouterPolicy.load(path, budget=budget)

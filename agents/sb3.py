@@ -1,0 +1,84 @@
+"""The router's Transformer encoder as a Stable-Baselines3 features extractor.
+
+SB3 algorithms (PPO, A2C, DQN) then share the router's architecture: the step-embedding
+sequence goes through input projection, learned positions, a masked Transformer encoder
+and last-valid-step pooling; SB3 puts its own policy/value (or Q) heads on top::
+
+    from stable_baselines3 import PPO
+    from agents.sb3 import RouterFeaturesExtractor
+
+    model = PPO(
+        "MultiInputPolicy",
+        env,
+        policy_kwargs=dict(
+            features_extractor_class=RouterFeaturesExtractor,
+            features_extractor_kwargs=dict(d_model=64, n_layers=2, n_heads=4),
+            # or dict(router_checkpoint="runs/klst/router.pt"): start from KL-ST weights
+        ),
+    )
+
+Needs Stable-Baselines3 (``pip install precision-gym[sb3]``). Both observation layouts of
+the env work: ``embeddings`` as ``[max_history, d]`` (default) or flattened to
+``[max_history * d]`` (``flatten_embeddings=True``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = ["RouterFeaturesExtractor"]
+
+
+class RouterFeaturesExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor = :class:`agents.router.TransformerRouter` without its head.
+
+    ``features_dim`` is ``d_model``. Keyword arguments are :class:`RouterConfig` fields
+    (``d_model``, ``n_layers``, ``n_heads``, ``dropout``, ``ff_mult``; ``embed_dim`` and
+    ``max_len`` come from the observation space). ``router_checkpoint`` (a KL-ST/GRPO router
+    file) initialises the encoder from trained router weights instead (its config wins).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        router_checkpoint: str | None = None,
+        **router_kwargs: Any,
+    ) -> None:
+        from agents.router import RouterConfig, TransformerRouter, load_router_policy
+
+        if not isinstance(observation_space, spaces.Dict) or {"embeddings", "mask"} - set(
+            observation_space.spaces
+        ):
+            raise ValueError(
+                "RouterFeaturesExtractor expects the env's Dict observation with keys "
+                f"'embeddings' and 'mask', got {observation_space}"
+            )
+        max_len = int(observation_space["mask"].shape[0])
+        emb_shape = observation_space["embeddings"].shape
+        embed_dim = int(emb_shape[-1]) if len(emb_shape) == 2 else int(emb_shape[0]) // max_len
+        if router_checkpoint is not None:
+            router = load_router_policy(router_checkpoint).model
+            if (router.config.embed_dim, router.config.max_len) != (embed_dim, max_len):
+                raise ValueError(
+                    f"{router_checkpoint} reads [{router.config.max_len}, "
+                    f"{router.config.embed_dim}] observations, the env gives [{max_len}, "
+                    f"{embed_dim}]"
+                )
+        else:
+            cfg = {"d_model": 64, "n_layers": 2, "n_heads": 4, "dropout": 0.0, **router_kwargs}
+            router = TransformerRouter(RouterConfig(embed_dim=embed_dim, max_len=max_len, **cfg))
+        super().__init__(observation_space, features_dim=router.config.d_model)
+        router.head = nn.Identity()  # the pooled, normalised last-step state is the feature
+        self.router = router
+        self.max_len, self.embed_dim = max_len, embed_dim
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb, mask = observations["embeddings"], observations["mask"]
+        if emb.dim() == 2:  # flattened layout [batch, max_len * d]
+            emb = emb.reshape(emb.shape[0], self.max_len, self.embed_dim)
+        return self.router(emb, mask)

@@ -1,0 +1,885 @@
+"""GRPO refinement of the router (paper Section 4.3): ``precision-gym train-grpo``.
+
+For each task of a batch a *group* of ``G`` trajectories is sampled under the current
+router (same task, different episode seeds) in a Gymnasium vector env; each trajectory's
+return is the env's Eq. 8 return ``success - lambda * T``; the group-relative advantage
+``(R - mean_group) / (std_group + eps)`` (zero when the group's returns are all equal) is
+given to every routing decision of the trajectory; the router is updated with the clipped
+importance-ratio objective over routing decisions (old log-probs from sampling time) and an
+optional KL penalty to the frozen KL-ST reference router. No value function is learned.
+
+Everything is seeded from ``(seed, update index)``, so a resumed run (``--resume``) and a
+fresh run with the same seed produce the same curve. Outputs in ``--out``:
+``checkpoint.pt`` (atomic, every update), ``log.jsonl``, ``tb/`` (TensorBoard),
+``router.pt`` (final router with calibrated budget thresholds, evaluated by
+``precision-gym evaluate --router OUT/router.pt --budget K``).
+
+Pure pieces with their own tests: :func:`group_advantages`, :func:`grpo_loss`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from precision_gym.error import CheckpointError, ConfigError
+
+__all__ = [
+    "GRPOConfig",
+    "GRPOTrainer",
+    "ParkOnDone",
+    "add_parser",
+    "group_advantages",
+    "grpo_loss",
+    "train_grpo",
+]
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "router.pt"
+LOG = "log.jsonl"
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def group_advantages(
+    returns: Sequence[float] | np.ndarray, group_size: int, eps: float = 1e-6
+) -> np.ndarray:
+    """Group-relative advantages ``(R - mean) / (std + eps)`` per consecutive group.
+
+    ``returns`` is laid out group by group (``len(returns) == n_groups * group_size``); the
+    std is the population std (``ddof=0``). A group whose returns are all equal carries no
+    learning signal and gets advantage exactly 0.
+    """
+    r = np.asarray(returns, dtype=np.float64).reshape(-1)
+    if group_size < 2:
+        raise ConfigError(f"group_size must be >= 2, got {group_size}")
+    if len(r) % group_size:
+        raise ConfigError(
+            f"len(returns) must be a multiple of group_size={group_size}, got {len(r)}"
+        )
+    g = r.reshape(-1, group_size)
+    mean = g.mean(axis=1, keepdims=True)
+    std = g.std(axis=1, keepdims=True)
+    adv = (g - mean) / (std + eps)
+    flat = np.ptp(g, axis=1) <= 1e-12
+    adv[flat] = 0.0
+    return adv.reshape(-1)
+
+
+def grpo_loss(
+    logp_new: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped importance-ratio objective over routing decisions (+ optional KL penalty).
+
+    ``loss = -mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)) + kl_coef * mean(KL)``
+    with ``rho = exp(logp_new - logp_old)`` and the per-decision KL estimate to the
+    reference policy ``KL = exp(ref - new) - (ref - new) - 1`` (the unbiased, non-negative
+    "k3" estimator used by GRPO). All inputs are ``[n_decisions]`` log-probs of the taken
+    tiers; the mean is over decisions.
+
+    Returns:
+        ``(loss, stats)`` with ``stats``: ``policy_loss``, ``kl_ref``, ``clip_fraction``,
+        ``approx_kl_old`` (``mean(old - new)``), ``ratio_mean``.
+    """
+    if logp_new.shape != logp_old.shape or logp_new.shape != advantages.shape:
+        raise ValueError(
+            "logp_new, logp_old and advantages must have the same shape, got "
+            f"{tuple(logp_new.shape)}, {tuple(logp_old.shape)}, {tuple(advantages.shape)}"
+        )
+    if not 0.0 < clip_eps < 1.0:
+        raise ConfigError(f"clip_eps must be in (0, 1), got {clip_eps}")
+    ratio = torch.exp(logp_new - logp_old)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    policy_loss = -torch.minimum(unclipped, clipped).mean()
+    loss = policy_loss
+    kl_value = 0.0
+    if ref_logp is not None and kl_coef > 0.0:
+        delta = ref_logp - logp_new
+        kl = (torch.exp(delta) - delta - 1.0).mean()
+        loss = loss + kl_coef * kl
+        kl_value = float(kl.detach())
+    with torch.no_grad():
+        stats = {
+            "policy_loss": float(policy_loss),
+            "kl_ref": kl_value,
+            "clip_fraction": float(((ratio - 1.0).abs() > clip_eps).float().mean()),
+            "approx_kl_old": float((logp_old - logp_new).mean()),
+            "ratio_mean": float(ratio.mean()),
+        }
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class GRPOConfig:
+    """Configuration of a GRPO run (one help string per field; validated on creation)."""
+
+    env_id: str = field(default="DMR-ALFWorld-v0", metadata={"help": "registered env id"})
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "JSON object of extra env kwargs (cost_weight is set by --cost-weight)"},
+    )
+    split: str = field(default="train", metadata={"help": "split the training tasks come from"})
+    pool_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "restrict training to this many tasks spread evenly over the split (None = all)"
+        },
+    )
+    init_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "KL-ST router checkpoint to start from (None = a freshly initialised router)"
+        },
+    )
+    tasks_per_batch: int = field(default=4, metadata={"help": "tasks per update (one group each)"})
+    group_size: int = field(default=4, metadata={"help": "G: trajectories sampled per task"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "trajectories per update; must equal tasks_per_batch * group_size (None = derived)"
+        },
+    )
+    max_updates: int = field(default=50, metadata={"help": "stop after this many updates"})
+    total_env_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop once this many env steps (routing decisions) were sampled (None = no limit)"
+        },
+    )
+    cost_weight: float = field(
+        default=0.02, metadata={"help": "lambda of Eq. 8 (reward per second of episode time)"}
+    )
+    lr: float = field(default=0.0001, metadata={"help": "Adam learning rate"})
+    epochs: int = field(default=2, metadata={"help": "optimisation passes over each batch"})
+    minibatch_size: int = field(
+        default=0, metadata={"help": "routing decisions per gradient step (0 = whole batch)"}
+    )
+    clip_eps: float = field(
+        default=0.2, metadata={"help": "PPO-style ratio clip epsilon, in (0, 1)"}
+    )
+    kl_coef: float = field(
+        default=0.0, metadata={"help": "weight of the KL penalty to the frozen reference router"}
+    )
+    adv_eps: float = field(default=1e-06, metadata={"help": "eps in (R - mean) / (std + eps)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0 = none)"})
+    d_model: int = field(default=64, metadata={"help": "router width when training from scratch"})
+    n_layers: int = field(default=2, metadata={"help": "router depth when training from scratch"})
+    n_heads: int = field(
+        default=4, metadata={"help": "router attention heads when training from scratch"}
+    )
+    vector_env: str = field(
+        default="sync", metadata={"help": "'sync' or 'async' Gymnasium vector env for a group"}
+    )
+    budgets: tuple[float, ...] = field(
+        default=(0.2, 0.4, 0.7),
+        metadata={"help": "high-precision budgets K calibrated after training (Eq. 7)"},
+    )
+    calibration_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "calibration pool split, disjoint from train/test (None = valid_train, or eval)"
+        },
+    )
+    calibration_episodes: int = field(
+        default=20, metadata={"help": "calibration episodes (0 = skip calibration)"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of task choice, episode seeds, sampling and init"}
+    )
+    out: str = field(default="runs/grpo", metadata={"help": "output folder"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoint.pt"})
+    tensorboard: bool = field(
+        default=True, metadata={"help": "write TensorBoard scalars to OUT/tb"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(
+                f"group_size must be >= 2 (a group-relative advantage needs a group), "
+                f"got {self.group_size}"
+            )
+        if self.tasks_per_batch < 1:
+            raise ConfigError(f"tasks_per_batch must be >= 1, got {self.tasks_per_batch}")
+        expected = self.tasks_per_batch * self.group_size
+        if self.batch_size is None:
+            self.batch_size = expected
+        elif self.batch_size != expected:
+            raise ConfigError(
+                f"batch_size must split into groups: expected tasks_per_batch * group_size = "
+                f"{self.tasks_per_batch} * {self.group_size} = {expected}, got {self.batch_size}"
+            )
+        if self.cost_weight < 0:
+            raise ConfigError(f"cost_weight (lambda) must be >= 0, got {self.cost_weight}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.clip_eps < 1.0:
+            raise ConfigError(f"clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.kl_coef < 0:
+            raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.adv_eps <= 0:
+            raise ConfigError(f"adv_eps must be > 0, got {self.adv_eps}")
+        for name in ("max_updates", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size < 0 or self.max_grad_norm < 0 or self.calibration_episodes < 0:
+            raise ConfigError(
+                "minibatch_size, max_grad_norm and calibration_episodes must be >= 0, got "
+                f"{self.minibatch_size}, {self.max_grad_norm}, {self.calibration_episodes}"
+            )
+        if self.total_env_steps is not None and self.total_env_steps < 1:
+            raise ConfigError(f"total_env_steps must be >= 1 or None, got {self.total_env_steps}")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
+        if self.vector_env not in ("sync", "async"):
+            raise ConfigError(f"vector_env must be 'sync' or 'async', got {self.vector_env!r}")
+        bad = [k for k in self.budgets if not 0.0 < k < 1.0]
+        if bad:
+            raise ConfigError(f"budgets must lie in (0, 1), got {list(self.budgets)}")
+        self.budgets = tuple(float(k) for k in self.budgets)
+        if "cost_weight" in self.env_kwargs:
+            raise ConfigError(
+                "set lambda with cost_weight / --cost-weight, not env_kwargs['cost_weight'] "
+                f"(got env_kwargs={self.env_kwargs})"
+            )
+
+    def env_make_kwargs(self) -> dict[str, Any]:
+        return {**self.env_kwargs, "cost_weight": self.cost_weight}
+
+    #: fields that may differ between a run and its resumption
+    RESUMABLE_CHANGES = ("max_updates", "total_env_steps", "resume", "progress", "tensorboard")
+
+
+# ----------------------------------------------------------------------------- vector env
+
+
+class ParkOnDone:
+    """Gymnasium wrapper that *parks* a sub-env once its episode ended.
+
+    Vector envs step every sub-env in lock-step and autoreset finished ones (to a random
+    task of the default split). A GRPO group only needs each member's one episode, so after
+    the end an option-less ``reset()`` (the autoreset) returns the final observation without
+    starting an episode, and ``step()`` returns it again with reward 0 and
+    ``terminated=True``; neither touches the LLM tiers. An explicit ``reset(options=...)``
+    starts a real episode.
+    """
+
+    def __new__(cls, env: Any) -> Any:
+        import gymnasium as gym
+
+        class _Park(gym.Wrapper):
+            def __init__(self, env: Any) -> None:
+                super().__init__(env)
+                self._final: tuple[Any, dict[str, Any]] | None = None
+                self._ended = False
+
+            def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+                if options is None and seed is None and self._ended and self._final is not None:
+                    return self._final[0], {**self._final[1], "parked": True}
+                self._ended = False
+                return self.env.reset(seed=seed, options=options)
+
+            def step(self, action: Any):
+                if self._ended and self._final is not None:
+                    return self._final[0], 0.0, True, False, {**self._final[1], "parked": True}
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                if terminated or truncated:
+                    self._ended = True
+                    self._final = (obs, info)
+                return obs, reward, terminated, truncated, info
+
+        _Park.__name__ = "ParkOnDone"
+        return _Park(env)
+
+
+def _make_env_fn(env_id: str, kwargs: dict[str, Any]) -> Any:
+    def thunk() -> Any:
+        import gymnasium as gym
+
+        import precision_gym  # noqa: F401  (registers the ids in a subprocess)
+
+        return ParkOnDone(gym.make(env_id, **kwargs))
+
+    return thunk
+
+
+def make_group_env(cfg: GRPOConfig) -> Any:
+    """A vector env of ``group_size`` parked sub-envs (sync ones share one encoder cache)."""
+    import gymnasium as gym
+
+    kwargs = cfg.env_make_kwargs()
+    if cfg.vector_env == "sync":
+        from precision_gym.embedding import SentenceEncoder
+
+        enc = kwargs.get("encoder")
+        if not isinstance(enc, SentenceEncoder):
+            kwargs["encoder"] = SentenceEncoder(enc) if enc else SentenceEncoder()
+        return gym.vector.SyncVectorEnv([_make_env_fn(cfg.env_id, kwargs)] * cfg.group_size)
+    return gym.vector.AsyncVectorEnv([_make_env_fn(cfg.env_id, kwargs)] * cfg.group_size)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Batch:
+    """Routing decisions of one update, flattened over the batch's trajectories."""
+
+    embeddings: np.ndarray  # [N, L, d] float32
+    mask: np.ndarray  # [N, L]
+    actions: np.ndarray  # [N]
+    logp_old: np.ndarray  # [N]
+    ref_logp: np.ndarray  # [N]
+    advantages: np.ndarray  # [N]
+    returns: np.ndarray  # [B] per trajectory, group by group
+    won: np.ndarray  # [B]
+    episode_time_s: np.ndarray  # [B]
+    decisions: np.ndarray  # [B]
+    high_decisions: np.ndarray  # [B]
+    task_indices: list[int]
+
+
+def _seed_int(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**31 - 1))
+
+
+class GRPOTrainer:
+    """Runs GRPO updates on ``cfg``; see the module docstring."""
+
+    def __init__(self, cfg: GRPOConfig) -> None:
+        import gymnasium as gym
+
+        import precision_gym  # noqa: F401
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        probe = gym.make(cfg.env_id, **cfg.env_make_kwargs())
+        self.unwrapped = probe.unwrapped
+        self.n_tiers = int(probe.action_space.n)
+        n_tasks = self.unwrapped.task.num_tasks(cfg.split)
+        from training.evaluation import select_tasks
+
+        self.pool = select_tasks(n_tasks, cfg.pool_size)
+        self._probe = probe
+        torch.manual_seed(cfg.seed)
+        from agents.router import RouterConfig, TransformerRouter, load_router_policy
+
+        if cfg.init_checkpoint:
+            init = load_router_policy(cfg.init_checkpoint)
+            self.model, self.meta = init.model, dict(init.metadata)
+            if init.model.config.n_tiers != self.n_tiers:
+                raise ConfigError(
+                    f"{cfg.init_checkpoint} routes over {init.model.config.n_tiers} tiers, "
+                    f"the env {cfg.env_id} has {self.n_tiers}"
+                )
+        else:
+            self.model = TransformerRouter(
+                RouterConfig(
+                    embed_dim=self.unwrapped.embedding_dim,
+                    max_len=self.unwrapped.max_history,
+                    d_model=cfg.d_model,
+                    n_layers=cfg.n_layers,
+                    n_heads=cfg.n_heads,
+                    dropout=0.0,
+                    n_tiers=self.n_tiers,
+                )
+            )
+            self.meta = {}
+        self.model.eval()  # no dropout: ratio == 1 on the first pass, reproducible
+        self.ref_model = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.update = 0
+        self.env_steps = 0
+        self.vec: Any = None
+
+    # -- sampling ---------------------------------------------------------------------------
+    def _logits(self, model: torch.nn.Module, emb: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        emb_t = torch.as_tensor(emb, dtype=torch.float32)
+        mask_t = torch.as_tensor(mask, dtype=torch.float32)
+        return model(emb_t.reshape(*mask_t.shape, -1), mask_t)
+
+    def sample_group(
+        self, task_index: int, seeds: list[int], gen: torch.Generator
+    ) -> list[dict[str, Any]]:
+        """``G`` trajectories of the current router on one task (a vector env of size G)."""
+        if self.vec is None:
+            self.vec = make_group_env(self.cfg)
+        g = self.cfg.group_size
+        obs, _ = self.vec.reset(
+            seed=seeds,
+            options={"split": self.cfg.split, "task_index": task_index, "charge_router": True},
+        )
+        trajs = [
+            {"emb": [], "mask": [], "act": [], "logp": [], "ref": [], "ret": 0.0, "info": None}
+            for _ in range(g)
+        ]
+        active = np.ones(g, dtype=bool)
+        while active.any():
+            emb = np.asarray(obs["embeddings"], dtype=np.float32)
+            mask = np.asarray(obs["mask"], dtype=np.float32)
+            with torch.no_grad():
+                logp_all = torch.log_softmax(self._logits(self.model, emb, mask), dim=-1)
+                ref_all = torch.log_softmax(self._logits(self.ref_model, emb, mask), dim=-1)
+                actions = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(1)
+            for i in np.flatnonzero(active):
+                a = int(actions[i])
+                t = trajs[i]
+                t["emb"].append(emb[i].reshape(mask.shape[1], -1).astype(np.float16))
+                t["mask"].append(mask[i])
+                t["act"].append(a)
+                t["logp"].append(float(logp_all[i, a]))
+                t["ref"].append(float(ref_all[i, a]))
+            obs, rewards, terms, truncs, infos = self.vec.step(actions.numpy().astype(np.int64))
+            for i in np.flatnonzero(active):
+                trajs[i]["ret"] += float(rewards[i])
+                if terms[i] or truncs[i]:
+                    active[i] = False
+                    trajs[i]["info"] = {
+                        k: infos[k][i]
+                        for k in ("won", "episode_time_s", "decisions", "hp_fraction")
+                    }
+        self.env_steps += sum(len(t["act"]) for t in trajs)
+        return trajs
+
+    def sample_batch(self, update: int) -> Batch:
+        """The update's tasks x groups, seeded from ``(seed, update)``."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, update])
+        replace = cfg.tasks_per_batch > len(self.pool)
+        tasks = [int(t) for t in rng.choice(self.pool, cfg.tasks_per_batch, replace=replace)]
+        gen = torch.Generator().manual_seed(_seed_int(rng))
+        trajs: list[dict[str, Any]] = []
+        for task in tasks:
+            seeds = [_seed_int(rng) for _ in range(cfg.group_size)]
+            trajs.extend(self.sample_group(task, seeds, gen))
+        returns = np.array([t["ret"] for t in trajs])
+        adv = group_advantages(returns, cfg.group_size, cfg.adv_eps)
+        lengths = [len(t["act"]) for t in trajs]
+        decisions = np.array([int(t["info"]["decisions"]) for t in trajs])
+        return Batch(
+            embeddings=np.concatenate([np.stack(t["emb"]) for t in trajs]),
+            mask=np.concatenate([np.stack(t["mask"]) for t in trajs]),
+            actions=np.concatenate([t["act"] for t in trajs]).astype(np.int64),
+            logp_old=np.concatenate([t["logp"] for t in trajs]).astype(np.float32),
+            ref_logp=np.concatenate([t["ref"] for t in trajs]).astype(np.float32),
+            advantages=np.repeat(adv, lengths).astype(np.float32),
+            returns=returns,
+            won=np.array([bool(t["info"]["won"]) for t in trajs]),
+            episode_time_s=np.array([float(t["info"]["episode_time_s"]) for t in trajs]),
+            decisions=decisions,
+            high_decisions=np.array([sum(a == 0 for a in t["act"]) for t in trajs]),
+            task_indices=tasks,
+        )
+
+    # -- optimisation -----------------------------------------------------------------------
+    def optimize(self, batch: Batch, update: int) -> dict[str, float]:
+        """``epochs`` passes of clipped-ratio steps over the batch's routing decisions."""
+        cfg = self.cfg
+        n = len(batch.actions)
+        rng = np.random.default_rng([cfg.seed, update, 1])
+        mb = cfg.minibatch_size or n
+        stats: list[dict[str, float]] = []
+        if not np.any(batch.advantages) and cfg.kl_coef == 0.0:
+            return {"skipped": 1.0}  # every group flat: no gradient signal
+        for _ in range(cfg.epochs):
+            perm = rng.permutation(n)
+            for start in range(0, n, mb):
+                idx = perm[start : start + mb]
+                logits = self._logits(
+                    self.model, batch.embeddings[idx].astype(np.float32), batch.mask[idx]
+                )
+                logp = torch.log_softmax(logits, dim=-1)
+                act = torch.as_tensor(batch.actions[idx])
+                logp_new = logp.gather(1, act[:, None]).squeeze(1)
+                loss, st = grpo_loss(
+                    logp_new,
+                    torch.as_tensor(batch.logp_old[idx]),
+                    torch.as_tensor(batch.advantages[idx]),
+                    cfg.clip_eps,
+                    ref_logp=torch.as_tensor(batch.ref_logp[idx]),
+                    kl_coef=cfg.kl_coef,
+                )
+                entropy = -(logp.exp() * logp).sum(-1).mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                stats.append(
+                    {**st, "loss": float(loss.detach()), "entropy": float(entropy.detach())}
+                )
+        return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} | {"skipped": 0.0}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        state = {
+            "format": "precision-gym-grpo-checkpoint",
+            "version": 1,
+            "update": self.update,
+            "env_steps": self.env_steps,
+            "config": asdict(self.cfg),
+            "router": _policy(self.model, self.meta).state(),
+            "ref_router": _policy(self.ref_model, self.meta).state(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        return atomic_torch_save(state, self.out / CHECKPOINT)
+
+    def load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise CheckpointError(f"--resume: expected a checkpoint at {path}, found none")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated / foreign file
+            raise CheckpointError(f"cannot read GRPO checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != "precision-gym-grpo-checkpoint":
+            raise CheckpointError(f"{path} is not a precision-gym GRPO checkpoint")
+        saved, now = state["config"], asdict(self.cfg)
+        diff = {
+            k: (saved.get(k), now[k])
+            for k in now
+            if k not in GRPOConfig.RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(now[k])
+        }
+        if diff:
+            raise ConfigError(
+                "--resume with a different configuration (field: (checkpoint, now)): "
+                + ", ".join(f"{k}: {v}" for k, v in diff.items())
+            )
+        self.model = _model_from_state(state["router"]).eval()
+        self.ref_model = _model_from_state(state["ref_router"]).eval()
+        self.ref_model.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update, self.env_steps = int(state["update"]), int(state["env_steps"])
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _done(self) -> bool:
+        cfg = self.cfg
+        steps_done = cfg.total_env_steps is not None and self.env_steps >= cfg.total_env_steps
+        return self.update >= cfg.max_updates or steps_done
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run updates until ``max_updates`` or ``total_env_steps``; returns the log rows."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        log_path = self.out / LOG
+        if cfg.resume:
+            self.load_checkpoint()
+            rows = [r for r in _read_jsonl(log_path) if r["update"] <= self.update]
+            _write_jsonl(rows, log_path)  # drop rows of an update that never checkpointed
+        else:
+            if (self.out / CHECKPOINT).exists():
+                raise ConfigError(
+                    f"{self.out / CHECKPOINT} exists: pass --resume to continue it or choose "
+                    "another --out"
+                )
+            rows = []
+            _write_jsonl(rows, log_path)
+        writer = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.update + 1)
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_updates, initial=self.update, desc="GRPO", unit="upd")
+        t0 = time.perf_counter()
+        try:
+            while not self._done():
+                update = self.update + 1
+                t_upd = time.perf_counter()
+                batch = self.sample_batch(update)
+                stats = self.optimize(batch, update)
+                self.update = update
+                row = self._row(batch, stats, time.perf_counter() - t_upd)
+                rows.append(row)
+                self.save_checkpoint()
+                with log_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if writer is not None:
+                    for k, v in row.items():
+                        if isinstance(v, (int, float)) and k not in ("update", "env_steps"):
+                            writer.add_scalar(f"grpo/{k}", v, self.env_steps)
+                    writer.flush()
+                if bar is not None:
+                    bar.set_postfix(
+                        steps=self.env_steps, ret=f"{row['mean_return']:.3f}",
+                        succ=f"{row['success_rate']:.2f}", hp=f"{row['hp_fraction']:.2f}",
+                    )  # fmt: skip
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        self.wall_s = time.perf_counter() - t0
+        return rows
+
+    def _row(self, batch: Batch, stats: dict[str, float], wall_s: float) -> dict[str, Any]:
+        g = batch.returns.reshape(-1, self.cfg.group_size)
+        decisions = int(batch.decisions.sum())
+        return {
+            "update": self.update,
+            "env_steps": self.env_steps,
+            "episodes": len(batch.returns),
+            "mean_return": float(batch.returns.mean()),
+            "success_rate": float(batch.won.mean()),
+            "mean_episode_time_s": float(batch.episode_time_s.mean()),
+            "hp_fraction": float(batch.high_decisions.sum() / decisions) if decisions else 0.0,
+            "flat_groups": float(np.mean(np.ptp(g, axis=1) <= 1e-12)),
+            "tasks": batch.task_indices,
+            "wall_s": wall_s,
+            **stats,
+        }
+
+    def close(self) -> None:
+        if self.vec is not None:
+            self.vec.close()
+            self.vec = None
+        self._probe.close()
+
+
+# ----------------------------------------------------------------------------- utilities
+
+
+def _policy(model: torch.nn.Module, meta: dict[str, Any]) -> Any:
+    from agents.router import TransformerRouterPolicy
+
+    policy = TransformerRouterPolicy(model, metadata=meta)
+    model.eval()
+    return policy
+
+
+def _model_from_state(state: dict[str, Any]) -> torch.nn.Module:
+    from agents.router import RouterConfig, TransformerRouter
+
+    model = TransformerRouter(RouterConfig(**state["config"]))
+    model.load_state_dict(state["state_dict"])
+    return model
+
+
+def calibrate_router_file(
+    path: str | os.PathLike[str],
+    env: Any,
+    split: str,
+    episodes: int,
+    budgets: Sequence[float],
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Paper Eq. 7 for the router file at ``path``: run it once on the calibration pool at the
+    default threshold, set ``tau_K`` = the ``(1 - K)`` quantile of its high-precision scores,
+    and store the thresholds back into the file (same keys as issue 4's calibration)."""
+    from agents.router import TransformerRouterPolicy, _budget_key
+    from training.evaluation import evaluate
+
+    policy = TransformerRouterPolicy.load(path)
+    scores: list[np.ndarray] = []
+    predict_batch = policy._predict_batch
+
+    def recording(obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        probs = policy.probs(obs)
+        scores.append(probs[:, 0])
+        return policy.route(probs)
+
+    policy._predict_batch = recording  # type: ignore[method-assign]
+    try:
+        evaluate(policy, env, split=split, episodes=episodes, seeds=[seed], progress=progress)
+    finally:
+        policy._predict_batch = predict_batch  # type: ignore[method-assign]
+    if not scores:
+        raise ConfigError(f"calibration on {split!r} saw no routing decision")
+    all_scores = np.concatenate(scores)
+    thresholds = {_budget_key(k): float(np.quantile(all_scores, 1.0 - float(k))) for k in budgets}
+    policy.thresholds.update(thresholds)
+    policy.metadata["calibration"] = {
+        "split": split,
+        "episodes": episodes,
+        "decisions": len(all_scores),
+        "seed": seed,
+    }
+    policy.save(path)
+    return thresholds
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` through a temp file + rename: a crash never leaves half a file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a crash
+    return rows
+
+
+def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
+    """Train, save ``OUT/router.pt`` and calibrate its budgets; returns a summary dict."""
+    t0 = time.perf_counter()
+    trainer = GRPOTrainer(cfg)
+    try:
+        rows = trainer.train()
+        final = Path(cfg.out) / FINAL
+        meta = {**trainer.meta, "trained_by": "grpo", "grpo_config": asdict(cfg)}
+        _policy(trainer.model, meta).save(final)
+        thresholds: dict[str, float] = {}
+        if cfg.calibration_episodes:
+            split = cfg.calibration_split or _default_calibration_split(trainer.unwrapped)
+            thresholds = calibrate_router_file(
+                final,
+                env=trainer._probe,
+                split=split,
+                episodes=cfg.calibration_episodes,
+                budgets=cfg.budgets,
+                seed=cfg.seed,
+                progress=cfg.progress,
+            )
+    finally:
+        trainer.close()
+    return {
+        "router": str(final),
+        "updates": trainer.update,
+        "env_steps": trainer.env_steps,
+        "thresholds": thresholds,
+        "final": rows[-1] if rows else None,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+
+
+def _default_calibration_split(env: Any) -> str:
+    splits = getattr(env.task, "splits", None)
+    names = list(splits() if callable(splits) else splits or [])
+    for name in ("valid_train", "eval"):
+        if not names or name in names:
+            try:
+                env.task.num_tasks(name)
+                return name
+            except Exception:
+                continue
+    raise ConfigError("no calibration split found: pass --calibration-split")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _arg_type(type_str: str) -> dict[str, Any]:
+    base = type_str.replace(" | None", "")
+    if base == "bool":
+        return {"action": argparse.BooleanOptionalAction}
+    if base.startswith("tuple[float"):
+        return {"type": lambda s: tuple(float(x) for x in s.split(",") if x.strip())}
+    if base.startswith("dict"):
+        from training.cli import _json_kwargs
+
+        return {"type": _json_kwargs}
+    return {"type": {"int": int, "float": float, "str": str}[base]}
+
+
+def config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One ``--flag`` per dataclass field, with the field's help string and default."""
+    for f in fields(config_cls):
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        kwargs = _arg_type(str(f.type))
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=default,
+            help=f"{f.metadata.get('help', '')} (default: {shown})",
+            **kwargs,
+        )
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
+
+
+def cmd_train_grpo(args: argparse.Namespace) -> int:
+    cfg = config_from_args(GRPOConfig, args)
+    summary = train_grpo(cfg)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    from training.evaluation import write_json
+
+    write_json(summary, Path(cfg.out) / "summary.json")
+    final = summary["final"] or {}
+    print(
+        f"GRPO: {summary['updates']} updates, {summary['env_steps']} env steps in "
+        f"{summary['wall_time_s']:.0f} s; last batch: return {final.get('mean_return', math.nan):.3f}, "
+        f"success {final.get('success_rate', math.nan):.2f}, HP {final.get('hp_fraction', math.nan):.2f}"
+    )
+    print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
+    print(
+        f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['router']} "
+        + (f"--budget {cfg.budgets[0]}" if summary["thresholds"] else "")
+    )
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train-grpo",
+        help="GRPO refinement of the router (paper Sec. 4.3), from a KL-ST checkpoint or scratch",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    config_arguments(p, GRPOConfig)
+    p.set_defaults(func=cmd_train_grpo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from training.cli import main
+
+    sys.exit(main(["train-grpo", *sys.argv[1:]]))

@@ -1,0 +1,428 @@
+"""KL supervision collection (paper Section 4.2, "Trajectory Sampling Protocol").
+
+Roll out with the highest-precision tier only; at every router decision state ask every
+tier for its action distribution and store the action-only ``KL(p_high || p_low)`` of each
+lower tier, with the step kind, task metadata and the observation sequence.
+
+Storage is compact: per episode the step embeddings once (float16 ``[n_vectors, dim]``) and
+per state the number ``t`` of vectors seen so far (the observation of that state is the last
+``<= max_len`` vectors of ``vectors[:t]``). Episodes are written in shards
+(``shard_00000.npz``) with a JSON index (``index.json``); every write is atomic (temp file +
+rename), finished shards are skipped on a rerun, so an interrupted collection resumes
+where it stopped and yields the same data as an uninterrupted one.
+
+``precision-gym collect-kl --episodes 200 --out runs/kl`` (SIMULATED tiers by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from precision_gym.error import CheckpointError, ConfigError
+
+__all__ = [
+    "CollectConfig",
+    "KLDataset",
+    "add_parser",
+    "collect_kl",
+    "load_kl_dataset",
+    "state_kls",
+]
+
+INDEX_FILE = "index.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CollectConfig:
+    """What a collection run gathers; stored in the index and checked on resume."""
+
+    env_id: str = "DMR-ALFWorld-v0"
+    split: str = "train"
+    episodes: int = 200
+    seed: int = 0
+    shard_size: int = 20
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+
+
+# ----------------------------------------------------------------------------- KL per state
+
+
+def state_kls(env: Any) -> list[float]:
+    """Action-only ``KL(p_high || p_k)`` of every lower tier ``k`` on the env's pending state.
+
+    Simulated tiers (``action_distribution``): the exact categorical KL. Real backends: the
+    high tier generates its output for the prompt and that action is teacher-forced in
+    both tiers (:func:`precision_gym.kl.action_token_kl`); thinking outputs get NaN (no KL
+    on thinking tokens, paper App. C.2).
+    """
+    from precision_gym.kl import action_token_kl, categorical_kl
+
+    u = getattr(env, "unwrapped", env)
+    backends = [t.backend for t in u.tiers]
+    if all(hasattr(b, "action_distribution") for b in backends):
+        ctx = u.step_context()
+        p = backends[0].action_distribution(ctx)
+        return [categorical_kl(p, b.action_distribution(ctx)) for b in backends[1:]]
+    from precision_gym.backends.base import GenerationRequest
+
+    prompt = u.agent.build_prompt(u.agent_state())
+    gen = backends[0].generate([GenerationRequest(prompt, u.agent.sampling, u.step_context())])[0]
+    if u.agent.is_thinking(gen.text):
+        return [math.nan] * (len(backends) - 1)
+    return [action_token_kl(backends[0], b, prompt, gen.text) for b in backends[1:]]
+
+
+# ----------------------------------------------------------------------------- atomic I/O
+
+
+def _atomic_write_bytes(path: Path, writer: Any, suffix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_index(out: Path, index: dict[str, Any]) -> None:
+    data = json.dumps(index, indent=2).encode()
+    _atomic_write_bytes(out / INDEX_FILE, lambda f: f.write(data), ".tmp")
+
+
+def _read_index(out: Path) -> dict[str, Any] | None:
+    path = out / INDEX_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"KL index {path} is not valid JSON ({exc}); delete it") from None
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def _task_sample(n_tasks: int, episodes: int, seed: int) -> list[int]:
+    """``episodes`` distinct task indices drawn with ``seed`` (all tasks when larger)."""
+    rng = np.random.default_rng(seed)
+    if episodes >= n_tasks:
+        return list(range(n_tasks))
+    return sorted(int(i) for i in rng.choice(n_tasks, size=episodes, replace=False))
+
+
+def _run_episode(env: Any, split: str, seed: int, task_index: int) -> dict[str, Any]:
+    """One highest-tier rollout with per-decision KLs (see the module docstring)."""
+    from training.evaluation import episode_seed
+
+    u = env.unwrapped
+    obs, info = env.reset(
+        seed=episode_seed(seed, task_index),
+        options={"split": split, "task_index": task_index, "charge_router": False},
+    )
+    n = int(obs["mask"].sum())
+    vectors = [obs["embeddings"][i].copy() for i in range(n)]
+    rows: dict[str, list[Any]] = {"t": [], "step": [], "kl": [], "kind": []}
+    done = False
+    step = 0
+    while not done:
+        kls = state_kls(env)
+        expert = u.step_context().expert_command()
+        obs, _, terminated, truncated, info = env.step(0)
+        kind = u.task.step_kind(expert or info["action"])
+        rows["t"].append(len(vectors))
+        rows["step"].append(step)
+        rows["kl"].append(kls)
+        rows["kind"].append(kind)
+        # each transition adds one vector per executed agent step (forced ones included)
+        added = 1 + len(info.get("forced_steps", []))
+        valid = int(obs["mask"].sum())
+        vectors.extend(obs["embeddings"][valid - added + i].copy() for i in range(added))
+        step += 1
+        done = terminated or truncated
+    return {
+        "vectors": np.asarray(vectors, dtype=np.float16),
+        "rows": rows,
+        "task_id": info["task_id"],
+        "task_type": info["task_type"],
+        "task_index": task_index,
+        "won": bool(info["won"]),
+    }
+
+
+def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
+    vectors = [e["vectors"] for e in episodes]
+    offsets = np.cumsum([0] + [len(v) for v in vectors]).astype(np.int64)
+    ep_col, t, step, kl, kind = [], [], [], [], []
+    for i, e in enumerate(episodes):
+        r = e["rows"]
+        ep_col += [i] * len(r["t"])
+        t += r["t"]
+        step += r["step"]
+        kl += r["kl"]
+        kind += r["kind"]
+    arrays = {
+        "vectors": np.concatenate(vectors).astype(np.float16),
+        "offsets": offsets,
+        "episode": np.asarray(ep_col, dtype=np.int64),
+        "t": np.asarray(t, dtype=np.int64),
+        "step": np.asarray(step, dtype=np.int64),
+        "kl": np.asarray(kl, dtype=np.float64).reshape(len(t), n_low),
+        "kind": np.asarray(kind, dtype=str),
+        "task_id": np.asarray([e["task_id"] for e in episodes], dtype=str),
+        "task_type": np.asarray([e["task_type"] for e in episodes], dtype=str),
+        "task_index": np.asarray([e["task_index"] for e in episodes], dtype=np.int64),
+        "won": np.asarray([e["won"] for e in episodes], dtype=bool),
+    }
+    _atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays), ".npz.tmp")
+    return len(t)
+
+
+def collect_kl(
+    out_dir: str | os.PathLike[str],
+    config: CollectConfig | None = None,
+    env: Any = None,
+    progress: bool = True,
+    max_new_shards: int | None = None,
+) -> Path:
+    """Collect KL supervision into ``out_dir`` (resumes a partial run there).
+
+    Args:
+        out_dir: folder of the shards and ``index.json``.
+        config: what to collect (env, split, episodes, seed, shard size).
+        env: an already-built env for ``config.env_id`` (built when None).
+        progress: show a tqdm bar (episodes).
+        max_new_shards: stop after writing this many new shards (budgeted/incremental runs).
+
+    Returns the folder. Raises :class:`CheckpointError` when the folder holds a collection
+    with a different configuration.
+    """
+    cfg = config or CollectConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    own_env = env is None
+    if own_env:
+        from training.cli import make_env
+
+        env = make_env(cfg.env_id, cfg.env_kwargs)
+    u = env.unwrapped
+    tasks = _task_sample(u.task.num_tasks(cfg.split), cfg.episodes, cfg.seed)
+    shards = [tasks[i : i + cfg.shard_size] for i in range(0, len(tasks), cfg.shard_size)]
+    header = {
+        "format_version": FORMAT_VERSION,
+        "config": asdict(cfg),
+        "task_indices": tasks,
+        "tier_names": list(u.tier_names),
+        "simulated": bool(u.simulated),
+        "embedding_dim": int(u.embedding_dim),
+        "max_history": int(u.max_history),
+    }
+    index = _read_index(out)
+    if index is not None:
+        theirs = {k: index.get(k) for k in header}
+        if theirs != header:
+            diff = sorted(k for k in header if theirs[k] != header[k])
+            raise CheckpointError(
+                f"{out} holds a KL collection with a different configuration (differs in "
+                f"{diff}): expected {header['config']}, found {index.get('config')}; use "
+                "another --out folder or delete it"
+            )
+    else:
+        index = {**header, "shards": {}}
+        _write_index(out, index)
+    done_eps = sum(
+        len(shards[int(k)]) for k in index["shards"] if (out / index["shards"][k]["file"]).exists()
+    )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), initial=done_eps, desc="collect KL", unit="ep")
+    written = 0
+    n_low = len(u.tiers) - 1
+    try:
+        for si, shard_tasks in enumerate(shards):
+            entry = index["shards"].get(str(si))
+            fname = f"shard_{si:05d}.npz"
+            if entry is not None and (out / entry["file"]).exists():
+                continue
+            if max_new_shards is not None and written >= max_new_shards:
+                break
+            episodes = []
+            for ti in shard_tasks:
+                episodes.append(_run_episode(env, cfg.split, cfg.seed, ti))
+                if bar is not None:
+                    bar.update()
+            n_states = _save_shard(out / fname, episodes, n_low)
+            index["shards"][str(si)] = {
+                "file": fname,
+                "episodes": len(episodes),
+                "states": n_states,
+                "won": int(sum(e["won"] for e in episodes)),
+            }
+            _write_index(out, index)
+            written += 1
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_env:
+            env.close()
+    index["complete"] = len(index["shards"]) == len(shards)
+    _write_index(out, index)
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class KLDataset:
+    """A loaded KL collection: per-state KLs and metadata, and observation rebuilding.
+
+    Attributes (one row per decision state unless noted):
+        vectors: float16 ``[total_vectors, dim]`` of every episode, concatenated.
+        ep_start: per episode, the offset of its first vector in ``vectors``.
+        episode: the state's episode index; ``t``: vectors seen at that state.
+        step: decision index in its episode; ``kl``: ``[n_states, n_tiers - 1]``.
+        kind: step kind; ``task_id`` / ``task_type``: the state's task.
+    """
+
+    vectors: np.ndarray
+    ep_start: np.ndarray
+    episode: np.ndarray
+    t: np.ndarray
+    step: np.ndarray
+    kl: np.ndarray
+    kind: np.ndarray
+    task_id: np.ndarray
+    task_type: np.ndarray
+    tier_names: list[str]
+    simulated: bool
+    max_len: int = 64
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.ep_start)
+
+    def observations(self, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+        """The env observations (left-aligned, oldest dropped) of states ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        dim = self.vectors.shape[1]
+        emb = np.zeros((len(rows), self.max_len, dim), dtype=np.float32)
+        mask = np.zeros((len(rows), self.max_len), dtype=np.float32)
+        for j, r in enumerate(rows):
+            end = int(self.ep_start[self.episode[r]] + self.t[r])
+            start = max(int(self.ep_start[self.episode[r]]), end - self.max_len)
+            n = end - start
+            emb[j, :n] = self.vectors[start:end]
+            mask[j, :n] = 1.0
+        return {"embeddings": emb, "mask": mask}
+
+
+def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) -> KLDataset:
+    """Load every finished shard of a collection folder."""
+    root = Path(path)
+    index = _read_index(root)
+    if index is None:
+        raise CheckpointError(
+            f"no KL collection at {root}: expected {root / INDEX_FILE} (run collect-kl first)"
+        )
+    keys = sorted(index["shards"], key=int)
+    if not keys:
+        raise CheckpointError(f"the KL collection at {root} has no finished shard yet")
+    parts: dict[str, list[np.ndarray]] = {}
+    ep_base = 0
+    vec_base = 0
+    for k in keys:
+        f = root / index["shards"][k]["file"]
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                d = {name: z[name] for name in z.files}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"KL shard {f} is missing or corrupt ({exc})") from None
+        parts.setdefault("vectors", []).append(d["vectors"])
+        parts.setdefault("ep_start", []).append(d["offsets"][:-1] + vec_base)
+        parts.setdefault("episode", []).append(d["episode"] + ep_base)
+        for name in ("t", "step", "kl", "kind"):
+            parts.setdefault(name, []).append(d[name])
+        parts.setdefault("task_id", []).append(d["task_id"][d["episode"]])
+        parts.setdefault("task_type", []).append(d["task_type"][d["episode"]])
+        ep_base += len(d["task_id"])
+        vec_base += len(d["vectors"])
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return KLDataset(
+        **cat,
+        tier_names=list(index["tier_names"]),
+        simulated=bool(index["simulated"]),
+        max_len=int(max_len or index.get("max_history", 64)),
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from training.cli import SIMULATED_BANNER
+
+    cfg = CollectConfig(
+        env_id=args.env,
+        split=args.split,
+        episodes=args.episodes,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        env_kwargs=args.env_kwargs or {},
+    )
+    out = collect_kl(args.out, cfg, progress=not args.quiet)
+    ds = load_kl_dataset(out)
+    index = _read_index(out) or {}
+    if index.get("simulated"):
+        print(SIMULATED_BANNER, file=sys.stderr)
+    kl = ds.kl[:, -1]
+    kl = kl[~np.isnan(kl)]
+    print(
+        f"{out}: {ds.n_episodes} episodes, {len(ds)} decision states; KL(high||lowest): "
+        f"{np.mean(kl < 0.01):.0%} < 0.01, {np.mean(kl > 1):.0%} > 1"
+        + (" [SIMULATED]" if ds.simulated else "")
+    )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from training.cli import _json_kwargs
+
+    p = sub.add_parser(
+        "collect-kl",
+        help="KL supervision: highest-tier rollouts with per-state action KL (resumable)",
+    )
+    p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
+    p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
+    p.add_argument("--split", default="train", help="task split to roll out on")
+    p.add_argument("--episodes", type=int, default=200, help="tasks sampled from the split")
+    p.add_argument("--seed", type=int, default=0, help="task sample and episode seeds")
+    p.add_argument("--shard-size", type=int, default=20, help="episodes per shard file")
+    p.add_argument("--out", default="runs/kl", help="output folder (reruns resume it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_collect)

@@ -1,0 +1,322 @@
+"""Stable-Baselines3 baselines on the registered env: ``precision-gym train-sb3``.
+
+A thin module in SB3's own style: SB3's VecEnv (``make_vec_env`` with ``Monitor``), the
+``MultiInputPolicy`` on the env's dict observation, optionally with the router's Transformer
+encoder as features extractor (:class:`agents.sb3.RouterFeaturesExtractor`, ``--features
+router``) so SB3 and GRPO share an architecture, SB3's TensorBoard logging and
+``CheckpointCallback``. The saved ``OUT/model.zip`` evaluates with the same CLI as every
+other router::
+
+    precision-gym train-sb3 --algo ppo --total-timesteps 2000 --out runs/ppo
+    precision-gym evaluate --router runs/ppo/model.zip
+
+Training episodes can be restricted to a fixed pool of tasks (``--pool-size``), drawn by
+:class:`TaskPoolWrapper`; ``OUT/episodes.jsonl`` logs every training episode (env steps so
+far, return = success - lambda * T, success, episode time, high-precision fraction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from precision_gym.error import ConfigError
+from training.grpo import config_arguments, config_from_args
+
+__all__ = [
+    "ALGO_DEFAULTS",
+    "SB3Config",
+    "TaskPoolWrapper",
+    "add_parser",
+    "make_model",
+    "make_sb3_vec_env",
+    "train_sb3",
+]
+
+ALGOS = ("ppo", "a2c", "dqn")
+
+#: small-budget defaults (a few thousand env steps on a CPU); override with --algo-kwargs.
+#: gamma = 1: the env's return (Eq. 8) is undiscounted, as GRPO optimises it.
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 4, "gamma": 1.0, "learning_rate": 3e-4},
+    "a2c": {"n_steps": 16, "gamma": 1.0, "learning_rate": 3e-4},
+    "dqn": {
+        "buffer_size": 2_000,  # a [64, 384] observation is 98 KB: keep the buffer small
+        "learning_starts": 100,
+        "train_freq": 4,
+        "target_update_interval": 250,
+        "exploration_fraction": 0.3,
+        "gamma": 1.0,
+        "learning_rate": 1e-4,
+    },
+}
+
+
+@dataclass
+class SB3Config:
+    """Configuration of an SB3 baseline run (validated on creation)."""
+
+    algo: str = field(default="ppo", metadata={"help": "ppo | a2c | dqn"})
+    env_id: str = field(default="DMR-ALFWorld-v0", metadata={"help": "registered env id"})
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "JSON object of extra env kwargs"}
+    )
+    split: str = field(default="train", metadata={"help": "split the training tasks come from"})
+    pool_size: int | None = field(
+        default=None, metadata={"help": "train on this many tasks spread over the split"}
+    )
+    total_timesteps: int = field(
+        default=2_000, metadata={"help": "env steps (routing decisions) to train for"}
+    )
+    n_envs: int = field(default=1, metadata={"help": "parallel envs in the SB3 VecEnv"})
+    vec_env: str = field(default="dummy", metadata={"help": "'dummy' or 'subproc' SB3 VecEnv"})
+    cost_weight: float = field(default=0.02, metadata={"help": "lambda of Eq. 8"})
+    features: str = field(
+        default="router",
+        metadata={"help": "'router' (Transformer encoder) or 'mlp' (SB3's CombinedExtractor)"},
+    )
+    d_model: int = field(default=64, metadata={"help": "router encoder width"})
+    n_layers: int = field(default=2, metadata={"help": "router encoder depth"})
+    n_heads: int = field(default=4, metadata={"help": "router encoder attention heads"})
+    router_checkpoint: str | None = field(
+        default=None, metadata={"help": "initialise the encoder from a router file (KL-ST)"}
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "JSON object overriding SB3 algorithm kwargs"}
+    )
+    checkpoint_freq: int = field(
+        default=500, metadata={"help": "env steps between SB3 checkpoints (0 = none)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of SB3, the envs and the task draw"})
+    out: str = field(default="runs/sb3", metadata={"help": "output folder"})
+    tensorboard: bool = field(default=True, metadata={"help": "TensorBoard logs in OUT/tb"})
+    progress: bool = field(default=True, metadata={"help": "show SB3's progress bar"})
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.features not in ("router", "mlp"):
+            raise ConfigError(f"features must be 'router' or 'mlp', got {self.features!r}")
+        if self.vec_env not in ("dummy", "subproc"):
+            raise ConfigError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
+        if self.total_timesteps < 1 or self.n_envs < 1:
+            raise ConfigError(
+                f"total_timesteps and n_envs must be >= 1, got {self.total_timesteps}, "
+                f"{self.n_envs}"
+            )
+        if self.cost_weight < 0:
+            raise ConfigError(f"cost_weight (lambda) must be >= 0, got {self.cost_weight}")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
+        if self.checkpoint_freq < 0:
+            raise ConfigError(f"checkpoint_freq must be >= 0, got {self.checkpoint_freq}")
+
+
+class TaskPoolWrapper(gym.Wrapper):
+    """Each ``reset()`` without a ``task_index`` draws one from a fixed pool of ``split``
+    (with the wrapper's seeded ``np_random``), so option-less resets of SB3's VecEnv train
+    on the chosen tasks."""
+
+    def __init__(self, env: gym.Env, split: str, pool: list[int]) -> None:
+        super().__init__(env)
+        if not pool:
+            raise ConfigError("the task pool is empty: expected at least one task index")
+        self.split, self.pool = split, list(pool)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._np_random, _ = gym.utils.seeding.np_random(seed)
+        options = dict(options or {})
+        options.setdefault("split", self.split)
+        if "task_index" not in options:
+            options["task_index"] = int(self.pool[self.np_random.integers(len(self.pool))])
+        return self.env.reset(seed=seed, options=options)
+
+
+def task_pool(env_id: str, env_kwargs: dict[str, Any], split: str, size: int | None) -> list[int]:
+    from training.evaluation import select_tasks
+
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        return select_tasks(env.unwrapped.task.num_tasks(split), size)
+    finally:
+        env.close()
+
+
+def make_sb3_vec_env(cfg: SB3Config) -> Any:
+    """SB3 VecEnv (with ``Monitor``) of ``n_envs`` task-pool envs."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    import precision_gym  # noqa: F401
+
+    kwargs = {**cfg.env_kwargs, "cost_weight": cfg.cost_weight}
+    pool = task_pool(cfg.env_id, kwargs, cfg.split, cfg.pool_size)
+    return make_vec_env(
+        cfg.env_id,
+        n_envs=cfg.n_envs,
+        seed=cfg.seed,
+        # make_vec_env defaults render_mode to "rgb_array", which the text env rejects
+        env_kwargs={"render_mode": None, **kwargs},
+        wrapper_class=TaskPoolWrapper,
+        wrapper_kwargs={"split": cfg.split, "pool": pool},
+        vec_env_cls=DummyVecEnv if cfg.vec_env == "dummy" else SubprocVecEnv,
+    )
+
+
+def make_model(cfg: SB3Config, venv: Any) -> Any:
+    """The SB3 algorithm with ``MultiInputPolicy`` (+ the router encoder if asked)."""
+    import stable_baselines3 as sb3
+
+    policy_kwargs: dict[str, Any] = {}
+    if cfg.features == "router":
+        from agents.sb3 import RouterFeaturesExtractor
+
+        extractor_kwargs: dict[str, Any] = (
+            {"router_checkpoint": cfg.router_checkpoint}
+            if cfg.router_checkpoint
+            else {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads}
+        )
+        policy_kwargs = {
+            "features_extractor_class": RouterFeaturesExtractor,
+            "features_extractor_kwargs": extractor_kwargs,
+        }
+        if cfg.algo in ("ppo", "a2c"):
+            policy_kwargs["net_arch"] = {"pi": [64], "vf": [64]}
+        else:
+            policy_kwargs["net_arch"] = [64]
+    cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[cfg.algo]
+    kwargs = {**ALGO_DEFAULTS[cfg.algo], **cfg.algo_kwargs}
+    return cls(
+        "MultiInputPolicy",
+        venv,
+        policy_kwargs=policy_kwargs or None,
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+        tensorboard_log=str(Path(cfg.out) / "tb") if cfg.tensorboard else None,
+        **kwargs,
+    )
+
+
+def _episode_callback(path: Path) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeLog(BaseCallback):
+        """Append one JSON line per finished training episode (the learning curve)."""
+
+        def _on_training_start(self) -> None:
+            self._file = path.open("a")
+
+        def _on_step(self) -> bool:
+            for done, info in zip(self.locals["dones"], self.locals["infos"], strict=False):
+                if done and "episode" in info:
+                    row = {
+                        "env_steps": int(self.num_timesteps),
+                        "return": float(info["episode"]["r"]),
+                        "won": bool(info.get("won", False)),
+                        "episode_time_s": float(info.get("episode_time_s", np.nan)),
+                        "hp_fraction": float(info.get("hp_fraction", np.nan)),
+                        "task_index": int(info.get("task_index", -1)),
+                    }
+                    self._file.write(json.dumps(row) + "\n")
+            return True
+
+        def _on_training_end(self) -> None:
+            self._file.close()
+
+    return EpisodeLog()
+
+
+def train_sb3(cfg: SB3Config) -> dict[str, Any]:
+    """Train ``cfg.algo`` and save ``OUT/model.zip``; returns a summary dict."""
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = out / "episodes.jsonl"
+    episodes.write_text("")
+    venv = make_sb3_vec_env(cfg)
+    try:
+        model = make_model(cfg, venv)
+        callbacks = [_episode_callback(episodes)]
+        if cfg.checkpoint_freq:
+            callbacks.append(
+                CheckpointCallback(
+                    save_freq=max(cfg.checkpoint_freq // cfg.n_envs, 1),
+                    save_path=str(out / "checkpoints"),
+                    name_prefix=cfg.algo,
+                )
+            )
+        model.learn(
+            total_timesteps=cfg.total_timesteps,
+            callback=CallbackList(callbacks),
+            tb_log_name=cfg.algo,
+            progress_bar=cfg.progress and _has_progress_bar_deps(),
+        )
+        model.save(str(out / "model.zip"))
+    finally:
+        venv.close()
+    rows = [json.loads(line) for line in episodes.read_text().splitlines() if line]
+    last = rows[-20:]
+    summary = {
+        "algo": cfg.algo,
+        "model": str(out / "model.zip"),
+        "env_steps": int(model.num_timesteps),
+        "episodes": len(rows),
+        "last_episodes_mean_return": float(np.mean([r["return"] for r in last]))
+        if last
+        else float("nan"),
+        "wall_time_s": time.perf_counter() - t0,
+        "config": asdict(cfg),
+    }
+    from training.evaluation import write_json
+
+    write_json(summary, out / "summary.json")
+    return summary
+
+
+def _has_progress_bar_deps() -> bool:
+    try:
+        import rich  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_train_sb3(args: argparse.Namespace) -> int:
+    cfg = config_from_args(SB3Config, args)
+    summary = train_sb3(cfg)
+    print(
+        f"{cfg.algo.upper()}: {summary['env_steps']} env steps, {summary['episodes']} episodes "
+        f"in {summary['wall_time_s']:.0f} s; mean return of the last 20 training episodes "
+        f"{summary['last_episodes_mean_return']:.3f}"
+    )
+    print(f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['model']}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train-sb3",
+        help="Stable-Baselines3 PPO / A2C / DQN on the env (MultiInputPolicy)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    config_arguments(p, SB3Config)
+    p.set_defaults(func=cmd_train_sb3)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from training.cli import main
+
+    sys.exit(main(["train-sb3", *sys.argv[1:]]))

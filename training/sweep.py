@@ -1,0 +1,266 @@
+"""Budget sweep of a calibrated router against the baselines, and the end-to-end pipeline.
+
+For each budget K: the router at ``tau_K`` and a random router whose ``p_high`` is the
+router's *realized* high-precision fraction (same rate, no state information), plus
+always-high, always-low and the SIMULATED oracle, on the same episodes. Writes the
+table (JSON + Markdown), the Pareto plot with the router points, and an acceptance check.
+
+``precision-gym sweep --router runs/klst/router.pt --episodes 20 --seeds 0,1,2``.
+:func:`run_pipeline` (``precision-gym demo``) chains collect-kl, train-klst, calibrate and
+this sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.calibrate import DEFAULT_BUDGETS, _budgets
+
+__all__ = ["acceptance", "add_parser", "run_pipeline", "run_sweep", "write_sweep"]
+
+
+def run_sweep(
+    router_path: str | Path,
+    env: Any,
+    *,
+    env_id: str = "",
+    split: str = "valid_unseen",
+    episodes: int | None = 20,
+    seeds: Sequence[int] = (0, 1, 2),
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    oracle: bool = True,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Summaries (``EvalResult.summary`` JSON, speedup vs always-high) of every router."""
+    from agents import make_baseline
+    from agents.router import load_router_policy
+    from training.evaluation import evaluate
+
+    common = dict(env_id=env_id, split=split, episodes=episodes, seeds=seeds, progress=progress)
+    high = evaluate(make_baseline("always-high", env), env, **common)
+    results = [high, evaluate(make_baseline("always-low", env), env, **common)]
+    if oracle and env.unwrapped.simulated:
+        results.append(evaluate(make_baseline("oracle", env), env, **common))
+    for k in budgets:
+        router = load_router_policy(router_path, budget=k)
+        res = evaluate(router, env, **common)
+        rate = res.summary()["hp_fraction"]
+        rnd = make_baseline("random", env, p_high=rate, seed=seeds[0])
+        results += [
+            res,
+            evaluate(rnd, env, router_name=f"random(p_high={rate:.2f}, K={k:g})", **common),
+        ]
+    out = []
+    for r in results:
+        s = r.summary(high)
+        if s["router"].startswith("klst-router(K="):
+            s["budget"] = float(s["router"].split("K=")[1].rstrip(")"))
+        out.append(s)
+    return out
+
+
+def acceptance(summaries: Sequence[dict[str, Any]], key_budget: float = 0.4) -> dict[str, Any]:
+    """The issue-4 acceptance checks on a sweep: at ``key_budget`` the router beats random at
+    the same realized rate by >= 10 pp and recovers >= 70% of the low->high success gap;
+    the realized hp fraction is within 0.05 of every K."""
+    by = {s["router"]: s for s in summaries}
+    hi, lo = by["always-high"]["success_rate"], by["always-low"]["success_rate"]
+    out: dict[str, Any] = {"budgets": {}}
+    for s in summaries:
+        if "budget" not in s:
+            continue
+        k = s["budget"]
+        rnd = next(r for r in summaries if r["router"].endswith(f"K={k:g})") and r is not s)
+        gap = hi - lo
+        out["budgets"][f"{k:g}"] = {
+            "success": s["success_rate"],
+            "hp_fraction": s["hp_fraction"],
+            "random_success": rnd["success_rate"],
+            "margin_vs_random_pp": 100 * (s["success_rate"] - rnd["success_rate"]),
+            "gap_recovered": (s["success_rate"] - lo) / gap if gap > 0 else math.nan,
+            "hp_within_0.05": abs(s["hp_fraction"] - k) <= 0.05,
+        }
+    key = out["budgets"].get(f"{key_budget:g}")
+    if key is not None:
+        out["pass_margin_vs_random"] = key["margin_vs_random_pp"] >= 10.0
+        out["pass_gap_recovered"] = key["gap_recovered"] >= 0.70
+    out["pass_hp_fraction"] = all(b["hp_within_0.05"] for b in out["budgets"].values())
+    return out
+
+
+def write_sweep(
+    summaries: Sequence[dict[str, Any]], out: str | Path, title: str, extra: dict | None = None
+) -> dict[str, Any]:
+    """results.json, results.md and pareto.png (router points included) under ``out``."""
+    from training.evaluation import markdown_table, pareto_plot, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    simulated = any(s.get("simulated") for s in summaries)
+    acc = acceptance(summaries) if any("budget" in s for s in summaries) else {}
+    write_json(
+        {"summaries": list(summaries), "acceptance": acc, **(extra or {})}, out / "results.json"
+    )
+    lines = [f"# {title}", ""]
+    if simulated:
+        lines += ["SIMULATED precision pair: not real-LLM results.", ""]
+    lines += [markdown_table(summaries), ""]
+    if acc:
+        lines += ["## Acceptance (K = 0.4)", ""]
+        for k, b in acc["budgets"].items():
+            lines.append(
+                f"- K={k}: success {100 * b['success']:.1f}% (hp {b['hp_fraction']:.2f}), random at "
+                f"the same rate {100 * b['random_success']:.1f}% ({b['margin_vs_random_pp']:+.1f} "
+                f"pp), gap recovered {100 * b['gap_recovered']:.0f}%"
+            )
+        lines.append("")
+    (out / "results.md").write_text("\n".join(lines))
+    pareto_plot(summaries, out / "pareto.png", title=title)
+    return acc
+
+
+def run_pipeline(
+    out: str | Path,
+    *,
+    env_id: str = "DMR-ALFWorld-v0",
+    env_kwargs: dict[str, Any] | None = None,
+    kl_episodes: int = 30,
+    calib_episodes: int = 12,
+    eval_episodes: int = 6,
+    eval_split: str = "valid_unseen",
+    seeds: Sequence[int] = (0,),
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    train_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """collect-kl (train split) -> train-klst -> calibrate (valid_train) -> sweep
+    (``eval_split``); every stage writes under ``out`` and is timed."""
+    from training.calibrate import calibrate_router
+    from training.cli import make_env
+    from training.kl_collect import CollectConfig, collect_kl
+    from training.kl_st import TrainConfig, train_klst
+
+    out = Path(out)
+    times: dict[str, float] = {}
+    env = make_env(env_id, env_kwargs)
+    t0 = time.perf_counter()
+    collect_kl(
+        out / "kl",
+        CollectConfig(
+            env_id=env_id,
+            split="train",
+            episodes=kl_episodes,
+            shard_size=10,
+            env_kwargs=dict(env_kwargs or {}),
+        ),
+        env=env,
+        progress=progress,
+    )
+    times["collect_kl_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    tk = {"epochs": 10, "patience": 4, "d_model": 64, **(train_kwargs or {})}
+    result = train_klst(
+        TrainConfig(data=str(out / "kl"), out=str(out / "klst"), **tk), progress=progress
+    )
+    times["train_klst_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report = calibrate_router(
+        result.router_path,
+        env,
+        episodes=calib_episodes,
+        budgets=budgets,
+        out_dir=out / "calibration",
+        progress=progress,
+    )
+    times["calibrate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    summaries = run_sweep(
+        result.router_path,
+        env,
+        env_id=env_id,
+        split=eval_split,
+        episodes=eval_episodes,
+        seeds=seeds,
+        budgets=budgets,
+        progress=progress,
+    )
+    times["evaluate_s"] = time.perf_counter() - t
+    times["total_s"] = time.perf_counter() - t0
+    n = len(summaries[0]["task_indices"])
+    title = f"{env_id} / {eval_split} ({n} tasks x {len(seeds)} seeds)"
+    acc = write_sweep(
+        summaries,
+        out,
+        title,
+        extra={
+            "wall_time_s": times["total_s"],
+            "stage_times_s": times,
+            "tau_kl": result.threshold.tau,
+            "calibration": report.thresholds,
+        },
+    )
+    env.close()
+    return {
+        "summaries": summaries,
+        "acceptance": acc,
+        "times": times,
+        "title": title,
+        "threshold": result.threshold,
+        "calibration": report,
+    }
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from training.cli import SIMULATED_BANNER, _print, make_env
+    from training.evaluation import format_table
+
+    env = make_env(args.env, args.env_kwargs)
+    if env.unwrapped.simulated:
+        print(SIMULATED_BANNER, file=sys.stderr)
+    summaries = run_sweep(
+        args.router,
+        env,
+        env_id=args.env,
+        split=args.split,
+        episodes=args.episodes,
+        seeds=args.seeds,
+        budgets=args.budgets,
+        oracle=not args.no_oracle,
+        progress=not args.quiet,
+    )
+    n = len(summaries[0]["task_indices"])
+    title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
+    _print(format_table(summaries, title=title))
+    acc = write_sweep(summaries, args.out, title)
+    for k, b in acc.get("budgets", {}).items():
+        print(
+            f"K={k}: success {100 * b['success']:.1f}% hp {b['hp_fraction']:.2f} | random same "
+            f"rate {100 * b['random_success']:.1f}% ({b['margin_vs_random_pp']:+.1f} pp) | gap "
+            f"recovered {100 * b['gap_recovered']:.0f}%"
+        )
+    print(f"wrote {args.out}/results.json, results.md, pareto.png")
+    env.close()
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from training.cli import _json_kwargs, _seeds
+
+    p = sub.add_parser("sweep", help="K-sweep of a calibrated router vs baselines (+ Pareto plot)")
+    p.add_argument("--router", required=True, help="calibrated router checkpoint")
+    p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
+    p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
+    p.add_argument("--split", default="valid_unseen", help="test split")
+    p.add_argument("--episodes", type=int, default=20, help="tasks per seed")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
+    p.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="K list")
+    p.add_argument("--no-oracle", action="store_true", help="skip the simulated oracle")
+    p.add_argument("--out", default="runs/sweep", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep)
