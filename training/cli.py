@@ -60,6 +60,12 @@ def _probability(text: str) -> float:
     return p
 
 
+def _budget_list(text: str) -> list[float]:
+    from training.calibrate import _budgets
+
+    return _budgets(text)
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
     import gymnasium as gym
 
@@ -140,46 +146,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from training.evaluation import evaluate, format_table, markdown_table, pareto_plot, write_json
+    """The whole pipeline on a small budget: collect KL on a train sample, train KL-ST,
+    calibrate on valid_train, sweep the budgets vs the baselines on a valid_unseen sample."""
+    from training.evaluation import format_table
+    from training.sweep import run_pipeline
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = make_env(args.env, args.env_kwargs)
-    if env.unwrapped.simulated:
+    simulated = make_env(args.env, args.env_kwargs).unwrapped.simulated
+    if simulated:
         print(SIMULATED_BANNER)
     t0 = time.perf_counter()
-    common = dict(
+    result = run_pipeline(
+        out,
         env_id=args.env,
-        split=args.split,
-        episodes=args.episodes,
+        env_kwargs=args.env_kwargs,
+        kl_episodes=args.kl_episodes,
+        calib_episodes=args.calib_episodes,
+        eval_episodes=args.episodes,
+        eval_split=args.split,
         seeds=args.seeds,
+        budgets=args.budgets,
+        train_kwargs={"epochs": args.epochs},
         progress=not args.quiet,
     )
-    results = {}
-    for name, p in (("always-high", None), ("always-low", None), ("oracle", None)):
-        results[name] = evaluate(load_policy(name, env, p), env, **common)
-    oracle_hp = results["oracle"].summary()["hp_fraction"]
-    rand = load_policy("random", env, p_high=round(oracle_hp, 2), seed=args.seeds[0])
-    results[rand.name] = evaluate(rand, env, **common)
-    ref = results["always-high"]
-    summaries = [r.summary(ref) for r in results.values()]
-    title = f"{args.env} / {args.split} ({results['always-high'].task_indices.__len__()} tasks x {len(args.seeds)} seeds)"
-    _print(format_table(summaries, title=title))
-    write_json(
-        {"summaries": summaries, "wall_time_s": time.perf_counter() - t0}, out / "results.json"
-    )
-    (out / "results.md").write_text(
-        f"# {title}\n\n"
-        + ("SIMULATED precision pair: not real-LLM results.\n\n" if env.unwrapped.simulated else "")
-        + markdown_table(summaries)
-        + "\n"
-    )
-    pareto_plot(summaries, out / "pareto.png", title=title)
+    _print(format_table(result["summaries"], title=result["title"]))
+    print(result["threshold"].describe())
+    print(result["calibration"].describe())
+    times = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in result["times"].items())
     print(
         f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'pareto.png'} "
-        f"in {time.perf_counter() - t0:.0f} s"
+        f"(+ kl/, klst/router.pt, calibration/) in {time.perf_counter() - t0:.0f} s ({times})"
     )
-    env.close()
     return 0
 
 
@@ -232,10 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="main job: baselines on a valid_unseen sample, table + plot")
+    p = sub.add_parser(
+        "demo",
+        help="main job: collect KL, train KL-ST, calibrate, sweep budgets vs baselines (minutes)",
+    )
     env_args(p)
     p.set_defaults(seeds=[0])
-    p.add_argument("--episodes", type=int, default=8, help="tasks per seed")
+    p.add_argument("--episodes", type=int, default=6, help="evaluation tasks per seed")
+    p.add_argument("--kl-episodes", type=int, default=30, help="train-split KL rollouts")
+    p.add_argument("--calib-episodes", type=int, default=12, help="valid_train calibration pool")
+    p.add_argument("--epochs", type=int, default=10, help="KL-ST epochs (early stopping)")
+    p.add_argument(
+        "--budgets",
+        type=_budget_list,
+        default=[0.2, 0.4, 0.7],
+        help="comma-separated high-precision budgets K",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.set_defaults(func=cmd_demo)
 

@@ -683,50 +683,6 @@ def _model_from_state(state: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
-def calibrate_router_file(
-    path: str | os.PathLike[str],
-    env: Any,
-    split: str,
-    episodes: int,
-    budgets: Sequence[float],
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Paper Eq. 7 for the router file at ``path``: run it once on the calibration pool at the
-    default threshold, set ``tau_K`` = the ``(1 - K)`` quantile of its high-precision scores,
-    and store the thresholds back into the file (same keys as issue 4's calibration)."""
-    from agents.router import TransformerRouterPolicy, _budget_key
-    from training.evaluation import evaluate
-
-    policy = TransformerRouterPolicy.load(path)
-    scores: list[np.ndarray] = []
-    predict_batch = policy._predict_batch
-
-    def recording(obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        probs = policy.probs(obs)
-        scores.append(probs[:, 0])
-        return policy.route(probs)
-
-    policy._predict_batch = recording  # type: ignore[method-assign]
-    try:
-        evaluate(policy, env, split=split, episodes=episodes, seeds=[seed], progress=progress)
-    finally:
-        policy._predict_batch = predict_batch  # type: ignore[method-assign]
-    if not scores:
-        raise ConfigError(f"calibration on {split!r} saw no routing decision")
-    all_scores = np.concatenate(scores)
-    thresholds = {_budget_key(k): float(np.quantile(all_scores, 1.0 - float(k))) for k in budgets}
-    policy.thresholds.update(thresholds)
-    policy.metadata["calibration"] = {
-        "split": split,
-        "episodes": episodes,
-        "decisions": len(all_scores),
-        "seed": seed,
-    }
-    policy.save(path)
-    return thresholds
-
-
 def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
@@ -779,15 +735,19 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         thresholds: dict[str, float] = {}
         if cfg.calibration_episodes:
             split = cfg.calibration_split or _default_calibration_split(trainer.unwrapped)
-            thresholds = calibrate_router_file(
+            from training.calibrate import calibrate_router  # issue 4's Eq. 7
+
+            report = calibrate_router(
                 final,
-                env=trainer._probe,
+                trainer._probe,
                 split=split,
                 episodes=cfg.calibration_episodes,
                 budgets=cfg.budgets,
                 seed=cfg.seed,
+                out_dir=Path(cfg.out) / "calibration",
                 progress=cfg.progress,
             )
+            thresholds = report.thresholds
     finally:
         trainer.close()
     return {

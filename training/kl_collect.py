@@ -395,7 +395,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         env_kwargs=args.env_kwargs or {},
     )
-    out = collect_kl(args.out, cfg, progress=not args.quiet)
+    out = collect_kl(args.out, cfg, progress=not args.quiet, max_new_shards=args.max_shards)
     ds = load_kl_dataset(out)
     index = _read_index(out) or {}
     if index.get("simulated"):
@@ -424,5 +424,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="task sample and episode seeds")
     p.add_argument("--shard-size", type=int, default=20, help="episodes per shard file")
     p.add_argument("--out", default="runs/kl", help="output folder (reruns resume it)")
+    p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)

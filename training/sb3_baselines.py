@@ -122,7 +122,7 @@ class SB3Config:
 
 class TaskPoolWrapper(gym.Wrapper):
     """Each ``reset()`` without a ``task_index`` draws one from a fixed pool of ``split``
-    (with the wrapper's seeded ``np_random``), so option-less resets of SB3's VecEnv train
+    (with the wrapper's own generator, reseeded by ``reset(seed=...)``), so option-less resets of SB3's VecEnv train
     on the chosen tasks."""
 
     def __init__(self, env: gym.Env, split: str, pool: list[int]) -> None:
@@ -130,14 +130,15 @@ class TaskPoolWrapper(gym.Wrapper):
         if not pool:
             raise ConfigError("the task pool is empty: expected at least one task index")
         self.split, self.pool = split, list(pool)
+        self._pool_rng = np.random.default_rng(0)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
-            self._np_random, _ = gym.utils.seeding.np_random(seed)
+            self._pool_rng = np.random.default_rng(seed)
         options = dict(options or {})
         options.setdefault("split", self.split)
         if "task_index" not in options:
-            options["task_index"] = int(self.pool[self.np_random.integers(len(self.pool))])
+            options["task_index"] = int(self.pool[self._pool_rng.integers(len(self.pool))])
         return self.env.reset(seed=seed, options=options)
 
 

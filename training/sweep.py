@@ -22,7 +22,14 @@ from typing import Any
 
 from training.calibrate import DEFAULT_BUDGETS, _budgets
 
-__all__ = ["acceptance", "add_parser", "run_pipeline", "run_sweep", "write_sweep"]
+__all__ = [
+    "acceptance",
+    "add_parser",
+    "merge_sweeps",
+    "run_pipeline",
+    "run_sweep",
+    "write_sweep",
+]
 
 
 def run_sweep(
@@ -65,6 +72,41 @@ def run_sweep(
     return out
 
 
+def merge_sweeps(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge sweeps run on disjoint seeds (e.g. one process per seed) into one: per-seed
+    rows are pooled and each mean/std recomputed over all seeds. Routers are matched by
+    position (random routers carry their own seed's realized rate)."""
+    import numpy as np
+
+    if not parts:
+        raise ValueError("merge_sweeps needs at least one sweep, got none")
+    n = len(parts[0])
+    if any(len(p) != n for p in parts):
+        raise ValueError(f"sweeps differ in length: {[len(p) for p in parts]}")
+    merged = []
+    for i in range(n):
+        group = [p[i] for p in parts]
+        rows = [r for s in group for r in s["per_seed"]]
+        m = dict(group[0])
+        for key in ("success_rate", "mean_success_episode_time_s", "hp_fraction", "mean_return"):
+            vals = np.array([r[key] for r in rows], dtype=float)
+            vals = vals[~np.isnan(vals)]
+            m[key] = float(vals.mean()) if len(vals) else math.nan
+            m[f"{key}_std"] = float(vals.std()) if len(vals) else math.nan
+        sp = np.array([s["speedup_vs_high"] for s in group], dtype=float)
+        sp = sp[~np.isnan(sp)]
+        m["speedup_vs_high"] = float(sp.mean()) if len(sp) else math.nan
+        m["speedup_vs_high_std"] = float(sp.std()) if len(sp) else math.nan
+        m["seeds"] = [x for s in group for x in s["seeds"]]
+        m["per_seed"] = rows
+        m["backend_errors"] = sum(s.get("backend_errors", 0) for s in group)
+        if m["router"].startswith("random(") and len(group) > 1:
+            k = m["router"].split("K=")[-1].rstrip(")")
+            m["router"] = f"random(p_high=router's per-seed rate, K={k})"
+        merged.append(m)
+    return merged
+
+
 def acceptance(summaries: Sequence[dict[str, Any]], key_budget: float = 0.4) -> dict[str, Any]:
     """The issue-4 acceptance checks on a sweep: at ``key_budget`` the router beats random at
     the same realized rate by >= 10 pp and recovers >= 70% of the low->high success gap;
@@ -76,7 +118,11 @@ def acceptance(summaries: Sequence[dict[str, Any]], key_budget: float = 0.4) -> 
         if "budget" not in s:
             continue
         k = s["budget"]
-        rnd = next(r for r in summaries if r["router"].endswith(f"K={k:g})") and r is not s)
+        rnd = next(
+            r
+            for r in summaries
+            if r["router"].startswith("random(") and r["router"].endswith(f"K={k:g})")
+        )
         gap = hi - lo
         out["budgets"][f"{k:g}"] = {
             "success": s["success_rate"],
@@ -220,6 +266,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from training.cli import SIMULATED_BANNER, _print, make_env
     from training.evaluation import format_table
 
+    if args.merge:
+        import json
+
+        parts = [
+            json.loads((Path(d) / "results.json").read_text())["summaries"] for d in args.merge
+        ]
+        summaries = merge_sweeps(parts)
+        n = len(summaries[0]["task_indices"])
+        title = f"{summaries[0]['env']} / {summaries[0]['split']} ({n} tasks x {len(summaries[0]['seeds'])} seeds)"
+        _print(format_table(summaries, title=title))
+        _report(write_sweep(summaries, args.out, title), args.out)
+        return 0
+    if not args.router:
+        raise ValueError("sweep needs --router CKPT (or --merge DIR ...)")
     env = make_env(args.env, args.env_kwargs)
     if env.unwrapped.simulated:
         print(SIMULATED_BANNER, file=sys.stderr)
@@ -237,23 +297,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n = len(summaries[0]["task_indices"])
     title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
     _print(format_table(summaries, title=title))
-    acc = write_sweep(summaries, args.out, title)
+    _report(write_sweep(summaries, args.out, title), args.out)
+    env.close()
+    return 0
+
+
+def _report(acc: dict[str, Any], out: str) -> None:
     for k, b in acc.get("budgets", {}).items():
         print(
             f"K={k}: success {100 * b['success']:.1f}% hp {b['hp_fraction']:.2f} | random same "
             f"rate {100 * b['random_success']:.1f}% ({b['margin_vs_random_pp']:+.1f} pp) | gap "
             f"recovered {100 * b['gap_recovered']:.0f}%"
         )
-    print(f"wrote {args.out}/results.json, results.md, pareto.png")
-    env.close()
-    return 0
+    print(f"wrote {out}/results.json, results.md, pareto.png")
 
 
 def add_parser(sub: Any) -> None:
     from training.cli import _json_kwargs, _seeds
 
     p = sub.add_parser("sweep", help="K-sweep of a calibrated router vs baselines (+ Pareto plot)")
-    p.add_argument("--router", required=True, help="calibrated router checkpoint")
+    p.add_argument("--router", default=None, help="calibrated router checkpoint")
+    p.add_argument(
+        "--merge", nargs="+", default=None, help="merge sweep folders run on disjoint seeds"
+    )
     p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
     p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
     p.add_argument("--split", default="valid_unseen", help="test split")

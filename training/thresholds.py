@@ -149,7 +149,8 @@ def plateau_threshold(
             )
         bar = max(bar * 2.0, 1.0)
     raise ConfigError(
-        f"found no sparse gap with >= {min_side} states on each side among {total} KL values "
+        f"found no sparse gap with >= {min_side} states above and >= "
+        f"{max(min_side, math.ceil(min_low_fraction * total))} below among {total} KL values "
         f"(range {x.min():.3g} .. {x.max():.3g}): pass a manual tau_KL"
     )
 

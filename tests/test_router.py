@@ -1,0 +1,141 @@
+"""Transformer router: masking, last-valid pooling, threshold routing, save/load."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from agents.router import (
+    DEFAULT_THRESHOLD,
+    RouterConfig,
+    TransformerRouter,
+    TransformerRouterPolicy,
+    load_router_policy,
+)
+from precision_gym.error import CheckpointError, ConfigError
+
+torch.set_num_threads(1)
+CFG = RouterConfig(d_model=32, n_layers=2, n_heads=2, dropout=0.0)
+
+
+def _obs(n_valid: int, seed: int = 0, batch: int | None = None):
+    rng = np.random.default_rng(seed)
+    shape = (64, 384) if batch is None else (batch, 64, 384)
+    emb = rng.normal(0, 0.05, size=shape).astype(np.float32)
+    mask = np.zeros(shape[:-1], dtype=np.float32)
+    mask[..., :n_valid] = 1.0
+    emb[..., n_valid:, :] = 0.0
+    return {"embeddings": emb, "mask": mask}
+
+
+@pytest.fixture
+def policy():
+    torch.manual_seed(0)
+    return TransformerRouterPolicy(TransformerRouter(CFG))
+
+
+def test_padding_content_does_not_change_output(policy):
+    obs = _obs(5)
+    base = policy.probs(obs)
+    noisy = {k: v.copy() for k, v in obs.items()}
+    noisy["embeddings"][5:] = np.random.default_rng(1).normal(size=(59, 384))
+    np.testing.assert_allclose(policy.probs(noisy), base, atol=1e-6)
+    # the uncut (full-length, masked) path agrees with the trimmed one
+    model = policy.model
+    with torch.inference_mode():
+        x = model.input_proj(torch.from_numpy(noisy["embeddings"][None])) + model.pos_emb
+        pad = torch.from_numpy(noisy["mask"][None] < 0.5)
+        h = model.encoder(x, src_key_padding_mask=pad)
+        full = torch.softmax(model.head(model.norm(h[:, 4])), -1).numpy()
+    np.testing.assert_allclose(full, base, atol=1e-5)
+
+
+def test_last_valid_step_pooling(policy):
+    obs = _obs(5)
+    changed = {k: v.copy() for k, v in obs.items()}
+    changed["embeddings"][4] += 0.5  # the last valid step matters
+    assert not np.allclose(policy.probs(changed), policy.probs(obs))
+    longer = _obs(6)
+    longer["embeddings"][:5] = obs["embeddings"][:5]
+    assert not np.allclose(policy.probs(longer), policy.probs(obs))
+
+
+def test_batched_matches_single_and_predict_contract(policy):
+    batch = _obs(7, batch=3)
+    batch["mask"][1, 3:] = 0.0
+    batch["embeddings"][1, 3:] = 0.0
+    probs = policy.probs(batch)
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-6)
+    for i in range(3):
+        single = {k: v[i] for k, v in batch.items()}
+        np.testing.assert_allclose(policy.probs(single)[0], probs[i], atol=1e-5)
+    actions, state = policy.predict(batch)
+    assert actions.shape == (3,) and state is None
+    action, _ = policy.predict({k: v[0] for k, v in batch.items()})
+    assert action.shape == () and int(action) in (0, 1)
+    assert policy.charges_router_cost is True
+    assert policy.high_precision_score(batch).shape == (3,)
+
+
+def test_threshold_routing(policy):
+    probs = np.array([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]])
+    assert policy.route(probs).tolist() == [1, 0, 0]  # tier 0 iff score >= tau
+    assert policy.route(probs, threshold=0.2).tolist() == [0, 0, 0]
+    assert policy.threshold == DEFAULT_THRESHOLD
+    three = np.array([[0.1, 0.2, 0.7], [0.1, 0.6, 0.3]])
+    assert policy.route(three).tolist() == [2, 1]
+
+
+def test_save_load_round_trip(policy, tmp_path):
+    policy.thresholds = {"0.4": 0.123, "0.2": 0.3}
+    policy.metadata = {"tau_kl": 0.05}
+    path = policy.save(tmp_path / "r.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.pt"]  # no temp file left
+    loaded = load_router_policy(path, budget=0.4)
+    assert loaded.threshold == 0.123 and loaded.budget == 0.4
+    assert loaded.metadata["tau_kl"] == 0.05 and loaded.config == CFG
+    obs = _obs(9)
+    np.testing.assert_allclose(loaded.probs(obs), policy.probs(obs), atol=1e-6)
+    assert load_router_policy(path).threshold == DEFAULT_THRESHOLD
+    with pytest.raises(CheckpointError, match=r"budget K=0.7 was not calibrated.*\[0.2, 0.4\]"):
+        load_router_policy(path, budget=0.7)
+
+
+def test_save_is_atomic(policy, tmp_path, monkeypatch):
+    path = policy.save(tmp_path / "r.pt")
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    policy.thresholds = {"0.4": 0.9}
+    with pytest.raises(OSError, match="disk full"):
+        policy.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.pt"]
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="router checkpoint not found"):
+        load_router_policy(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="is corrupt or not a torch file"):
+        load_router_policy(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, other)
+    with pytest.raises(CheckpointError, match="not a Transformer-router checkpoint"):
+        load_router_policy(other)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match=r"d_model \(30\) must be divisible by n_heads \(4\)"):
+        RouterConfig(d_model=30)
+    with pytest.raises(ConfigError, match="n_tiers must be >= 2, got 1"):
+        RouterConfig(n_tiers=1)
+    with pytest.raises(ConfigError, match="exceeds the router's max_len 64"):
+        TransformerRouter(CFG)(torch.zeros(1, 65, 384), torch.ones(1, 65))
