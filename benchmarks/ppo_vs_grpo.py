@@ -38,6 +38,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,23 +60,26 @@ class Args:
     env_id: str = "DMR-ALFWorld-v0"
     cost_weight: float = 0.02  # lambda of Eq. 8
     seeds: tuple[int, ...] = (0, 1, 2)
-    env_steps: int = 300  # routing decisions per algorithm per seed
-    pool_size: int = 8  # fixed train tasks (spread over the train split)
+    env_steps: int = 400  # routing decisions per algorithm per seed
+    pool_size: int = 4  # fixed train tasks (spread over the train split)
     budgets: tuple[float, ...] = (0.2, 0.4, 0.7)
     eval_split: str = "valid_unseen"
-    eval_episodes: int = 10  # tasks per seed (spread over the eval split)
+    eval_episodes: int = 6  # tasks per seed (spread over the eval split)
     calib_split: str = "valid_train"
-    calib_episodes: int = 10
+    calib_episodes: int = 8
     klst: str | None = None  # a KL-ST router file; None = build one
     kl_episodes: int = 30
     klst_epochs: int = 10
     group_size: int = 4
-    tasks_per_batch: int = 2
-    grpo_lr: float = 1e-4
-    grpo_epochs: int = 2
+    tasks_per_batch: int = 1
+    grpo_lr: float = 3e-4
+    grpo_epochs: int = 4
     ppo_n_steps: int = 64
     ppo_batch_size: int = 32
     out: str = "runs/ppo_vs_grpo"
+    jobs: int = 3  # seeds trained + evaluated in parallel processes
+    threads: int = 1  # torch threads per process
+    only_seed: int = -1  # internal: run one seed (used by --jobs)
     results_md: str | None = str(ROOT / "benchmarks" / "RESULTS.md")
     smoke: bool = False
 
@@ -96,6 +100,7 @@ SMOKE = {  # a tiny run for the subprocess test: WebShop is ~100x faster per ste
     "tasks_per_batch": 1,
     "ppo_n_steps": 16,
     "ppo_batch_size": 16,
+    "jobs": 1,
 }
 
 
@@ -217,41 +222,67 @@ def train_both(args: Args, out: Path, klst: Path, seed: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- 3. evaluation
-def evaluate_all(args: Args, out: Path, klst: Path, env: Any) -> dict[str, Any]:
-    """name -> EvalResult (records of every seed); per-seed routers evaluated on their seed."""
+def evaluate_seed(args: Args, out: Path, klst: Path, env: Any, seed: int) -> dict[str, Any]:
+    """Every point of the comparison on the eval tasks with episode seeds of ``seed``
+    (the routers trained with ``seed``); name -> EvalResult."""
     from agents import make_baseline
     from agents.router import load_router_policy
-    from training.evaluation import EvalResult, evaluate
+    from training.evaluation import evaluate
     from training.policies import load_policy_file
 
-    common = dict(env_id=args.env_id, split=args.eval_split, episodes=args.eval_episodes)
-    results: dict[str, Any] = {}
-    for name in ("always-high", "always-low"):
-        results[name] = evaluate(make_baseline(name, env), env, seeds=args.seeds, **common)
+    policies: dict[str, Any] = {n: make_baseline(n, env) for n in ("always-high", "always-low")}
     for k in args.budgets:
-        policy = load_router_policy(klst, budget=k)
-        results[f"KL-ST K={k:g}"] = evaluate(
-            policy, env, seeds=args.seeds, router_name=f"KL-ST K={k:g}", **common
-        )
-
-    def per_seed(name: str, make: Any) -> EvalResult:
-        merged = None
-        for seed in args.seeds:
-            r = evaluate(make(seed), env, seeds=[seed], router_name=name, **common)
-            if merged is None:
-                merged = r
-            else:
-                merged.seeds.append(seed)
-                merged.records.extend(r.records)
-        assert merged is not None
-        return merged
-
+        policies[f"KL-ST K={k:g}"] = load_router_policy(klst, budget=k)
     for k in args.budgets:
-        results[f"GRPO K={k:g}"] = per_seed(
-            f"GRPO K={k:g}", lambda s, k=k: load_router_policy(out / f"grpo_s{s}/router.pt", k)
+        policies[f"GRPO K={k:g}"] = load_router_policy(out / f"grpo_s{seed}/router.pt", k)
+    policies["PPO"] = load_policy_file(out / f"ppo_s{seed}/model.zip", env)
+    return {
+        name: evaluate(
+            policy,
+            env,
+            env_id=args.env_id,
+            split=args.eval_split,
+            episodes=args.eval_episodes,
+            seeds=[seed],
+            router_name=name,
         )
-    results["PPO"] = per_seed("PPO", lambda s: load_policy_file(out / f"ppo_s{s}/model.zip", env))
-    return results
+        for name, policy in policies.items()
+    }
+
+
+def run_seed(args: Args, out: Path, klst: Path, env: Any, seed: int) -> Path:
+    """Train both algorithms with ``seed``, evaluate every point; write ``seed_<s>.json``."""
+    from training.evaluation import write_json
+
+    done = out / f"seed_{seed}.json"
+    if done.exists():  # finished before (a rerun only rebuilds the report)
+        return done
+    times = train_both(args, out, klst, seed)
+    t = time.perf_counter()
+    results = evaluate_seed(args, out, klst, env, seed)
+    times["eval_s"] = time.perf_counter() - t
+    return write_json(
+        {"times": times, "results": {n: asdict(r) for n, r in results.items()}},
+        out / f"seed_{seed}.json",
+    )
+
+
+def merge_seeds(args: Args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """EvalResults over all seeds (from the per-seed files) and the per-seed times."""
+    from training.evaluation import EpisodeRecord, EvalResult
+
+    merged: dict[str, Any] = {}
+    times = []
+    for seed in args.seeds:
+        data = json.loads((out / f"seed_{seed}.json").read_text())
+        times.append(data["times"])
+        for name, r in data["results"].items():
+            records = [EpisodeRecord(**x) for x in r.pop("records")]
+            if name not in merged:
+                merged[name] = EvalResult(**{**r, "seeds": []})
+            merged[name].seeds.append(seed)
+            merged[name].records.extend(records)
+    return merged, times
 
 
 # ----------------------------------------------------------------------------- 4. figures
@@ -303,11 +334,13 @@ def learning_curves(args: Args, out: Path) -> dict[str, Any]:
                 binned.append(np.average(util[sel], weights=weight[sel]) if sel.any() else np.nan)
             per_seed.append(binned)
         arr = np.array(per_seed, dtype=float)
-        curves[algo] = {
-            "env_steps": edges[1:].tolist(),
-            "mean": np.nanmean(arr, axis=0).tolist(),
-            "std": np.nanstd(arr, axis=0).tolist(),
-        }
+        with warnings.catch_warnings():  # a bin no seed reached stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            curves[algo] = {
+                "env_steps": edges[1:].tolist(),
+                "mean": np.nanmean(arr, axis=0).tolist(),
+                "std": np.nanstd(arr, axis=0).tolist(),
+            }
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for algo, c in curves.items():
         x, m, s = np.array(c["env_steps"]), np.array(c["mean"]), np.array(c["std"])
@@ -339,7 +372,11 @@ def write_report(
     ranks8 = average_ranks(pool8)
     ranks9 = average_ranks(summaries)
     routers = {n: r for n, r in ranks8.items() if n.startswith(("KL-ST", "GRPO"))}
-    best = min(routers, key=lambda n: (routers[n], n))
+    best_score = min(routers.values())
+    best_points = sorted(n for n, r in routers.items() if r == best_score)
+    families = {n.split()[0] for n in best_points}
+    best = " = ".join(best_points)
+    attributed = "tie between KL-ST and GRPO" if len(families) > 1 else families.pop()
     matched = [
         {
             "K": k,
@@ -364,6 +401,7 @@ def write_report(
             "avg_rank_8": ranks8,
             "avg_rank_with_ppo": ranks9,
             "best_router_point": best,
+            "best_router_attributed_to": attributed,
             "matched_hp": matched,
             "curves": curves,
             **extra,
@@ -373,14 +411,16 @@ def write_report(
     lines = [
         SECTION,
         "",
-        "SIMULATED precision pair (`simulated:alfworld`): not real-LLM results. "
+        f"SIMULATED precision pair ({extra['tiers']}): not real-LLM results. "
         f"Produced by `benchmarks/ppo_vs_grpo.py` on {extra['machine']}.",
         "",
         f"Command: `{extra['command']}`  ",
         f"Wall time: {extra['wall_time_s'] / 60:.1f} min in total "
         f"(KL-ST warm start {extra['klst_s'] / 60:.1f} min, GRPO training "
         f"{sum(extra['grpo_train_s']) / 60:.1f} min, PPO training "
-        f"{sum(extra['ppo_train_s']) / 60:.1f} min, evaluation {extra['eval_s'] / 60:.1f} min).",
+        f"{sum(extra['ppo_train_s']) / 60:.1f} min, evaluation "
+        f"{sum(extra['seed_eval_s']) / 60:.1f} min, summed over seeds; seeds ran "
+        f"{args.jobs} at a time and took {extra['seeds_s'] / 60:.1f} min of wall time).",
         "",
         f"Budget: {args.env_steps} env steps (routing decisions) per algorithm per seed, seeds "
         f"{list(args.seeds)}, on a fixed pool of {args.pool_size} train tasks; lambda = "
@@ -395,7 +435,11 @@ def write_report(
         + ", ".join(f"{t:.0f}" for t in extra["grpo_train_s"])
         + "; PPO "
         + ", ".join(f"{t:.0f}" for t in extra["ppo_train_s"])
-        + ".",
+        + ". CLI commands of seed "
+        + f"{args.seeds[0]}: `{extra['cli_commands'][0]}` and `{extra['cli_commands'][1]}`.",
+        "",
+        f"Env steps actually used per seed (an update / an SB3 rollout is not cut short): GRPO "
+        f"{extra['env_steps_used']['GRPO']}, PPO {extra['env_steps_used']['PPO']}.",
         "",
         "### Final table (mean ± std over seeds)",
         "",
@@ -419,7 +463,7 @@ def write_report(
     lines += [
         "",
         f"Best router point of the 8-point pool: **{best}** "
-        f"(attributed to {'GRPO' if best.startswith('GRPO') else 'KL-ST'}).",
+        f"(average rank {best_score:.2f}; attributed to {attributed}).",
         "",
         "### GRPO vs KL-ST at matched high-precision fraction",
         "",
@@ -467,27 +511,66 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
     from training.cli import make_env
 
     env = make_env(args.env_id, {"cost_weight": args.cost_weight})
+    if args.only_seed >= 0:  # a worker of --jobs
+        run_seed(args, out, Path(args.klst or ""), env, args.only_seed)
+        return 0
     klst, klst_s = klst_router(args, out, env)
     print(f"KL-ST router: {klst} ({klst_s:.0f} s)", flush=True)
-    trained = [train_both(args, out, klst, seed) for seed in args.seeds]
-    t_eval = time.perf_counter()
-    results = evaluate_all(args, out, klst, env)
-    eval_s = time.perf_counter() - t_eval
+    t_seeds = time.perf_counter()
+    if args.jobs > 1:
+        import subprocess
+
+        base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
+        pending = list(args.seeds)
+        running: list[Any] = []
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                seed = pending.pop(0)
+                if (out / f"seed_{seed}.json").exists():
+                    continue
+                log = (out / f"seed_{seed}.log").open("w")
+                cmd = [*base, "--only-seed", str(seed), "--no-results-md"]
+                running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            time.sleep(2)
+            for proc in [p for p in running if p.poll() is not None]:
+                running.remove(proc)
+                if proc.returncode:
+                    raise SystemExit(f"{shlex.join(proc.args)} failed ({proc.returncode})")
+    else:
+        for seed in args.seeds:
+            run_seed(args, out, klst, env, seed)
+    seeds_s = time.perf_counter() - t_seeds
+    results, times = merge_seeds(args, out)
     ref = results["always-high"]
     summaries = [r.summary(ref) for r in results.values()]
     curves = learning_curves(args, out)
     extra = {
         "command": "python benchmarks/ppo_vs_grpo.py " + shlex.join(argv),
-        "machine": f"{os.cpu_count()} CPU cores (shared), no GPU",
+        "machine": f"{os.cpu_count()} CPU cores (shared with other jobs), no GPU",
         "klst_checkpoint": str(klst),
+        "tiers": ", ".join(env.unwrapped.tier_names),
+        "env_steps_used": {
+            "GRPO": [
+                json.loads((out / f"grpo_s{s}/summary.json").read_text())["env_steps"]
+                for s in args.seeds
+            ],
+            "PPO": [
+                json.loads((out / f"ppo_s{s}/summary.json").read_text())["env_steps"]
+                for s in args.seeds
+            ],
+        },
         "klst_s": klst_s,
-        "grpo_train_s": [t["grpo_s"] for t in trained],
-        "ppo_train_s": [t["ppo_s"] for t in trained],
-        "cli_commands": [c for t in trained for c in (t["grpo_cmd"], t["ppo_cmd"])],
-        "eval_s": eval_s,
+        "grpo_train_s": [t["grpo_s"] for t in times],
+        "ppo_train_s": [t["ppo_s"] for t in times],
+        "seed_eval_s": [t["eval_s"] for t in times],
+        "seeds_s": seeds_s,
+        "cli_commands": [c for t in times for c in (t["grpo_cmd"], t["ppo_cmd"])],
         "wall_time_s": time.perf_counter() - t0,
     }
     text = write_report(args, out, summaries, curves, extra)

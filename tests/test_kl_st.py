@@ -154,7 +154,7 @@ def test_split_by_task_keeps_tasks_whole():
 def test_train_config_validation():
     with pytest.raises(ConfigError, match=r"TrainConfig.val_fraction must be in \(0, 1\), got 1.5"):
         TrainConfig(val_fraction=1.5)
-    with pytest.raises(ConfigError, match="TrainConfig.epochs must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"TrainConfig\.epochs must be >= 1, got 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match=r"d_model \(30\) must be divisible by n_heads \(4\)"):
         TrainConfig(d_model=30)

@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "training.kl_st",
     "training.calibrate",
     "training.sweep",
+    "training.grpo",
+    "training.sb3_baselines",
 )
 
 SIMULATED_BANNER = (
@@ -111,6 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluation import evaluate, format_table, write_json
 
     env = make_env(args.env, args.env_kwargs)
+    if args.split is None:
+        args.split = env.unwrapped.task.split_for("test")
     unwrapped = env.unwrapped
     if unwrapped.simulated:
         print(SIMULATED_BANNER, file=sys.stderr)
@@ -153,7 +157,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    simulated = make_env(args.env, args.env_kwargs).unwrapped.simulated
+    task = make_env(args.env, args.env_kwargs).unwrapped
+    simulated = task.simulated
+    if args.split is None:
+        args.split = task.task.split_for("test")
     if simulated:
         print(SIMULATED_BANNER)
     t0 = time.perf_counter()
@@ -196,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="JSON object of env kwargs, e.g. '{\"cost_weight\": 0.05}'",
         )
-        p.add_argument("--split", default=split, help="task split to evaluate on")
+        p.add_argument("--split", default=None,
+                       help="task split to evaluate on (default: the task's test split, "
+                       "valid_unseen for ALFWorld, test for WebShop)")
         p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -326,8 +326,9 @@ def _make_env_fn(env_id: str, kwargs: dict[str, Any]) -> Any:
     return thunk
 
 
-def make_group_env(cfg: GRPOConfig) -> Any:
-    """A vector env of ``group_size`` parked sub-envs (sync ones share one encoder cache)."""
+def make_group_env(cfg: GRPOConfig, encoder: Any = None) -> Any:
+    """A vector env of ``group_size`` parked sub-envs (sync ones share one encoder and its
+    cache: ``encoder``, or one loaded here)."""
     import gymnasium as gym
 
     kwargs = cfg.env_make_kwargs()
@@ -335,7 +336,9 @@ def make_group_env(cfg: GRPOConfig) -> Any:
         from precision_gym.embedding import SentenceEncoder
 
         enc = kwargs.get("encoder")
-        if not isinstance(enc, SentenceEncoder):
+        if encoder is not None and enc is None:
+            kwargs["encoder"] = encoder
+        elif not isinstance(enc, SentenceEncoder):
             kwargs["encoder"] = SentenceEncoder(enc) if enc else SentenceEncoder()
         return gym.vector.SyncVectorEnv([_make_env_fn(cfg.env_id, kwargs)] * cfg.group_size)
     return gym.vector.AsyncVectorEnv([_make_env_fn(cfg.env_id, kwargs)] * cfg.group_size)
@@ -426,7 +429,7 @@ class GRPOTrainer:
     ) -> list[dict[str, Any]]:
         """``G`` trajectories of the current router on one task (a vector env of size G)."""
         if self.vec is None:
-            self.vec = make_group_env(self.cfg)
+            self.vec = make_group_env(self.cfg, encoder=self.unwrapped.encoder)
         g = self.cfg.group_size
         obs, _ = self.vec.reset(
             seed=seeds,
@@ -795,8 +798,9 @@ def config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
         default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
         kwargs = _arg_type(str(f.type))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        flags = ["--" + f.name.replace("_", "-")] + (["--env"] if f.name == "env_id" else [])
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
+            *flags,
             dest=f.name,
             default=default,
             help=f"{f.metadata.get('help', '')} (default: {shown})",

@@ -147,6 +147,7 @@ class ALFWorldTask(TextTask):
     """
 
     name = "alfworld"
+    split_roles = {"train": "train", "calibration": "valid_train", "test": "valid_unseen"}
 
     def __init__(
         self,

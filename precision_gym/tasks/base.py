@@ -41,6 +41,19 @@ class TextTask(abc.ABC):
 
     #: short name used in registries, CLI and logs ("alfworld", "webshop")
     name: str = "task"
+    #: which split plays which role in the paper's protocol (train: KL supervision and RL;
+    #: calibration: the disjoint pool for budget thresholds; test: reported results)
+    split_roles: dict[str, str] = {"train": "train", "calibration": "valid", "test": "test"}
+
+    def split_for(self, role: str) -> str:
+        """The split that plays ``role`` (``"train"``, ``"calibration"`` or ``"test"``)."""
+        from precision_gym.error import ConfigError
+
+        if role not in self.split_roles:
+            raise ConfigError(
+                f"unknown split role {role!r}: expected one of {sorted(self.split_roles)}"
+            )
+        return self.split_roles[role]
 
     @abc.abstractmethod
     def splits(self) -> list[str]:

@@ -590,6 +590,7 @@ class WebShopTask(TextTask):
     """
 
     name = "webshop"
+    split_roles = {"train": "train", "calibration": "eval", "test": "test"}
 
     def __init__(
         self,

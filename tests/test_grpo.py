@@ -1,0 +1,200 @@
+"""GRPO: advantages and loss on known numbers, config validation, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from precision_gym.error import CheckpointError, ConfigError
+from training.grpo import GRPOConfig, GRPOTrainer, group_advantages, grpo_loss, train_grpo
+
+# ----------------------------------------------------------------------------- advantages
+
+
+def test_group_advantages_known_values():
+    adv = group_advantages([1.0, 0.0, 0.0, 1.0, 2.0, 4.0], group_size=2, eps=0.0)
+    # groups (1, 0), (0, 1), (2, 4): population std 0.5, 0.5, 1.0
+    np.testing.assert_allclose(adv, [1.0, -1.0, -1.0, 1.0, -1.0, 1.0])
+    adv = group_advantages([0.9, 0.5, -0.1, 0.5], group_size=4, eps=1e-6)
+    r = np.array([0.9, 0.5, -0.1, 0.5])
+    np.testing.assert_allclose(adv, (r - r.mean()) / (r.std() + 1e-6))
+    assert adv.sum() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_group_advantages_zero_for_equal_returns():
+    adv = group_advantages([0.7, 0.7, 0.7, 1.0, 0.0, 0.2], group_size=3)
+    np.testing.assert_array_equal(adv[:3], 0.0)
+    assert np.all(adv[3:] != 0.0)
+
+
+def test_group_advantages_checks_layout():
+    with pytest.raises(ConfigError, match="multiple of group_size=4, got 6"):
+        group_advantages(np.zeros(6), group_size=4)
+    with pytest.raises(ConfigError, match="group_size must be >= 2, got 1"):
+        group_advantages(np.zeros(6), group_size=1)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def _t(*xs: float) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+def test_grpo_loss_clips_on_known_numbers():
+    old = _t(0.0, 0.0, 0.0, 0.0)
+    new = torch.log(_t(1.5, 1.5, 0.5, 1.1))  # ratios 1.5, 1.5, 0.5, 1.1
+    adv = _t(1.0, -1.0, -1.0, 2.0)
+    loss, stats = grpo_loss(new, old, adv, clip_eps=0.2)
+    # min(r A, clip(r) A): 1.2 (clipped), -1.5 (unclipped), -0.8 (clipped), 2.2
+    assert float(loss) == pytest.approx(-(1.2 - 1.5 - 0.8 + 2.2) / 4)
+    assert stats["clip_fraction"] == pytest.approx(0.75)
+    assert stats["kl_ref"] == 0.0
+
+
+def test_grpo_loss_gradient_is_zero_where_clipped():
+    new = torch.log(_t(1.5, 0.9)).requires_grad_(True)
+    loss, _ = grpo_loss(new, _t(0.0, 0.0), _t(1.0, 1.0), clip_eps=0.2)
+    loss.backward()
+    assert new.grad[0] == 0.0  # ratio 1.5 > 1.2 with A > 0: clipped, no gradient
+    assert new.grad[1] == pytest.approx(-0.9 / 2)  # d/dlogp of -(r A)/2 = -r/2
+
+
+def test_grpo_loss_kl_term():
+    new, ref = torch.log(_t(0.5, 0.25)), torch.log(_t(0.25, 0.5))
+    zero = _t(0.0, 0.0)
+    loss0, _ = grpo_loss(new, new.clone(), zero, 0.2, ref_logp=ref, kl_coef=0.0)
+    loss, stats = grpo_loss(new, new.clone(), zero, 0.2, ref_logp=ref, kl_coef=0.1)
+    # k3: exp(d) - d - 1 with d = ref - new = log(0.5), log(2)
+    k3 = [(0.5 - math.log(0.5) - 1), (2 - math.log(2) - 1)]
+    assert stats["kl_ref"] == pytest.approx(np.mean(k3))
+    assert float(loss) == pytest.approx(float(loss0) + 0.1 * np.mean(k3))
+    same, st = grpo_loss(new, new.clone(), zero, 0.2, ref_logp=new.clone(), kl_coef=1.0)
+    assert st["kl_ref"] == pytest.approx(0.0) and float(same) == pytest.approx(0.0)
+
+
+def test_grpo_loss_checks_shapes_and_eps():
+    with pytest.raises(ValueError, match="same shape"):
+        grpo_loss(_t(0.0), _t(0.0, 0.0), _t(0.0), 0.2)
+    with pytest.raises(ConfigError, match=r"clip_eps must be in \(0, 1\), got 1.5"):
+        grpo_loss(_t(0.0), _t(0.0), _t(0.0), 1.5)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"group_size": 1}, r"group_size must be >= 2 .*got 1"),
+        (
+            {"tasks_per_batch": 3, "group_size": 4, "batch_size": 10},
+            r"batch_size must split into groups: expected .* = 12, got 10",
+        ),
+        ({"cost_weight": -0.1}, r"cost_weight \(lambda\) must be >= 0, got -0.1"),
+        ({"lr": 0.0}, r"lr must be > 0, got 0.0"),
+        ({"clip_eps": 1.0}, r"clip_eps must be in \(0, 1\), got 1.0"),
+        ({"kl_coef": -1.0}, r"kl_coef must be >= 0, got -1.0"),
+        ({"vector_env": "threads"}, r"vector_env must be 'sync' or 'async', got 'threads'"),
+        ({"budgets": (0.4, 1.2)}, r"budgets must lie in \(0, 1\), got \[0.4, 1.2\]"),
+        ({"env_kwargs": {"cost_weight": 0.1}}, r"set lambda with cost_weight"),
+    ],
+)
+def test_config_validation_messages(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GRPOConfig(**kwargs)
+
+
+def test_config_derives_batch_size_and_has_help_per_field():
+    from dataclasses import fields
+
+    assert GRPOConfig(tasks_per_batch=3, group_size=5).batch_size == 15
+    missing = [f.name for f in fields(GRPOConfig) if not f.metadata.get("help")]
+    assert not missing
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _cfg(out, **kw):
+    base = dict(
+        env_id="DMR-WebShop-v0",
+        split="train",
+        pool_size=4,
+        tasks_per_batch=1,
+        group_size=2,
+        max_updates=2,
+        lr=1e-3,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        calibration_episodes=0,
+        tensorboard=False,
+        progress=False,
+        out=str(out),
+    )
+    return GRPOConfig(**{**base, **kw})
+
+
+def _curve(path):
+    return [
+        (r["env_steps"], r["mean_return"], r.get("loss"))
+        for r in map(json.loads, path.read_text().splitlines())
+    ]
+
+
+def test_end_to_end_deterministic_and_resumable(tmp_path):
+    """Same seed -> same curve; a run resumed after update 1 ends where a full run ends."""
+    full = train_grpo(
+        _cfg(tmp_path / "a", tensorboard=True, calibration_episodes=2, budgets=(0.5,))
+    )
+    assert full["updates"] == 2 and full["env_steps"] > 0
+    assert set(full["thresholds"]) == {"0.5"}
+    assert (tmp_path / "a" / "checkpoint.pt").exists()
+    assert any((tmp_path / "a" / "tb").iterdir())
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+    assert {"mean_return", "success_rate", "hp_fraction", "clip_fraction"} <= set(rows[0])
+
+    first = GRPOTrainer(_cfg(tmp_path / "b", max_updates=1))
+    first.train()
+    first.close()
+    with pytest.raises(ConfigError, match="exists: pass --resume"):
+        GRPOTrainer(_cfg(tmp_path / "b")).train()
+    with pytest.raises(ConfigError, match="different configuration"):
+        GRPOTrainer(_cfg(tmp_path / "b", lr=5e-4, resume=True)).train()
+    resumed = GRPOTrainer(_cfg(tmp_path / "b", resume=True))
+    resumed.train()
+    resumed.close()
+    assert _curve(tmp_path / "b" / "log.jsonl") == _curve(tmp_path / "a" / "log.jsonl")
+
+    # the final router evaluates through the CLI's loader with its calibrated budget
+    from agents.router import load_router_policy
+
+    policy = load_router_policy(tmp_path / "a" / "router.pt", budget=0.5)
+    assert policy.metadata["trained_by"] == "grpo"
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match="expected a checkpoint at"):
+        GRPOTrainer(_cfg(tmp_path, resume=True)).train()
+
+
+def test_group_members_share_the_task_and_park(tmp_path):
+    trainer = GRPOTrainer(_cfg(tmp_path, group_size=3))
+    try:
+        gen = torch.Generator().manual_seed(0)
+        trajs = trainer.sample_group(1, [11, 12, 13], gen)
+        assert len(trajs) == 3
+        for t in trajs:
+            assert t["info"] is not None and len(t["act"]) == int(t["info"]["decisions"])
+        # parked sub-envs never ran a second episode: env steps == recorded decisions
+        assert trainer.env_steps == sum(len(t["act"]) for t in trajs)
+        task_ids = {e.unwrapped._episode["task_index"] for e in trainer.vec.envs}
+        assert task_ids == {1}
+    finally:
+        trainer.close()

@@ -1,0 +1,112 @@
+"""SB3 baselines on DMR-WebShop-v0: PPO with MultiInputPolicy and with the router encoder,
+saved, loaded through the CLI's loader and evaluated."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from precision_gym.error import ConfigError
+from training.sb3_baselines import SB3Config, TaskPoolWrapper, train_sb3
+
+
+@pytest.mark.parametrize("features", ["mlp", "router"])
+def test_ppo_trains_saves_loads_and_evaluates(tmp_path, features):
+    from training.evaluation import evaluate
+    from training.policies import SB3Policy, load_policy_file
+
+    cfg = SB3Config(
+        algo="ppo",
+        env_id="DMR-WebShop-v0",
+        pool_size=4,
+        total_timesteps=64,
+        features=features,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        algo_kwargs={"n_steps": 32, "batch_size": 16, "n_epochs": 1},
+        checkpoint_freq=32,
+        out=str(tmp_path),
+        progress=False,
+    )
+    summary = train_sb3(cfg)
+    assert summary["env_steps"] == 64
+    assert (tmp_path / "model.zip").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "ppo_32_steps.zip",
+        "ppo_64_steps.zip",
+    ]
+    assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
+    rows = [json.loads(x) for x in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert rows and {"env_steps", "return", "won", "hp_fraction"} <= set(rows[0])
+    if features == "router":
+        from stable_baselines3 import PPO
+
+        from agents.sb3 import RouterFeaturesExtractor
+
+        model = PPO.load(tmp_path / "model.zip", device="cpu")
+        assert isinstance(model.policy.features_extractor, RouterFeaturesExtractor)
+
+    env = gym.make("DMR-WebShop-v0")
+    policy = load_policy_file(tmp_path / "model.zip", env)
+    assert isinstance(policy, SB3Policy)
+    result = evaluate(policy, env, split="test", episodes=1, seeds=[0], progress=False)
+    summary = result.summary()
+    assert 0.0 <= summary["hp_fraction"] <= 1.0 and len(result.records) == 1
+    env.close()
+
+
+def test_router_features_extractor_reads_both_layouts():
+    import torch
+    from gymnasium import spaces
+
+    from agents.sb3 import RouterFeaturesExtractor
+
+    torch.manual_seed(0)
+    box = spaces.Box(-1.0, 1.0, shape=(8, 6), dtype=np.float32)
+    flat = spaces.Box(-1.0, 1.0, shape=(48,), dtype=np.float32)
+    mask = spaces.Box(0.0, 1.0, shape=(8,), dtype=np.float32)
+    kw = dict(d_model=8, n_layers=1, n_heads=2)
+    ext = RouterFeaturesExtractor(spaces.Dict({"embeddings": box, "mask": mask}), **kw)
+    flat_ext = RouterFeaturesExtractor(spaces.Dict({"embeddings": flat, "mask": mask}), **kw)
+    flat_ext.load_state_dict(ext.state_dict())
+    emb = torch.rand(3, 8, 6)
+    m = torch.zeros(3, 8)
+    m[0, :2] = m[1, :8] = 1.0  # row 2: all padding (SB3 builds networks on zeros)
+    out = ext({"embeddings": emb, "mask": m})
+    assert out.shape == (3, 8) and ext.features_dim == 8
+    torch.testing.assert_close(out, flat_ext({"embeddings": emb.reshape(3, -1), "mask": m}))
+    # padding after the last valid step does not change the features
+    emb2 = emb.clone()
+    emb2[0, 2:] = 0.5
+    torch.testing.assert_close(ext({"embeddings": emb2, "mask": m})[0], out[0])
+
+
+def test_task_pool_wrapper_draws_only_pool_tasks():
+    env = TaskPoolWrapper(gym.make("DMR-WebShop-v0", max_steps=2), "train", [3, 5])
+    seen = set()
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        seen.add(info["task_index"])
+        assert info["split"] == "train"
+    assert seen <= {3, 5}
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"algo": "sac"}, r"algo must be one of \('ppo', 'a2c', 'dqn'\), got 'sac'"),
+        ({"features": "cnn"}, r"features must be 'router' or 'mlp', got 'cnn'"),
+        ({"total_timesteps": 0}, r"total_timesteps and n_envs must be >= 1, got 0, 1"),
+        ({"cost_weight": -1.0}, r"cost_weight \(lambda\) must be >= 0, got -1.0"),
+    ],
+)
+def test_sb3_config_validation(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SB3Config(**kwargs)
