@@ -60,20 +60,21 @@ class Args:
     env_id: str = "DMR-ALFWorld-v0"
     cost_weight: float = 0.02  # lambda of Eq. 8
     seeds: tuple[int, ...] = (0, 1, 2)
-    env_steps: int = 400  # routing decisions per algorithm per seed
+    env_steps: int = 240  # routing decisions per algorithm per seed
     pool_size: int = 4  # fixed train tasks (spread over the train split)
     budgets: tuple[float, ...] = (0.2, 0.4, 0.7)
     eval_split: str = "valid_unseen"
-    eval_episodes: int = 6  # tasks per seed (spread over the eval split)
+    eval_episodes: int = 4  # tasks per seed (spread over the eval split)
     calib_split: str = "valid_train"
-    calib_episodes: int = 8
+    calib_episodes: int = 4
     klst: str | None = None  # a KL-ST router file; None = build one
     kl_episodes: int = 30
     klst_epochs: int = 10
-    group_size: int = 4
+    group_size: int = 3
     tasks_per_batch: int = 1
-    grpo_lr: float = 3e-4
+    grpo_lr: float = 5e-4
     grpo_epochs: int = 4
+    grpo_sample_budget: float = 0.4  # GRPO samples around KL-ST's calibrated K = 0.4 point
     ppo_n_steps: int = 64
     ppo_batch_size: int = 32
     out: str = "runs/ppo_vs_grpo"
@@ -202,6 +203,7 @@ def train_both(args: Args, out: Path, klst: Path, seed: int) -> dict[str, Any]:
         "--total-env-steps", str(args.env_steps), "--max-updates", "100000",
         "--group-size", str(args.group_size), "--tasks-per-batch", str(args.tasks_per_batch),
         "--lr", str(args.grpo_lr), "--epochs", str(args.grpo_epochs), "--budgets", budgets,
+        "--sample-budget", str(args.grpo_sample_budget),
         "--calibration-split", args.calib_split,
         "--calibration-episodes", str(args.calib_episodes),
     ]  # fmt: skip
@@ -426,7 +428,8 @@ def write_report(
         f"{list(args.seeds)}, on a fixed pool of {args.pool_size} train tasks; lambda = "
         f"{args.cost_weight:g}/s. GRPO: G = {args.group_size}, {args.tasks_per_batch} tasks per "
         f"update, lr {args.grpo_lr:g}, {args.grpo_epochs} epochs, clip 0.2, no KL penalty, from "
-        f"the KL-ST router. PPO (SB3): n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
+        f"the KL-ST router, sampling around its calibrated K = {args.grpo_sample_budget:g} point "
+        "(high-tier logit + log((1 - tau_K) / tau_K)). PPO (SB3): n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
         "gamma 1, encoder = the KL-ST router's. Calibration: "
         f"{args.calib_episodes} {args.calib_split} episodes. Evaluation: {args.eval_episodes} "
         f"{args.eval_split} tasks per seed; per-seed routers evaluated on their own seed.",

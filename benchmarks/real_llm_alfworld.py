@@ -292,6 +292,7 @@ def main() -> None:
         "games": [g.parent.parent.name for g in games],
         "max_steps": args.max_steps,
         "group_size": args.group_size,
+        "http_scoring": args.http_scoring,
     }
     gs = args.group_size
     local = {
@@ -343,9 +344,14 @@ def main() -> None:
             for s in servers:
                 s.start()
             http = {
-                "bf16": OpenAIBackend(servers[0].base_url, "bf16", name="vllm-bf16"),
+                "bf16": OpenAIBackend(
+                    servers[0].base_url, "bf16", name="vllm-bf16", scoring=args.http_scoring
+                ),
                 "int4-gptq": OpenAIBackend(
-                    servers[1].base_url, "gptq-w4", name=f"vllm-int4-gptq-g{gs}"
+                    servers[1].base_url,
+                    "gptq-w4",
+                    name=f"vllm-int4-gptq-g{gs}",
+                    scoring=args.http_scoring,
                 ),
             }
             for tier, backend in http.items():
@@ -499,7 +505,9 @@ def write_markdown(r: dict, path: Path) -> None:
     lines += [
         "",
         "In-process KL is exact (full vocabulary); vLLM KL uses the union of the two "
-        "tiers' top-20 with the remainder bucketed (flagged `topk_truncated`).",
+        "tiers' top-20 with the remainder bucketed (flagged `topk_truncated`), scored with "
+        f"the `{r.get('http_scoring', 'prompt_logprobs')}` route. Timings were taken while "
+        "other jobs shared the 2 cores (load average 3-9): treat them as rough.",
         "",
         "![KL histogram](kl_hist.png)",
         "",

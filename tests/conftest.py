@@ -16,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import precision_gym  # noqa: E402  (registers the env ids)
 
+# tiny offline Qwen3 model, its GPTQ copy, and the CPU vLLM server fixtures
+pytest_plugins = ["llm_fixtures"]
+
 ENV_IDS = list(precision_gym.ENV_IDS)
 
 

@@ -59,7 +59,7 @@ def _cli(*args, check=True):
 
 
 @requires_alfworld
-def test_cli_train_calibrate_evaluate(tmp_path):
+def test_cli_train_calibrate_evaluate(tmp_path, capsys):
     torch.set_num_threads(1)
     data = make_synthetic_kl(tmp_path / "kl")
     out = tmp_path / "klst"
@@ -67,13 +67,15 @@ def test_cli_train_calibrate_evaluate(tmp_path):
     proc = _cli("train-klst", *train_args, "--n-layers", "1", "--n-heads", "2", "--quiet")
     assert "wrote" in proc.stdout and (out / "router.pt").exists()
     router = str(out / "router.pt")
-    proc = _cli("evaluate", "--router", router, "--budget", "0.4", "--episodes", "1", check=False)
-    assert proc.returncode == 2
-    assert "budget K=0.4 was not calibrated for this router" in proc.stderr
-    proc = _cli(
-        "calibrate", "--router", router, "--episodes", "1", "--budgets", "0.3,0.6", "--quiet"
+    from training.cli import main
+
+    assert main(["evaluate", "--router", router, "--budget", "0.4", "--episodes", "1"]) == 2
+    assert "budget K=0.4 was not calibrated for this router" in capsys.readouterr().err
+    code = main(
+        ["calibrate", "--router", router, "--episodes", "1", "--budgets", "0.3,0.6", "--quiet"]
     )
-    assert "K = 0.3" in proc.stdout and "score shift" in proc.stdout
+    stdout = capsys.readouterr().out
+    assert code == 0 and "K = 0.3" in stdout and "score shift" in stdout
     assert (out / "calibration" / "score_shift.png").stat().st_size > 1000
     cal = json.loads((out / "calibration" / "calibration.json").read_text())
     assert set(cal["thresholds"]) == {"0.3", "0.6"} and cal["split"] == "valid_train"
@@ -97,5 +99,6 @@ def test_cli_train_calibrate_evaluate(tmp_path):
     data = json.loads(res.read_text())
     assert data["router"] == "klst-router(K=0.6)" and data["simulated"] is True
     assert 0.0 <= data["hp_fraction"] <= 1.0
-    proc = _cli("calibrate", "--router", router, "--budgets", "0.2,x", check=False)
-    assert proc.returncode == 2 and "--budgets expects comma-separated numbers" in proc.stderr
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--router", router, "--budgets", "0.2,x"])
+    assert "--budgets expects comma-separated numbers" in capsys.readouterr().err

@@ -198,3 +198,20 @@ def test_group_members_share_the_task_and_park(tmp_path):
         assert task_ids == {1}
     finally:
         trainer.close()
+
+
+def test_sample_budget_bias_centres_the_policy_on_the_calibrated_threshold(tmp_path):
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+    from training.grpo import _budget_bias
+
+    model = TransformerRouter(RouterConfig(embed_dim=4, max_len=4, d_model=8, n_layers=1))
+    path = TransformerRouterPolicy(model, thresholds={"0.4": 0.2}).save(tmp_path / "r.pt")
+    bias = _budget_bias(str(path), 0.4)
+    assert bias == pytest.approx(math.log(0.8 / 0.2))
+    # p(high) = tau_K becomes exactly 1/2 after the shift
+    p = torch.softmax(torch.tensor([math.log(0.2) + bias, math.log(0.8)]), 0)
+    assert float(p[0]) == pytest.approx(0.5)
+    with pytest.raises(CheckpointError, match=r"budget K=0\.7 was not calibrated"):
+        _budget_bias(str(path), 0.7)
+    with pytest.raises(ConfigError, match=r"sample_budget must be in \(0, 1\) or None, got 1.5"):
+        GRPOConfig(sample_budget=1.5)

@@ -15,7 +15,7 @@ from training.kl_collect import CollectConfig, collect_kl, load_kl_dataset, stat
 
 @pytest.fixture(scope="module")
 def env():
-    e = gym.make("DMR-ALFWorld-v0")
+    e = gym.make("DMR-ALFWorld-v0", max_steps=6)  # short episodes keep the test fast
     yield e
     e.close()
 

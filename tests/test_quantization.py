@@ -193,3 +193,37 @@ def test_hqq_fake_quant_when_installed():
     assert max(len(set(g.tolist())) for g in got.reshape(-1, 64)) <= 16
     # HQQ's optimised zeros/scales beat plain RTN on the weight error
     assert (got - w).pow(2).mean() <= (quantize_rtn(w, 4, 64) - w).pow(2).mean()
+
+
+def test_quantize_cli_writes_a_gptq_checkpoint(tiny_qwen3_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "w4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "quantize",
+            "--model",
+            str(tiny_qwen3_dir),
+            "--bits",
+            "4",
+            "--group",
+            "64",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GPTQ int4" in proc.stdout
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qcfg["quant_method"] == "gptq" and qcfg["bits"] == 4 and qcfg["group_size"] == 64

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "training.sweep",
     "training.grpo",
     "training.sb3_baselines",
+    "training.quantize_cli",
 )
 
 SIMULATED_BANNER = (
@@ -203,9 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="JSON object of env kwargs, e.g. '{\"cost_weight\": 0.05}'",
         )
-        p.add_argument("--split", default=None,
-                       help="task split to evaluate on (default: the task's test split, "
-                       "valid_unseen for ALFWorld, test for WebShop)")
+        p.add_argument(
+            "--split",
+            default=None,
+            help="task split to evaluate on (default: the task's test split, "
+            "valid_unseen for ALFWorld, test for WebShop)",
+        )
         p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 

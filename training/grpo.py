@@ -32,6 +32,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -154,6 +155,13 @@ class GRPOConfig:
             "help": "KL-ST router checkpoint to start from (None = a freshly initialised router)"
         },
     )
+    sample_budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "sample around the init router's calibrated budget K: add "
+            "log((1 - tau_K) / tau_K) to the high tier's logit (None = raw softmax)"
+        },
+    )
     tasks_per_batch: int = field(default=4, metadata={"help": "tasks per update (one group each)"})
     group_size: int = field(default=4, metadata={"help": "G: trajectories sampled per task"})
     batch_size: int | None = field(
@@ -254,6 +262,8 @@ class GRPOConfig:
             raise ConfigError(f"total_env_steps must be >= 1 or None, got {self.total_env_steps}")
         if self.pool_size is not None and self.pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
+        if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
+            raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
         if self.vector_env not in ("sync", "async"):
             raise ConfigError(f"vector_env must be 'sync' or 'async', got {self.vector_env!r}")
         bad = [k for k in self.budgets if not 0.0 < k < 1.0]
@@ -276,7 +286,7 @@ class GRPOConfig:
 # ----------------------------------------------------------------------------- vector env
 
 
-class ParkOnDone:
+class ParkOnDone(gym.Wrapper):
     """Gymnasium wrapper that *parks* a sub-env once its episode ended.
 
     Vector envs step every sub-env in lock-step and autoreset finished ones (to a random
@@ -284,41 +294,32 @@ class ParkOnDone:
     the end an option-less ``reset()`` (the autoreset) returns the final observation without
     starting an episode, and ``step()`` returns it again with reward 0 and
     ``terminated=True``; neither touches the LLM tiers. An explicit ``reset(options=...)``
-    starts a real episode.
+    or ``reset(seed=...)`` starts a real episode.
     """
 
-    def __new__(cls, env: Any) -> Any:
-        import gymnasium as gym
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._final: tuple[Any, dict[str, Any]] | None = None
 
-        class _Park(gym.Wrapper):
-            def __init__(self, env: Any) -> None:
-                super().__init__(env)
-                self._final: tuple[Any, dict[str, Any]] | None = None
-                self._ended = False
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if options is None and seed is None and self._final is not None:
+            return self._final[0], {**self._final[1], "parked": True}
+        self._final = None
+        return self.env.reset(seed=seed, options=options)
 
-            def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-                if options is None and seed is None and self._ended and self._final is not None:
-                    return self._final[0], {**self._final[1], "parked": True}
-                self._ended = False
-                return self.env.reset(seed=seed, options=options)
-
-            def step(self, action: Any):
-                if self._ended and self._final is not None:
-                    return self._final[0], 0.0, True, False, {**self._final[1], "parked": True}
-                obs, reward, terminated, truncated, info = self.env.step(action)
-                if terminated or truncated:
-                    self._ended = True
-                    self._final = (obs, info)
-                return obs, reward, terminated, truncated, info
-
-        _Park.__name__ = "ParkOnDone"
-        return _Park(env)
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._final is not None:
+            return self._final[0], 0.0, True, False, {**self._final[1], "parked": True}
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._final = (obs, info)
+        return obs, float(reward), terminated, truncated, info
 
 
 def _make_env_fn(env_id: str, kwargs: dict[str, Any]) -> Any:
     def thunk() -> Any:
-        import gymnasium as gym
-
         import precision_gym  # noqa: F401  (registers the ids in a subprocess)
 
         return ParkOnDone(gym.make(env_id, **kwargs))
@@ -329,8 +330,6 @@ def _make_env_fn(env_id: str, kwargs: dict[str, Any]) -> Any:
 def make_group_env(cfg: GRPOConfig, encoder: Any = None) -> Any:
     """A vector env of ``group_size`` parked sub-envs (sync ones share one encoder and its
     cache: ``encoder``, or one loaded here)."""
-    import gymnasium as gym
-
     kwargs = cfg.env_make_kwargs()
     if cfg.vector_env == "sync":
         from precision_gym.embedding import SentenceEncoder
@@ -373,8 +372,6 @@ class GRPOTrainer:
     """Runs GRPO updates on ``cfg``; see the module docstring."""
 
     def __init__(self, cfg: GRPOConfig) -> None:
-        import gymnasium as gym
-
         import precision_gym  # noqa: F401
 
         self.cfg = cfg
@@ -411,6 +408,9 @@ class GRPOTrainer:
                 )
             )
             self.meta = {}
+        self.high_bias = 0.0
+        if cfg.sample_budget is not None:
+            self.high_bias = _budget_bias(cfg.init_checkpoint, cfg.sample_budget)
         self.model.eval()  # no dropout: ratio == 1 on the first pass, reproducible
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -422,7 +422,10 @@ class GRPOTrainer:
     def _logits(self, model: torch.nn.Module, emb: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         emb_t = torch.as_tensor(emb, dtype=torch.float32)
         mask_t = torch.as_tensor(mask, dtype=torch.float32)
-        return model(emb_t.reshape(*mask_t.shape, -1), mask_t)
+        logits = model(emb_t.reshape(*mask_t.shape, -1), mask_t)
+        if self.high_bias:  # the sampling operating point (sample_budget)
+            logits = logits + torch.tensor([self.high_bias] + [0.0] * (logits.shape[1] - 1))
+        return logits
 
     def sample_group(
         self, task_index: int, seeds: list[int], gen: torch.Generator
@@ -655,6 +658,7 @@ class GRPOTrainer:
             "mean_episode_time_s": float(batch.episode_time_s.mean()),
             "hp_fraction": float(batch.high_decisions.sum() / decisions) if decisions else 0.0,
             "flat_groups": float(np.mean(np.ptp(g, axis=1) <= 1e-12)),
+            "high_bias": self.high_bias,
             "tasks": batch.task_indices,
             "wall_s": wall_s,
             **stats,
@@ -684,6 +688,21 @@ def _model_from_state(state: dict[str, Any]) -> torch.nn.Module:
     model = TransformerRouter(RouterConfig(**state["config"]))
     model.load_state_dict(state["state_dict"])
     return model
+
+
+def _budget_bias(init_checkpoint: str | None, budget: float) -> float:
+    """``log((1 - tau_K) / tau_K)``: with it added to the high tier's logit, the policy's
+    ``p(high)`` crosses 1/2 exactly where the init router's calibrated ``tau_K`` routes to
+    high precision, so GRPO samples around the deployed operating point instead of the
+    raw (class-weighted, usually low) KL-ST softmax."""
+    from agents.router import TransformerRouterPolicy
+
+    if init_checkpoint is None:
+        raise ConfigError("sample_budget needs init_checkpoint (a calibrated router), got None")
+    policy = TransformerRouterPolicy.load(init_checkpoint)
+    policy.set_budget(budget)  # CheckpointError naming the calibrated budgets if missing
+    tau = min(max(policy.threshold, 1e-6), 1 - 1e-6)
+    return float(math.log((1.0 - tau) / tau))
 
 
 def _norm(v: Any) -> Any:

@@ -196,16 +196,21 @@ def make_model(cfg: SB3Config, venv: Any) -> Any:
             policy_kwargs["net_arch"] = [64]
     cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[cfg.algo]
     kwargs = {**ALGO_DEFAULTS[cfg.algo], **cfg.algo_kwargs}
-    return cls(
-        "MultiInputPolicy",
-        venv,
-        policy_kwargs=policy_kwargs or None,
-        seed=cfg.seed,
-        device="cpu",
-        verbose=0,
-        tensorboard_log=str(Path(cfg.out) / "tb") if cfg.tensorboard else None,
-        **kwargs,
-    )
+    try:
+        return cls(
+            "MultiInputPolicy",
+            venv,
+            policy_kwargs=policy_kwargs or None,
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+            tensorboard_log=str(Path(cfg.out) / "tb") if cfg.tensorboard else None,
+            **kwargs,
+        )
+    except TypeError as exc:  # an --algo-kwargs key the algorithm does not take
+        raise ConfigError(
+            f"{cls.__name__} rejected its kwargs {sorted(kwargs)}: {exc} (check --algo-kwargs)"
+        ) from None
 
 
 def _episode_callback(path: Path) -> Any:

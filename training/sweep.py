@@ -43,26 +43,43 @@ def run_sweep(
     budgets: Sequence[float] = DEFAULT_BUDGETS,
     oracle: bool = True,
     progress: bool = True,
+    partial: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Summaries (``EvalResult.summary`` JSON, speedup vs always-high) of every router."""
+    """Summaries (``EvalResult.summary`` JSON, speedup vs always-high) of every router:
+    always-high, always-low, then per budget (K = 0.4 first) the router and the random
+    router at its realized rate, then the oracle. ``partial``: a JSON file rewritten after
+    every router, so an interrupted sweep keeps what it measured."""
     from agents import make_baseline
     from agents.router import load_router_policy
     from training.evaluation import evaluate
 
     common = dict(env_id=env_id, split=split, episodes=episodes, seeds=seeds, progress=progress)
-    high = evaluate(make_baseline("always-high", env), env, **common)
-    results = [high, evaluate(make_baseline("always-low", env), env, **common)]
-    if oracle and env.unwrapped.simulated:
-        results.append(evaluate(make_baseline("oracle", env), env, **common))
-    for k in budgets:
+    results: list[Any] = []
+
+    def add(res: Any) -> None:
+        results.append(res)
+        if partial is not None:  # survive an interrupted sweep: summaries so far
+            from training.evaluation import write_json
+
+            write_json({"summaries": _summaries(results)}, partial)
+
+    add(evaluate(make_baseline("always-high", env), env, **common))
+    add(evaluate(make_baseline("always-low", env), env, **common))
+    # the key budget first, so an interrupted sweep still has it
+    for k in sorted(budgets, key=lambda b: (abs(b - 0.4), b)):
         router = load_router_policy(router_path, budget=k)
         res = evaluate(router, env, **common)
+        add(res)
         rate = res.summary()["hp_fraction"]
         rnd = make_baseline("random", env, p_high=rate, seed=seeds[0])
-        results += [
-            res,
-            evaluate(rnd, env, router_name=f"random(p_high={rate:.2f}, K={k:g})", **common),
-        ]
+        add(evaluate(rnd, env, router_name=f"random(p_high={rate:.2f}, K={k:g})", **common))
+    if oracle and env.unwrapped.simulated:
+        add(evaluate(make_baseline("oracle", env), env, **common))
+    return _summaries(results)
+
+
+def _summaries(results: Sequence[Any]) -> list[dict[str, Any]]:
+    high = results[0]
     out = []
     for r in results:
         s = r.summary(high)
@@ -80,9 +97,7 @@ def merge_sweeps(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, An
 
     if not parts:
         raise ValueError("merge_sweeps needs at least one sweep, got none")
-    n = len(parts[0])
-    if any(len(p) != n for p in parts):
-        raise ValueError(f"sweeps differ in length: {[len(p) for p in parts]}")
+    n = min(len(p) for p in parts)  # interrupted (partial) sweeps: the routers all have
     merged = []
     for i in range(n):
         group = [p[i] for p in parts]

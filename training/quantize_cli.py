@@ -1,0 +1,39 @@
+"""``precision-gym quantize``: write a weight-only quantized copy of a local checkpoint.
+
+4-bit writes a GPTQ-format checkpoint that vLLM serves (CPU and GPU); 3-bit writes weights
+rounded to int3 and stored back in bf16 (a fake-quant checkpoint, as the paper's W3). On GPU
+machines, llmcompressor's AWQ/GPTQ oneshot pipelines are the calibrated route (see
+``precision_gym.quantization``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+__all__ = ["add_parser", "cmd_quantize"]
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from precision_gym.quantization import quantize_checkpoint
+
+    t0 = time.perf_counter()
+    out = quantize_checkpoint(args.model, args.bits, args.group, args.out, method=args.method)
+    kind = "GPTQ int4 (vLLM-servable)" if args.bits == 4 else f"fake-quant int{args.bits} in bf16"
+    print(f"wrote {kind} checkpoint of {args.model} to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="weight-only int4 (GPTQ format) / int3 copy of a model")
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--bits", type=int, choices=(3, 4), required=True, help="weight bits")
+    p.add_argument("--group", type=int, default=128, help="quantization group size (64 or 128)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--method",
+        default="rtn",
+        choices=("rtn", "hqq"),
+        help="rounding: round-to-nearest, or HQQ (optional package, 3-bit only)",
+    )
+    p.set_defaults(func=cmd_quantize)
