@@ -379,6 +379,18 @@ def write_report(
     families = {n.split()[0] for n in best_points}
     best = " = ".join(best_points)
     attributed = "tie between KL-ST and GRPO" if len(families) > 1 else families.pop()
+
+    def klst_utility_at(hp: float) -> float:
+        """KL-ST's utility interpolated at a realized HP fraction along its operating curve
+        (its K points, anchored by always-low at its HP and always-high at HP 1)."""
+        pts = sorted(
+            (by[n]["hp_fraction"], by[n]["mean_return"])
+            for n in by
+            if n.startswith("KL-ST") or n in ("always-low", "always-high")
+        )
+        xs, ys = zip(*pts, strict=True)
+        return float(np.interp(hp, xs, ys))
+
     matched = [
         {
             "K": k,
@@ -388,6 +400,7 @@ def write_report(
             "grpo_hp": by[f"GRPO K={k:g}"]["hp_fraction"],
             "klst_success": by[f"KL-ST K={k:g}"]["success_rate"],
             "grpo_success": by[f"GRPO K={k:g}"]["success_rate"],
+            "klst_utility_at_grpo_hp": klst_utility_at(by[f"GRPO K={k:g}"]["hp_fraction"]),
         }
         for k in args.budgets
     ]
@@ -410,6 +423,11 @@ def write_report(
         },
         out / "results.json",
     )
+    klst_note = (
+        f"reused `{extra['klst_checkpoint']}` (--klst)"
+        if args.klst
+        else f"built here ({args.kl_episodes} KL episodes on train, {args.klst_epochs} epochs)"
+    )
     lines = [
         SECTION,
         "",
@@ -429,8 +447,9 @@ def write_report(
         f"{args.cost_weight:g}/s. GRPO: G = {args.group_size}, {args.tasks_per_batch} tasks per "
         f"update, lr {args.grpo_lr:g}, {args.grpo_epochs} epochs, clip 0.2, no KL penalty, from "
         f"the KL-ST router, sampling around its calibrated K = {args.grpo_sample_budget:g} point "
-        "(high-tier logit + log((1 - tau_K) / tau_K)). PPO (SB3): n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
-        "gamma 1, encoder = the KL-ST router's. Calibration: "
+        "(high-tier logit + log((1 - tau_K) / tau_K)). PPO (SB3): n_steps "
+        f"{args.ppo_n_steps}, batch {args.ppo_batch_size}, gamma 1, encoder = the KL-ST "
+        f"router's. KL-ST: {klst_note}. Calibration: "
         f"{args.calib_episodes} {args.calib_split} episodes. Evaluation: {args.eval_episodes} "
         f"{args.eval_split} tasks per seed; per-seed routers evaluated on their own seed.",
         "",
@@ -470,16 +489,23 @@ def write_report(
         "",
         "### GRPO vs KL-ST at matched high-precision fraction",
         "",
+        "Realized HP fractions on the eval split differ from K (calibration pool shift), so "
+        "besides the same-K comparison the last two columns compare GRPO with KL-ST's utility "
+        "interpolated at GRPO's realized HP fraction (KL-ST curve anchored by always-low and "
+        "always-high).",
+        "",
         "| K | KL-ST HP | GRPO HP | KL-ST success | GRPO success | KL-ST utility | GRPO utility "
-        "| delta utility |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| delta (same K) | KL-ST utility at GRPO's HP | delta (matched HP) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in matched:
         lines.append(
             f"| {m['K']:g} | {m['klst_hp']:.2f} | {m['grpo_hp']:.2f} | "
             f"{100 * m['klst_success']:.1f} | {100 * m['grpo_success']:.1f} | "
             f"{m['klst_utility']:.3f} | {m['grpo_utility']:.3f} | "
-            f"{m['grpo_utility'] - m['klst_utility']:+.3f} |"
+            f"{m['grpo_utility'] - m['klst_utility']:+.3f} | "
+            f"{m['klst_utility_at_grpo_hp']:.3f} | "
+            f"{m['grpo_utility'] - m['klst_utility_at_grpo_hp']:+.3f} |"
         )
     lines += ["", "### Learning curves (training-episode utility, mean ± std over seeds)", ""]
     lines += ["| env steps | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
@@ -523,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_seed >= 0:  # a worker of --jobs
         run_seed(args, out, Path(args.klst or ""), env, args.only_seed)
         return 0
+    rebuilt = all((out / f"seed_{s}.json").exists() for s in args.seeds)
+    previous = out / "results.json"
     klst, klst_s = klst_router(args, out, env)
     print(f"KL-ST router: {klst} ({klst_s:.0f} s)", flush=True)
     t_seeds = time.perf_counter()
@@ -576,6 +604,10 @@ def main(argv: list[str] | None = None) -> int:
         "cli_commands": [c for t in times for c in (t["grpo_cmd"], t["ppo_cmd"])],
         "wall_time_s": time.perf_counter() - t0,
     }
+    if rebuilt and previous.exists():  # report-only rerun: keep the run's own timings
+        old = json.loads(previous.read_text())
+        for key in ("wall_time_s", "seeds_s", "klst_s", "command"):
+            extra[key] = old.get(key, extra[key])
     text = write_report(args, out, summaries, curves, extra)
     print(text)
     if args.results_md:

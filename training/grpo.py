@@ -783,16 +783,15 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
 
 
 def _default_calibration_split(env: Any) -> str:
-    splits = getattr(env.task, "splits", None)
-    names = list(splits() if callable(splits) else splits or [])
+    """``valid_train`` (ALFWorld) or ``eval`` (WebShop): the pool disjoint from train/test."""
+    names = list(env.task.splits())
     for name in ("valid_train", "eval"):
-        if not names or name in names:
-            try:
-                env.task.num_tasks(name)
-                return name
-            except Exception:
-                continue
-    raise ConfigError("no calibration split found: pass --calibration-split")
+        if name in names:
+            return name
+    raise ConfigError(
+        f"no calibration split among {names}: expected valid_train or eval; pass "
+        "--calibration-split"
+    )
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -51,30 +51,40 @@ def run_sweep(
     every router, so an interrupted sweep keeps what it measured."""
     from agents import make_baseline
     from agents.router import load_router_policy
-    from training.evaluation import evaluate
+    from training.evaluation import EpisodeRecord, EvalResult, evaluate, write_json
 
     common = dict(env_id=env_id, split=split, episodes=episodes, seeds=seeds, progress=progress)
     results: list[Any] = []
+    done: list[EvalResult] = []
+    if partial is not None and Path(partial).exists():  # resume an interrupted sweep
+        import json
 
-    def add(res: Any) -> None:
+        for d in json.loads(Path(partial).read_text()).get("results", []):
+            recs = [EpisodeRecord(**r) for r in d.pop("records")]
+            done.append(EvalResult(**d, records=recs))
+
+    def run(policy: Any, name: str | None = None) -> Any:
+        i = len(results)
+        prev = done[i] if i < len(done) else None
+        if prev is not None and prev.router == (name or policy.name) and prev.seeds == list(seeds):
+            res = prev  # measured before the interruption: same router, same episodes
+        else:
+            res = evaluate(policy, env, router_name=name, **common)
         results.append(res)
-        if partial is not None:  # survive an interrupted sweep: summaries so far
-            from training.evaluation import write_json
+        if partial is not None:  # survive an interruption: every result so far
+            write_json({"summaries": _summaries(results), "results": results}, partial)
+        return res
 
-            write_json({"summaries": _summaries(results)}, partial)
-
-    add(evaluate(make_baseline("always-high", env), env, **common))
-    add(evaluate(make_baseline("always-low", env), env, **common))
+    run(make_baseline("always-high", env))
+    run(make_baseline("always-low", env))
     # the key budget first, so an interrupted sweep still has it
     for k in sorted(budgets, key=lambda b: (abs(b - 0.4), b)):
-        router = load_router_policy(router_path, budget=k)
-        res = evaluate(router, env, **common)
-        add(res)
+        res = run(load_router_policy(router_path, budget=k))
         rate = res.summary()["hp_fraction"]
         rnd = make_baseline("random", env, p_high=rate, seed=seeds[0])
-        add(evaluate(rnd, env, router_name=f"random(p_high={rate:.2f}, K={k:g})", **common))
+        run(rnd, f"random(p_high={rate:.2f}, K={k:g})")
     if oracle and env.unwrapped.simulated:
-        add(evaluate(make_baseline("oracle", env), env, **common))
+        run(make_baseline("oracle", env))
     return _summaries(results)
 
 
@@ -308,6 +318,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         oracle=not args.no_oracle,
         progress=not args.quiet,
+        partial=Path(args.out) / "partial.json",
     )
     n = len(summaries[0]["task_indices"])
     title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
