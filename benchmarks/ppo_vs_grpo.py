@@ -314,7 +314,12 @@ def learning_curves(args: Args, out: Path) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    edges = np.linspace(0, args.env_steps, 7)
+    used = [
+        json.loads((out / f"{algo}_s{seed}/summary.json").read_text())["env_steps"]
+        for algo in ("grpo", "ppo")
+        for seed in args.seeds
+    ]
+    edges = np.linspace(0, max([args.env_steps, *used]), 7)  # the last update/rollout too
     curves: dict[str, Any] = {}
     for algo in ("GRPO", "PPO"):
         per_seed = []

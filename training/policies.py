@@ -33,18 +33,17 @@ class SB3Policy(RouterPolicy):
 
 
 def _sb3_algo(path: Path) -> str:
+    """Which SB3 algorithm saved ``path``: the saved hyper-parameters tell (PPO has a
+    clip range, DQN an exploration rate, A2C neither)."""
     with zipfile.ZipFile(path) as zf:
-        names = set(zf.namelist())
-        if "data" not in names:
+        if "data" not in set(zf.namelist()):
             raise ValueError(f"{path} is a zip file but not a Stable-Baselines3 model (no 'data')")
         data = zf.read("data").decode(errors="replace")
-    for algo in SB3_ALGOS:
-        if f"stable_baselines3.{algo}." in data or f'"{algo.upper()}' in data:
-            return algo
-    # policy class names give it away too
-    if "DQNPolicy" in data or "QNetwork" in data:
+    if '"exploration_rate"' in data:
         return "dqn"
-    return "ppo" if "rollout_buffer" in data or "PPO" in data else "a2c"
+    if '"clip_range"' in data:
+        return "ppo"
+    return "a2c"
 
 
 def load_policy_file(path: str | Path, env: Any, budget: float | None = None) -> RouterPolicy:
