@@ -23,14 +23,8 @@ import json
 import re
 from pathlib import Path
 
-TASK_TYPES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
+from precision_gym.tasks.alfworld import TASK_TYPES
+
 _BANNER_RE = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*", re.MULTILINE)
 _NUM_RE = re.compile(r"\s+\d+$")
 

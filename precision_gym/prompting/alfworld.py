@@ -22,6 +22,7 @@ from importlib import resources
 
 from precision_gym.backends.base import Prompt, SamplingParams
 from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.tasks.alfworld import TASK_TYPES
 
 __all__ = [
     "ALFWORLD_TASK_TYPES",
@@ -33,14 +34,7 @@ __all__ = [
 ]
 
 THINK_PREFIX = "think:"
-ALFWORLD_TASK_TYPES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
+ALFWORLD_TASK_TYPES = TASK_TYPES
 _FEWSHOT_RESOURCE = "alfworld_fewshot.json"
 
 _PREFIX_RE = re.compile(r"^\s*(?:>\s*|(?:action|act|command)\s*:\s*)+", re.IGNORECASE)
