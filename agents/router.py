@@ -186,7 +186,7 @@ class TransformerRouterPolicy(RouterPolicy):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         self.budget: float | None = None
-        self.name = "klst-router"
+        self.name = self._base_name()
         if budget is not None:
             self.set_budget(budget)
 
@@ -194,11 +194,16 @@ class TransformerRouterPolicy(RouterPolicy):
     def config(self) -> RouterConfig:
         return self.model.config
 
+    def _base_name(self) -> str:
+        """``klst-router``, ``grpo-router``...: from the checkpoint's ``trained_with``."""
+        trained = str(self.metadata.get("trained_with", "KL-ST"))
+        return f"{trained.lower().replace(' ', '-')}-router"
+
     def set_budget(self, budget: float | None) -> None:
         """Route with the threshold calibrated for budget ``K`` (None: the default 0.5)."""
         if budget is None:
             self.budget, self.threshold = None, DEFAULT_THRESHOLD
-            self.name = "klst-router"
+            self.name = self._base_name()
             return
         key = _budget_key(budget)
         if key not in self.thresholds:
@@ -208,7 +213,7 @@ class TransformerRouterPolicy(RouterPolicy):
                 f"are {have or 'none (run precision-gym calibrate)'}"
             )
         self.budget, self.threshold = float(budget), float(self.thresholds[key])
-        self.name = f"klst-router(K={float(budget):g})"
+        self.name = f"{self._base_name()}(K={float(budget):g})"
 
     @torch.inference_mode()
     def probs(self, obs: dict[str, np.ndarray]) -> np.ndarray:

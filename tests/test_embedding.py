@@ -34,7 +34,7 @@ def test_lru_eviction():
 
 def test_offline_only_errors():
     with pytest.raises(
-        DataNotFoundError, match="is not a local model folder .* never downloads weights"
+        DataNotFoundError, match=r"is not a local model folder .* never downloads weights"
     ):
         SentenceEncoder("sentence-transformers/all-mpnet-base-v2")
     with pytest.raises(ConfigError, match="cache_size must be >= 0, got -1"):

@@ -752,7 +752,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     try:
         rows = trainer.train()
         final = Path(cfg.out) / FINAL
-        meta = {**trainer.meta, "trained_by": "grpo", "grpo_config": asdict(cfg)}
+        meta = {**trainer.meta, "trained_with": "GRPO", "grpo_config": asdict(cfg)}
         _policy(trainer.model, meta).save(final)
         thresholds: dict[str, float] = {}
         if cfg.calibration_episodes:

@@ -93,7 +93,7 @@ def _summaries(results: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
     for r in results:
         s = r.summary(high)
-        if s["router"].startswith("klst-router(K="):
+        if s["router"].endswith(")") and "-router(K=" in s["router"]:
             s["budget"] = float(s["router"].split("K=")[1].rstrip(")"))
         out.append(s)
     return out
@@ -294,12 +294,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.merge:
         import json
 
-        parts = [
-            json.loads((Path(d) / "results.json").read_text())["summaries"] for d in args.merge
-        ]
+        parts = []
+        for d in args.merge:  # finished sweeps, else the partial file of an interrupted one
+            f = Path(d) / "results.json"
+            f = f if f.exists() else Path(d) / "partial.json"
+            parts.append(json.loads(f.read_text())["summaries"])
         summaries = merge_sweeps(parts)
         n = len(summaries[0]["task_indices"])
-        title = f"{summaries[0]['env']} / {summaries[0]['split']} ({n} tasks x {len(summaries[0]['seeds'])} seeds)"
+        first = summaries[0]
+        title = f"{first['env']} / {first['split']} ({n} tasks x {len(first['seeds'])} seeds)"
         _print(format_table(summaries, title=title))
         _report(write_sweep(summaries, args.out, title), args.out)
         return 0

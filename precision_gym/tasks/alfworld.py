@@ -21,7 +21,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from precision_gym.error import ConfigError, DataNotFoundError
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
@@ -147,7 +147,11 @@ class ALFWorldTask(TextTask):
     """
 
     name = "alfworld"
-    split_roles = {"train": "train", "calibration": "valid_train", "test": "valid_unseen"}
+    split_roles: ClassVar[dict[str, str]] = {
+        "train": "train",
+        "calibration": "valid_train",
+        "test": "valid_unseen",
+    }
 
     def __init__(
         self,

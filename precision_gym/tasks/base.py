@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = ["TaskObservation", "TextTask"]
 
@@ -43,7 +44,11 @@ class TextTask(abc.ABC):
     name: str = "task"
     #: which split plays which role in the paper's protocol (train: KL supervision and RL;
     #: calibration: the disjoint pool for budget thresholds; test: reported results)
-    split_roles: dict[str, str] = {"train": "train", "calibration": "valid", "test": "test"}
+    split_roles: ClassVar[dict[str, str]] = {
+        "train": "train",
+        "calibration": "valid",
+        "test": "test",
+    }
 
     def split_for(self, role: str) -> str:
         """The split that plays ``role`` (``"train"``, ``"calibration"`` or ``"test"``)."""

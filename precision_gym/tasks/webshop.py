@@ -52,7 +52,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -590,7 +590,11 @@ class WebShopTask(TextTask):
     """
 
     name = "webshop"
-    split_roles = {"train": "train", "calibration": "eval", "test": "test"}
+    split_roles: ClassVar[dict[str, str]] = {
+        "train": "train",
+        "calibration": "eval",
+        "test": "test",
+    }
 
     def __init__(
         self,
