@@ -197,7 +197,7 @@ class TransformerRouterPolicy(RouterPolicy):
     def _base_name(self) -> str:
         """``klst-router``, ``grpo-router``...: from the checkpoint's ``trained_with``."""
         trained = str(self.metadata.get("trained_with", "KL-ST"))
-        return f"{trained.lower().replace(' ', '-')}-router"
+        return "".join(c for c in trained.lower() if c.isalnum()) + "-router"
 
     def set_budget(self, budget: float | None) -> None:
         """Route with the threshold calibrated for budget ``K`` (None: the default 0.5)."""

@@ -191,7 +191,7 @@ def plot_score_shift(
 def calibrate_router(
     router_path: str | Path,
     env: Any,
-    split: str = "valid_train",
+    split: str | None = None,
     episodes: int = 40,
     budgets: Sequence[float] = DEFAULT_BUDGETS,
     seed: int = 0,
@@ -213,10 +213,13 @@ def calibrate_router(
         raise ConfigError(f"budgets K must be in [0, 1], got {bad}")
     policy = TransformerRouterPolicy.load(router_path)
     policy.set_budget(None)
-    if split == "valid_unseen":
+    task = env.unwrapped.task
+    if split is None:
+        split = task.split_for("calibration")
+    if split == task.split_for("test"):
         print(
-            "warning: calibrating on valid_unseen, the usual test split; the paper calibrates "
-            "on a pool disjoint from train and test (valid_train)",
+            f"warning: calibrating on {split}, the test split; the paper calibrates on a pool "
+            f"disjoint from train and test ({task.split_for('calibration')})",
             file=sys.stderr,
         )
     tasks = select_tasks(env.unwrapped.task.num_tasks(split), episodes)
@@ -292,7 +295,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--router", required=True, help="router checkpoint (rewritten in place)")
     p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
     p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
-    p.add_argument("--split", default="valid_train", help="calibration pool split")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="calibration pool split (default: the task's calibration split, valid_train for "
+        "ALFWorld, eval for WebShop)",
+    )
     p.add_argument("--episodes", type=int, default=40, help="tasks spread over the split")
     p.add_argument(
         "--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="comma-separated K"

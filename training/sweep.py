@@ -204,7 +204,7 @@ def run_pipeline(
     kl_episodes: int = 30,
     calib_episodes: int = 12,
     eval_episodes: int = 6,
-    eval_split: str = "valid_unseen",
+    eval_split: str | None = None,
     seeds: Sequence[int] = (0,),
     budgets: Sequence[float] = DEFAULT_BUDGETS,
     train_kwargs: dict[str, Any] | None = None,
@@ -220,12 +220,14 @@ def run_pipeline(
     out = Path(out)
     times: dict[str, float] = {}
     env = make_env(env_id, env_kwargs)
+    if eval_split is None:
+        eval_split = env.unwrapped.task.split_for("test")
     t0 = time.perf_counter()
     collect_kl(
         out / "kl",
         CollectConfig(
             env_id=env_id,
-            split="train",
+            split=env.unwrapped.task.split_for("train"),
             episodes=kl_episodes,
             shard_size=10,
             env_kwargs=dict(env_kwargs or {}),
@@ -309,6 +311,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.router:
         raise ValueError("sweep needs --router CKPT (or --merge DIR ...)")
     env = make_env(args.env, args.env_kwargs)
+    if args.split is None:
+        args.split = env.unwrapped.task.split_for("test")
     if env.unwrapped.simulated:
         print(SIMULATED_BANNER, file=sys.stderr)
     summaries = run_sweep(
@@ -351,7 +355,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
     p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
-    p.add_argument("--split", default="valid_unseen", help="test split")
+    p.add_argument(
+        "--split", default=None, help="test split (default: the task's, valid_unseen for ALFWorld)"
+    )
     p.add_argument("--episodes", type=int, default=20, help="tasks per seed")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
     p.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="K list")
