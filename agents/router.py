@@ -135,7 +135,10 @@ class TransformerRouter(nn.Module):
         return torch.softmax(self.forward(embeddings, mask), dim=-1)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename: a crash never
+    leaves a truncated checkpoint."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -150,6 +153,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 def _budget_key(budget: float) -> str:
@@ -250,7 +254,7 @@ class TransformerRouterPolicy(RouterPolicy):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write weights + config + calibrated thresholds + metadata to ONE file, atomically."""
         out = Path(path)
-        _atomic_torch_save(self.state(), out)
+        atomic_torch_save(self.state(), out)
         return out
 
     @classmethod

@@ -180,12 +180,9 @@ def plot_score_shift(
         "Score shift, training vs calibration pool" + (" [SIMULATED]" if simulated else "")
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    from training.evaluation import save_figure
+
+    return save_figure(fig, path)
 
 
 def calibrate_router(

@@ -29,6 +29,7 @@ __all__ = [
     "format_table",
     "pareto_plot",
     "rollout",
+    "save_figure",
     "select_tasks",
     "write_json",
 ]
@@ -285,10 +286,17 @@ def pareto_plot(
     ax.set_ylabel("success rate (%)")
     ax.set_title((title + ("\nSIMULATED precision pair" if simulated else "")).strip())
     ax.grid(alpha=0.3)
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 

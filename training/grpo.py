@@ -551,6 +551,8 @@ class GRPOTrainer:
             "ref_router": _policy(self.ref_model, self.meta).state(),
             "optimizer": self.optimizer.state_dict(),
         }
+        from agents.router import atomic_torch_save
+
         return atomic_torch_save(state, self.out / CHECKPOINT)
 
     def load_checkpoint(self) -> None:
@@ -707,22 +709,6 @@ def _budget_bias(init_checkpoint: str | None, budget: float) -> float:
 
 def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` through a temp file + rename: a crash never leaves half a file."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -159,9 +159,9 @@ def split_by_task(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    from agents.router import _atomic_torch_save
+    from agents.router import atomic_torch_save
 
-    _atomic_torch_save(obj, path)
+    atomic_torch_save(obj, path)
 
 
 def _length_batches(lengths: np.ndarray, batch_size: int, seed: Any) -> list[np.ndarray]:

@@ -252,9 +252,6 @@ def plot_kl_histogram(
         fontsize=9,
     )
     ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    from training.evaluation import save_figure
+
+    return save_figure(fig, path)
