@@ -176,7 +176,7 @@ def test_end_to_end_deterministic_and_resumable(tmp_path):
     from agents.router import load_router_policy
 
     policy = load_router_policy(tmp_path / "a" / "router.pt", budget=0.5)
-    assert policy.metadata["trained_with"] == "GRPO" and policy.name == "grpo-router"
+    assert policy.metadata["trained_with"] == "GRPO" and policy.name == "grpo-router(K=0.5)"
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):
