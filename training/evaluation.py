@@ -268,8 +268,9 @@ def pareto_plot(
     import matplotlib.pyplot as plt
 
     simulated = any(s.get("simulated") for s in summaries)
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for s in summaries:
+    fig, ax = plt.subplots(figsize=(8.4, 4.8))
+    markers = "osD^v<>Xph*"
+    for i, s in enumerate(summaries):
         x, y = s["mean_success_episode_time_s"], 100.0 * s["success_rate"]
         if math.isnan(x):
             continue
@@ -278,10 +279,12 @@ def pareto_plot(
             y,
             xerr=s["mean_success_episode_time_s_std"],
             yerr=100.0 * s["success_rate_std"],
-            fmt="o",
+            fmt=markers[i % len(markers)],
             capsize=3,
+            label=s["router"],
         )
-        ax.annotate(s["router"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    # a legend beside the axes: labels of nearby points never overlap
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_xlabel("mean episode time on successful episodes (s, modeled Eq. 9)")
     ax.set_ylabel("success rate (%)")
     ax.set_title((title + ("\nSIMULATED precision pair" if simulated else "")).strip())
