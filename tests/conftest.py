@@ -22,6 +22,23 @@ pytest_plugins = ["llm_fixtures"]
 ENV_IDS = list(precision_gym.ENV_IDS)
 
 
+def run_cli(*args: str, check: bool = True, timeout: int = 900):
+    """Run ``precision-gym ARGS`` as a subprocess, the way a user does."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-2000:] + proc.stderr[-3000:])
+    return proc
+
+
 def alfworld_available() -> bool:
     root = Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser()
     return (root / "json_2.1.1" / "valid_unseen").is_dir()

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, requires_alfworld
+from conftest import requires_alfworld, run_cli
 from test_kl_st import make_synthetic_kl
 
 from precision_gym.error import ConfigError
@@ -45,17 +43,7 @@ def test_score_shift():
     assert s["train_percentile"] == 0.5 and s["calib_percentile"] == 0.75
 
 
-def _cli(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stdout[-2000:] + proc.stderr[-3000:])
-    return proc
+_cli = run_cli
 
 
 @requires_alfworld

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, requires_alfworld
+from conftest import requires_alfworld, run_cli
 
 KEYS = {
     "success_rate",
@@ -21,17 +19,7 @@ KEYS = {
 }
 
 
-def _cli(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
+_cli = run_cli
 
 
 @requires_alfworld
