@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from precision_gym.io import atomic_write_bytes
 
 __all__ = [
     "EpisodeRecord",
@@ -306,19 +307,8 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write JSON atomically (temp file + rename): a crash never leaves half a file."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+    return atomic_write_bytes(path, text.encode())
 
 
 def _json_default(o: Any) -> Any:

@@ -17,11 +17,11 @@ where it stopped and yields the same data as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.io import atomic_write_bytes
 
 __all__ = [
     "CollectConfig",
@@ -92,22 +93,9 @@ def state_kls(env: Any) -> list[float]:
 # ----------------------------------------------------------------------------- atomic I/O
 
 
-def _atomic_write_bytes(path: Path, writer: Any, suffix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_index(out: Path, index: dict[str, Any]) -> None:
     data = json.dumps(index, indent=2).encode()
-    _atomic_write_bytes(out / INDEX_FILE, lambda f: f.write(data), ".tmp")
+    atomic_write_bytes(out / INDEX_FILE, data)
 
 
 def _read_index(out: Path) -> dict[str, Any] | None:
@@ -194,7 +182,9 @@ def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
         "task_index": np.asarray([e["task_index"] for e in episodes], dtype=np.int64),
         "won": np.asarray([e["won"] for e in episodes], dtype=bool),
     }
-    _atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays), ".npz.tmp")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
     return len(t)
 
 
