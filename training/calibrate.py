@@ -1,10 +1,26 @@
 """Inference-time budget calibration (paper Section 4.2, Eq. 7) and the score-shift
 analysis of Appendix D.
 
-Run the router once on a calibration pool disjoint from the training and test tasks
-(``valid_train`` by default) at the default threshold 0.5, collect its high-precision
-score ``p(tier 0)`` on every router-eligible step, and set ``tau_K = Quantile_{1-K}`` for
-each budget K. The thresholds are stored in the checkpoint (atomic rewrite), so
+**Eq. 7 (the paper's one pass).** Run the router once on a calibration pool disjoint from
+the training and test tasks (``valid_train`` by default) at the default threshold 0.5,
+collect its high-precision score ``p(tier 0)`` on every router-eligible step, and set
+``tau_K = Quantile_{1-K}`` for each budget K.
+
+**Fixed-point refinement (this library's extension, on by default).** The pool of Eq. 7
+is the state distribution of the router *at tau = 0.5*, not at ``tau_K``. In a multi-step
+task the two differ: a router that sends few steps high derails more episodes, and a
+derailed episode loops to the step limit, so its many near-zero scores dominate the pool
+and ``tau_K`` comes out far too low (measured on the simulated ALFWorld pair: K = 0.4
+realised 1.00 on valid_unseen). :func:`refine_threshold` therefore re-runs the pool *at*
+the current ``tau_K``, measures the realised high-precision fraction ``h(tau)`` there and
+re-takes the quantile of the pool's own scores, a fixed point of Eq. 7
+(``tau = Quantile_{1-K}(scores collected at tau)``, i.e. ``h(tau) = K``), safeguarded by
+a bracket on ``tau`` (``h`` falls as ``tau`` rises) with logit-space bisection whenever the
+re-quantile step leaves the bracket. It stops once ``|h - K| <= tolerance`` and keeps the
+best threshold it saw. ``refine_iters=0`` (``--refine-iters 0``) is exactly Eq. 7.
+The pool episodes are seeded, so every ``h(tau)`` is reproducible.
+
+The thresholds are stored in the checkpoint (atomic rewrite), so
 ``precision-gym evaluate --router CKPT --budget K`` routes a fraction ~K of the steps to
 high precision without retraining.
 
@@ -16,7 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +45,102 @@ from training.thresholds import quantile_threshold
 __all__ = [
     "DEFAULT_BUDGETS",
     "CalibrationReport",
+    "PoolRun",
     "add_parser",
     "calibrate_router",
+    "plot_refinement",
     "plot_score_shift",
     "pool_scores",
+    "refine_threshold",
     "score_shift",
 ]
 
 DEFAULT_BUDGETS = (0.2, 0.4, 0.7)
+#: fixed-point iterations per budget after the Eq. 7 pass (0 = the paper's one pass)
+DEFAULT_REFINE_ITERS = 5
+#: stop refining once the pool's realised high-precision fraction is this close to K
+DEFAULT_TOLERANCE = 0.02
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class PoolRun:
+    """One pass of the router over the calibration pool at threshold ``tau``."""
+
+    tau: float
+    hp_fraction: float
+    success_rate: float
+    n_scores: int
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def refine_threshold(
+    run_pool: Callable[[float], tuple[np.ndarray, float, float]],
+    budget: float,
+    tau0: float,
+    max_iters: int = DEFAULT_REFINE_ITERS,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[float, list[PoolRun]]:
+    """Find ``tau`` with ``h(tau) ~= budget`` on the pool's own state distribution.
+
+    ``run_pool(tau) -> (scores, hp_fraction, success_rate)`` rolls the router over the
+    calibration pool routing ``score >= tau`` high; ``h`` falls as ``tau`` rises. Starting
+    from ``tau0`` (Eq. 7's ``tau_K``), each iteration runs the pool at the current ``tau``
+    and narrows the bracket ``(lo, hi)`` with ``h(lo) > K > h(hi)``. The next ``tau`` is
+    ``Quantile_{1-K}`` of the scores just seen (the fixed point of Eq. 7) while only one
+    side of the bracket has been measured, then a safeguarded secant step (linear in
+    ``h`` against ``logit(tau)``, kept within the middle 80% of the bracket); the bracket's
+    logit midpoint whenever a proposal leaves it or repeats a tried ``tau``. Returns the
+    best ``tau`` seen (smallest ``|h - K|``, ties to the earliest) and the pool runs.
+    """
+    if max_iters < 1:
+        raise ConfigError(f"max_iters must be >= 1, got {max_iters}")
+    if not 0.0 < tolerance < 1.0:
+        raise ConfigError(f"tolerance must be in (0, 1), got {tolerance}")
+    if budget <= 0.0 or budget >= 1.0:  # never / always high: Eq. 7 is exact
+        return tau0, []
+    lo, hi = 0.0, 1.0 + _EPS  # h(lo) > K > h(hi); the ends are measured once tried
+    h_lo = h_hi = math.nan
+    tau = float(tau0)
+    history: list[PoolRun] = []
+    best: PoolRun | None = None
+    for _ in range(max_iters):
+        scores, hp, success = run_pool(tau)
+        run = PoolRun(
+            tau=tau, hp_fraction=float(hp), success_rate=float(success), n_scores=len(scores)
+        )
+        history.append(run)
+        if best is None or abs(run.hp_fraction - budget) < abs(best.hp_fraction - budget):
+            best = run
+        if abs(run.hp_fraction - budget) <= tolerance:
+            break
+        if run.hp_fraction > budget and tau >= lo:
+            lo, h_lo = tau, run.hp_fraction
+        elif run.hp_fraction < budget and tau <= hi:
+            hi, h_hi = tau, run.hp_fraction
+        if math.isfinite(h_lo) and math.isfinite(h_hi):
+            # both sides measured: interpolate h linearly in logit(tau), kept off the ends
+            t = (h_lo - budget) / (h_lo - h_hi)
+            x_lo, x_hi = _logit(lo), _logit(min(hi, 1.0))
+            proposal = _sigmoid(x_lo + min(max(t, 0.1), 0.9) * (x_hi - x_lo))
+        else:
+            # one side known: the fixed point of Eq. 7 on the pool just seen
+            proposal = quantile_threshold(scores, budget) if len(scores) else math.nan
+            if not lo < proposal < hi:
+                proposal = _sigmoid(0.5 * (_logit(lo) + _logit(min(hi, 1.0))))
+        if any(math.isclose(proposal, r.tau, rel_tol=1e-9) for r in history):
+            proposal = _sigmoid(0.5 * (_logit(lo) + _logit(min(hi, 1.0))))
+        tau = float(proposal)
+    assert best is not None
+    return best.tau, history
 
 
 @dataclass
@@ -52,6 +156,21 @@ class CalibrationReport:
     pool_hp_fraction: float
     shift: dict[str, float] = field(default_factory=dict)
     router_path: str = ""
+    #: the one-pass thresholds of Eq. 7 (pool at tau = 0.5), before refinement
+    eq7_thresholds: dict[str, float] = field(default_factory=dict)
+    #: per budget, the pool runs of the fixed-point refinement (tau, hp, success, n)
+    refinement: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    refine_iters: int = 0
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def pool_hp(self, budget: str) -> float:
+        """The calibration pool's realised hp fraction at the stored tau_K (nan if the
+        threshold was not refined, i.e. never run on the pool)."""
+        tau = self.thresholds[budget]
+        for run in self.refinement.get(budget, []):
+            if run["tau"] == tau:
+                return float(run["hp_fraction"])
+        return math.nan
 
     def describe(self) -> str:
         lines = [
@@ -59,8 +178,24 @@ class CalibrationReport:
             f"{self.n_scores} router-eligible steps (success {self.pool_success_rate:.0%}, "
             f"hp fraction at tau=0.5: {self.pool_hp_fraction:.2f})"
         ]
+        method = (
+            f"Eq. 7 + fixed-point refinement (<= {self.refine_iters} pool runs per K, "
+            f"tolerance {self.tolerance:g})"
+            if self.refine_iters
+            else "Eq. 7 (one pass at tau = 0.5)"
+        )
+        lines.append(f"method: {method}")
         for k, tau in sorted(self.thresholds.items(), key=lambda kv: float(kv[0])):
-            lines.append(f"  K = {float(k):<4g} -> tau_K = {tau:.4g}")
+            line = f"  K = {float(k):<4g} -> tau_K = {tau:.4g}"
+            if self.refine_iters:
+                eq7 = self.eq7_thresholds.get(k, math.nan)
+                runs = self.refinement.get(k, [])
+                path = ", ".join(f"{r['tau']:.3g}->{r['hp_fraction']:.2f}" for r in runs)
+                line += (
+                    f"  (pool hp {self.pool_hp(k):.2f}; Eq. 7 gave {eq7:.4g}; "
+                    f"tau->hp: {path or 'exact'})"
+                )
+            lines.append(line)
         s = self.shift
         if s:
             lines.append(
@@ -79,9 +214,11 @@ def pool_scores(
     task_indices: Sequence[int],
     seed: int = 0,
     progress: bool = True,
+    threshold: float | None = None,
 ) -> tuple[np.ndarray, list[bool], float]:
-    """Roll ``policy`` (at its current threshold) on the tasks; return its high-precision
-    scores on every router decision, per-episode success and the realized hp fraction."""
+    """Roll ``policy`` (at ``threshold``, default its current one) on the tasks; return its
+    high-precision scores on every router decision, per-episode success and the realized
+    hp fraction (high decisions / decisions, pooled as the evaluator pools them)."""
     from training.evaluation import episode_seed
 
     scores: list[float] = []
@@ -91,7 +228,8 @@ def pool_scores(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(task_indices), desc=f"calibrate on {split}", unit="ep")
+        tau_txt = f"{policy.threshold if threshold is None else threshold:.3g}"
+        bar = tqdm(total=len(task_indices), desc=f"calibrate on {split} (tau={tau_txt})", unit="ep")
     for ti in task_indices:
         obs, info = env.reset(
             seed=episode_seed(seed, ti),
@@ -101,7 +239,7 @@ def pool_scores(
         while not done:
             probs = policy.probs(obs)
             scores.append(float(probs[0, 0]))
-            action = int(policy.route(probs)[0])
+            action = int(policy.route(probs, threshold)[0])
             high += int(action == 0)
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
@@ -194,11 +332,16 @@ def calibrate_router(
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    refine_iters: int = DEFAULT_REFINE_ITERS,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> CalibrationReport:
     """Calibrate the thresholds of a router checkpoint in place (see module docstring).
 
-    ``episodes`` tasks are spread evenly over ``split``; the checkpoint is rewritten
-    atomically with ``thresholds[K] = tau_K`` and the report in its metadata.
+    ``episodes`` tasks are spread evenly over ``split``; Eq. 7 runs the pool once at
+    tau = 0.5, then (``refine_iters > 0``) :func:`refine_threshold` runs it again at each
+    candidate ``tau_K`` until the pool's realised hp fraction is within ``tolerance`` of
+    K. The checkpoint is rewritten atomically with ``thresholds[K] = tau_K`` and the
+    report in its metadata.
     """
     from agents.router import DEFAULT_THRESHOLD, TransformerRouterPolicy, _budget_key
     from training.evaluation import select_tasks, write_json
@@ -208,6 +351,10 @@ def calibrate_router(
     bad = [k for k in budgets if not 0.0 <= float(k) <= 1.0]
     if bad:
         raise ConfigError(f"budgets K must be in [0, 1], got {bad}")
+    if refine_iters < 0:
+        raise ConfigError(f"refine_iters must be >= 0 (0 = Eq. 7 only), got {refine_iters}")
+    if not 0.0 < tolerance < 1.0:
+        raise ConfigError(f"tolerance must be in (0, 1), got {tolerance}")
     policy = TransformerRouterPolicy.load(router_path)
     policy.set_budget(None)
     task = env.unwrapped.task
@@ -221,7 +368,31 @@ def calibrate_router(
         )
     tasks = select_tasks(env.unwrapped.task.num_tasks(split), episodes)
     scores, wins, hp = pool_scores(policy, env, split, tasks, seed, progress)
-    thresholds = {_budget_key(k): quantile_threshold(scores, float(k)) for k in budgets}
+    eq7 = {_budget_key(k): quantile_threshold(scores, float(k)) for k in budgets}
+    thresholds = dict(eq7)
+    refinement: dict[str, list[dict[str, float]]] = {}
+    if refine_iters:
+        cache: dict[float, tuple[np.ndarray, float, float]] = {
+            DEFAULT_THRESHOLD: (scores, hp, float(np.mean(wins)) if wins else math.nan)
+        }
+
+        def run_pool(tau: float) -> tuple[np.ndarray, float, float]:
+            if tau not in cache:  # seeded episodes: one run per distinct tau suffices
+                sc, w, h = pool_scores(policy, env, split, tasks, seed, progress, threshold=tau)
+                cache[tau] = (sc, h, float(np.mean(w)) if w else math.nan)
+            return cache[tau]
+
+        for k in budgets:
+            key = _budget_key(k)
+            tau, runs = refine_threshold(run_pool, float(k), eq7[key], refine_iters, tolerance)
+            thresholds[key] = tau
+            refinement[key] = [asdict(r) for r in runs]
+            if progress and runs:
+                print(
+                    f"K = {float(k):g}: tau_K {eq7[key]:.4g} (Eq. 7) -> {tau:.4g}, pool hp "
+                    + ", ".join(f"{r.hp_fraction:.2f}" for r in runs),
+                    file=sys.stderr,
+                )
     train_scores = training_pool_scores(policy)
     shift = score_shift(train_scores, scores, DEFAULT_THRESHOLD) if train_scores is not None else {}
     report = CalibrationReport(
@@ -234,6 +405,10 @@ def calibrate_router(
         pool_hp_fraction=hp,
         shift=shift,
         router_path=str(router_path),
+        eq7_thresholds=eq7,
+        refinement=refinement,
+        refine_iters=refine_iters,
+        tolerance=tolerance,
     )
     policy.thresholds.update(thresholds)
     policy.metadata["calibration"] = asdict(report)
@@ -242,8 +417,50 @@ def calibrate_router(
         out = Path(out_dir)
         simulated = bool(env.unwrapped.simulated)
         plot_score_shift(train_scores, scores, thresholds, out / "score_shift.png", simulated)
+        if refinement:
+            plot_refinement(report, out / "calibration_refinement.png", simulated)
         write_json({**asdict(report), "simulated": simulated}, out / "calibration.json")
     return report
+
+
+def plot_refinement(report: CalibrationReport, path: str | Path, simulated: bool = False) -> Path:
+    """Realised hp fraction of the calibration pool against tau, one curve per budget K,
+    with each K as a horizontal target line and the chosen tau_K circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    pts = {(r["tau"], r["hp_fraction"]) for runs in report.refinement.values() for r in runs}
+    pts.add((0.5, report.pool_hp_fraction))
+    xs, ys = zip(*sorted(pts), strict=True)
+    ax.plot(xs, ys, "o-", color="0.6", lw=1, ms=3, label="pool hp at tau (all runs)")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (k, runs) in enumerate(sorted(report.refinement.items(), key=lambda kv: float(kv[0]))):
+        c = colors[i % len(colors)]
+        ax.axhline(float(k), color=c, ls=":", lw=1)
+        ax.plot(
+            [r["tau"] for r in runs],
+            [r["hp_fraction"] for r in runs],
+            "x--",
+            color=c,
+            label=f"K={float(k):g}: iterates",
+        )
+        tau = report.thresholds[k]
+        ax.plot([tau], [report.pool_hp(k)], "o", mfc="none", ms=10, color=c)
+        eq7 = report.eq7_thresholds.get(k)
+        if eq7 is not None and math.isfinite(eq7) and eq7 > 0:
+            ax.axvline(eq7, color=c, lw=0.8, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("threshold tau on p(high)  (thin vertical lines: Eq. 7's one-pass tau_K)")
+    ax.set_ylabel("realised high-precision fraction on the pool")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Budget calibration on {report.split}" + (" [SIMULATED]" if simulated else ""))
+    ax.legend(fontsize=7, loc="upper right")
+    from training.evaluation import save_figure
+
+    return save_figure(fig, path)
 
 
 def _budgets(text: str) -> list[float]:
@@ -276,6 +493,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=out_dir,
         progress=not args.quiet,
+        refine_iters=args.refine_iters,
+        tolerance=args.tolerance,
     )
     env.close()
     print(report.describe())
@@ -303,6 +522,18 @@ def add_parser(sub: Any) -> None:
         "--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="comma-separated K"
     )
     p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument(
+        "--refine-iters",
+        type=int,
+        default=DEFAULT_REFINE_ITERS,
+        help="pool runs per K of the fixed-point refinement (0 = the paper's one-pass Eq. 7)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="stop refining when the pool's realised hp fraction is within this of K",
+    )
     p.add_argument("--out", default=None, help="plot/JSON folder (default: next to router)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
