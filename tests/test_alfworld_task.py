@@ -102,3 +102,68 @@ def test_pickle_replays_commands():
     assert clone.commands == task.commands
     assert clone.expert_command() == task.expert_command()
     assert clone.step(task.expert_command()).text == task.step(task.expert_command()).text
+
+
+# ------------------------------------------------------------- bounded planner calls
+def test_call_with_timeout_returns_times_out_and_fails_loudly():
+    import time
+
+    from precision_gym.tasks.alfworld import call_with_timeout
+
+    assert call_with_timeout(lambda: ["go to desk 1", 3], 10.0) == (["go to desk 1", 3], False)
+    assert call_with_timeout(lambda: "in-process", None) == ("in-process", False)
+    t = time.monotonic()
+    assert call_with_timeout(lambda: time.sleep(30), 0.3) == (None, True)
+    assert time.monotonic() - t < 5.0  # the child was killed, not waited for
+    with pytest.raises(RuntimeError, match="the planner subprocess failed"):
+        call_with_timeout(lambda: 1 / 0, 10.0)
+    with pytest.raises(ConfigError, match="timeout_s must be > 0 or None, got 0"):
+        call_with_timeout(lambda: 1, 0)
+    with pytest.raises(ConfigError, match="planner_timeout_s must be > 0 or None, got -1"):
+        ALFWorldTask(planner_timeout_s=-1)
+
+
+def _off_plan(task: ALFWorldTask, index: int = 5) -> None:
+    """Reset and open two receptacles the walkthrough never opens (two world-changing
+    deviations, the second not an undo of the first): only the planner knows the way now."""
+    obs = task.reset("valid_unseen", index)
+    opened = 0
+    for place in [c for c in obs.admissible_commands if c.startswith("go to ")]:
+        obs = task.step(place)
+        opener = next((c for c in obs.admissible_commands if c.startswith("open ")), None)
+        if opener is not None and opener not in task.walkthrough:
+            task.step(opener)
+            opened += 1
+            if opened == 2:
+                return
+    raise AssertionError("found no two receptacles to open")
+
+
+@requires_alfworld
+def test_planner_runs_bounded_with_the_same_plan_and_cuts_runaway_searches():
+    unbounded, bounded = ALFWorldTask(planner_timeout_s=None), ALFWorldTask()
+    _off_plan(unbounded)
+    _off_plan(bounded)
+    assert unbounded.commands == bounded.commands
+    assert bounded.expert_command() == unbounded.expert_command() is not None
+    assert bounded.planner_timeouts == 0
+    cut = ALFWorldTask(planner_timeout_s=1e-4)  # no search finishes in 0.1 ms
+    _off_plan(cut)
+    with pytest.warns(RuntimeWarning, match=r"no plan within planner_timeout_s=0.0001 s"):
+        assert cut.expert_command() is None
+    assert cut.planner_timeouts == 1
+
+
+@requires_alfworld
+def test_after_a_planner_timeout_the_episode_asks_no_more_and_pickles_alike():
+    cut = ALFWorldTask(planner_timeout_s=1e-4)
+    _off_plan(cut)
+    with pytest.warns(RuntimeWarning):
+        assert cut.expert_command() is None
+    clone = pickle.loads(pickle.dumps(cut))
+    for task in (cut, clone):  # neither asks the planner again in this episode
+        obs = task.step(next(c for c in task._last.admissible_commands if c.startswith("go to")))
+        assert task.expert_command() is None and obs.valid
+    assert cut.planner_timeouts == 1
+    cut.reset("valid_unseen", 5)  # a new episode starts on the walkthrough again
+    assert cut.expert_command() == cut.walkthrough[0]

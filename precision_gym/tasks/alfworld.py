@@ -19,6 +19,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
+import time
+import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +128,64 @@ def _undo_command(command: str) -> str | None:
     return None
 
 
+#: wall-clock bound on one planner call (the PDDL search cannot be interrupted in-process)
+DEFAULT_PLANNER_TIMEOUT_S = 30.0
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[Any, bool]:
+    """Run ``fn()`` (JSON-serialisable result) in a forked child and wait at most
+    ``timeout_s`` seconds; returns ``(result, timed_out)``. A child that runs over is killed,
+    the caller's process state is untouched either way. Without ``fork`` (Windows) or with
+    ``timeout_s=None`` the call runs in-process, unbounded.
+
+    Used for Fast Downward's ``replan``: a ctypes call into a C search with no time limit,
+    which on some off-walkthrough ALFWorld states (goal unreachable after a derailment)
+    searches for many minutes."""
+    if timeout_s is None or not hasattr(os, "fork"):
+        return fn(), False
+    if timeout_s <= 0:
+        raise ConfigError(f"timeout_s must be > 0 or None, got {timeout_s}")
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # 3.12+: "fork() of a multi-threaded process"; the
+        warnings.simplefilter("ignore", DeprecationWarning)  # child runs no Python threads
+        pid = os.fork()
+    if pid == 0:  # child: compute, write, exit without running the parent's atexit hooks
+        code = 0
+        try:
+            os.close(r)
+            data = json.dumps(fn()).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view) :]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                timed_out = True
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if timed_out:
+        return None, True
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return json.loads(b"".join(chunks)), False
+    raise RuntimeError(f"the planner subprocess failed (wait status {status})")
+
+
 @lru_cache(maxsize=16)
 def _list_games(split_dir: str) -> tuple[str, ...]:
     return tuple(str(p) for p in sorted(Path(split_dir).glob("*/*/game.tw-pddl")))
@@ -144,6 +207,14 @@ class ALFWorldTask(TextTask):
         data_root: folder holding ``json_2.1.1`` (default: ``$ALFWORLD_DATA`` or the cache).
         task_types: keep only these task types (default: all six).
         max_games: keep at most this many games per split (first ones in sorted order).
+        planner_timeout_s: wall-clock bound on one PDDL planner call of the expert (None:
+            unbounded). A call that runs over counts as "no plan from this state": the
+            expert command is None there (as on a state the goal cannot be reached from),
+            memoised per state, counted in ``planner_timeouts`` and warned about; the
+            planner is then not asked again in that episode (expert None wherever the
+            walkthrough and the undo command do not apply), so an episode spends at most
+            one timeout on it. Normal calls take 0.1-16 s on a loaded 2-core machine; runaway
+            searches (a derailed world the goal is unreachable from) run for many minutes.
     """
 
     name = "alfworld"
@@ -158,8 +229,15 @@ class ALFWorldTask(TextTask):
         data_root: str | os.PathLike[str] | None = None,
         task_types: tuple[str, ...] | list[str] | None = None,
         max_games: int | None = None,
+        planner_timeout_s: float | None = DEFAULT_PLANNER_TIMEOUT_S,
     ) -> None:
         self.data_root = Path(data_root).expanduser() if data_root else alfworld_data_root()
+        if planner_timeout_s is not None and not planner_timeout_s > 0:
+            raise ConfigError(f"planner_timeout_s must be > 0 or None, got {planner_timeout_s}")
+        self.planner_timeout_s = planner_timeout_s
+        #: planner calls cut by ``planner_timeout_s`` since this task was made
+        self.planner_timeouts = 0
+        self._planner_gave_up = False
         if task_types is not None:
             unknown = sorted(set(task_types) - set(TASK_TYPES))
             if unknown:
@@ -270,6 +348,7 @@ class ALFWorldTask(TextTask):
         self._undo = None
         self._clean_states = {self._state_key(): 0}
         self._expert_cache = {}
+        self._planner_gave_up = False
         text = _BANNER_RE.sub("", state["feedback"]).strip()
         match = _TASK_RE.search(text)
         self._description = match.group(1).strip() if match else ""
@@ -351,9 +430,25 @@ class ALFWorldTask(TextTask):
         """The planner's plan from the current world state, memoised per state for the game
         (states recur: back-and-forth loops, invalid commands)."""
         key = self._state_key()
+        if key not in self._plan_memo and self._planner_gave_up:
+            return []  # once a search ran over in an episode, the planner is not asked again
         if key not in self._plan_memo:
             pddl = self._pddl_env()
-            self._plan_memo[key] = list(pddl._pddl_state.replan(pddl._entity_infos) or [])
+            plan, timed_out = call_with_timeout(
+                lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
+                self.planner_timeout_s,
+            )
+            if timed_out:
+                self.planner_timeouts += 1
+                self._planner_gave_up = True
+                warnings.warn(
+                    f"ALFWorld planner: no plan within planner_timeout_s="
+                    f"{self.planner_timeout_s:g} s for {self.task_id} after "
+                    f"{len(self._commands)} commands; the expert has no command on this state",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._plan_memo[key] = list(plan or [])
         return self._plan_memo[key]
 
     def _walkthrough_expert(self) -> str | None:
@@ -419,7 +514,9 @@ class ALFWorldTask(TextTask):
         state = self.__dict__.copy()
         state["_engine"] = None
         state["_loaded_file"] = None
-        state["_plan_memo"] = {}
+        # plans are recomputed on demand; "no plan" entries (timeouts) are kept so a clone
+        # answers exactly as the original does
+        state["_plan_memo"] = {k: v for k, v in self._plan_memo.items() if not v}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -427,10 +524,13 @@ class ALFWorldTask(TextTask):
         if self._split is not None and self._index is not None:
             commands = self._commands
             expert_cache = self._expert_cache
+            no_plan, gave_up = self._plan_memo, self._planner_gave_up
             self.reset(self._split, self._index)
             for cmd in commands:
                 self.step(cmd)
             self._expert_cache = expert_cache
+            self._plan_memo.update(no_plan)
+            self._planner_gave_up = gave_up
 
     def close(self) -> None:
         if self._engine is not None:
