@@ -102,6 +102,7 @@ def test_grpo_loss_checks_shapes_and_eps():
         ({"vector_env": "threads"}, r"vector_env must be 'sync' or 'async', got 'threads'"),
         ({"budgets": (0.4, 1.2)}, r"budgets must lie in \(0, 1\), got \[0.4, 1.2\]"),
         ({"env_kwargs": {"cost_weight": 0.1}}, r"set lambda with cost_weight"),
+        ({"calibration_refine_iters": -1}, r"calibration_refine_iters must be >= 0, got .*-1"),
     ],
 )
 def test_config_validation_messages(kwargs, match):

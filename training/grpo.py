@@ -212,6 +212,13 @@ class GRPOConfig:
     calibration_episodes: int = field(
         default=20, metadata={"help": "calibration episodes (0 = skip calibration)"}
     )
+    calibration_refine_iters: int = field(
+        default=5,
+        metadata={
+            "help": "fixed-point calibration: pool runs per budget at the candidate tau_K "
+            "(0 = the paper's one-pass Eq. 7)"
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "seed of task choice, episode seeds, sampling and init"}
     )
@@ -251,10 +258,16 @@ class GRPOConfig:
         for name in ("max_updates", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.minibatch_size < 0 or self.max_grad_norm < 0 or self.calibration_episodes < 0:
+        counts = (
+            self.minibatch_size,
+            self.max_grad_norm,
+            self.calibration_episodes,
+            self.calibration_refine_iters,
+        )
+        if min(counts) < 0:
             raise ConfigError(
-                "minibatch_size, max_grad_norm and calibration_episodes must be >= 0, got "
-                f"{self.minibatch_size}, {self.max_grad_norm}, {self.calibration_episodes}"
+                "minibatch_size, max_grad_norm, calibration_episodes and "
+                f"calibration_refine_iters must be >= 0, got {', '.join(map(str, counts))}"
             )
         if self.total_env_steps is not None and self.total_env_steps < 1:
             raise ConfigError(f"total_env_steps must be >= 1 or None, got {self.total_env_steps}")
@@ -746,6 +759,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                 trainer._probe,
                 split=split,
                 episodes=cfg.calibration_episodes,
+                refine_iters=cfg.calibration_refine_iters,
                 budgets=cfg.budgets,
                 seed=cfg.seed,
                 out_dir=Path(cfg.out) / "calibration",
