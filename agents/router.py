@@ -15,6 +15,7 @@ file written atomically.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from precision_gym.io import atomic_write_bytes
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_THRESHOLD",
+    "OnlineBudgetControl",
     "RouterConfig",
     "TransformerRouter",
     "TransformerRouterPolicy",
@@ -147,6 +149,56 @@ def _budget_key(budget: float) -> str:
     return f"{float(budget):.6g}"
 
 
+class OnlineBudgetControl:
+    """Holds a high-precision budget K on the *deployed* stream of decisions.
+
+    A fixed ``tau_K`` holds K only on the state distribution it was calibrated on; on an
+    out-of-distribution test split (ALFWorld's unseen rooms) the router's scores shift and
+    the realised rate drifts. This controller adapts the threshold after every decision
+    with the adaptive-conformal update (Gibbs & Candes, 2021) in logit space::
+
+        x <- x + step * (routed_high - K),   tau = sigmoid(x)
+
+    starting from the calibrated ``tau_K``. Routing high raises the bar, routing low lowers
+    it, so over T decisions the realised rate is within ``(range of x + step) / (step * T)``
+    of K whatever the score distribution, and the router still decides *which* steps get
+    high precision. Uses only the router's own scores, never labels or outcomes.
+    The state persists across episodes (a deployment stream); :meth:`reset` restarts it.
+    """
+
+    def __init__(self, budget: float, tau0: float, step: float = 0.2) -> None:
+        if not 0.0 < budget < 1.0:
+            raise ValueError(f"online budget control needs K in (0, 1), got {budget}")
+        if not step > 0.0:
+            raise ValueError(f"online budget control step must be > 0, got {step}")
+        self.budget, self.step, self.tau0 = float(budget), float(step), float(tau0)
+        self.reset()
+
+    @staticmethod
+    def _logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1.0 - 1e-6)
+        return math.log(p / (1.0 - p))
+
+    def reset(self) -> None:
+        self.x = self._logit(self.tau0)
+        self.decisions = 0
+        self.high = 0
+
+    @property
+    def threshold(self) -> float:
+        return 1.0 / (1.0 + math.exp(-self.x))
+
+    def update(self, routed_high: np.ndarray) -> float:
+        """Account for a batch of decisions; returns the threshold for the next ones."""
+        h = np.asarray(routed_high, dtype=bool).ravel()
+        for hit in h:  # one update per decision, in order
+            self.x += self.step * (float(hit) - self.budget)
+        self.x = min(max(self.x, -20.0), 20.0)
+        self.decisions += len(h)
+        self.high += int(h.sum())
+        return self.threshold
+
+
 @dataclass
 class _Calibration:
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -177,6 +229,7 @@ class TransformerRouterPolicy(RouterPolicy):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         self.budget: float | None = None
+        self.online: OnlineBudgetControl | None = None
         self.name = self._base_name()
         if budget is not None:
             self.set_budget(budget)
@@ -190,9 +243,16 @@ class TransformerRouterPolicy(RouterPolicy):
         trained = str(self.metadata.get("trained_with", "KL-ST"))
         return "".join(c for c in trained.lower() if c.isalnum()) + "-router"
 
-    def set_budget(self, budget: float | None) -> None:
-        """Route with the threshold calibrated for budget ``K`` (None: the default 0.5)."""
+    def set_budget(self, budget: float | None, online_step: float | None = None) -> None:
+        """Route with the threshold calibrated for budget ``K`` (None: the default 0.5).
+
+        ``online_step``: adapt the threshold on the deployed stream from there on
+        (:class:`OnlineBudgetControl` with this step in logit units; None = fixed
+        ``tau_K``, the paper's Eq. 7)."""
+        self.online = None
         if budget is None:
+            if online_step is not None:
+                raise ValueError("online budget control needs a budget K, got none")
             self.budget, self.threshold = None, DEFAULT_THRESHOLD
             self.name = self._base_name()
             return
@@ -205,6 +265,9 @@ class TransformerRouterPolicy(RouterPolicy):
             )
         self.budget, self.threshold = float(budget), float(self.thresholds[key])
         self.name = f"{self._base_name()}(K={float(budget):g})"
+        if online_step is not None:
+            self.online = OnlineBudgetControl(float(budget), self.threshold, online_step)
+            self.name = f"{self._base_name()}(K={float(budget):g},online)"
 
     @torch.inference_mode()
     def probs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -226,7 +289,10 @@ class TransformerRouterPolicy(RouterPolicy):
         return np.where(probs[:, 0] >= tau, 0, low).astype(np.int64)
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        return self.route(self.probs(obs))
+        actions = self.route(self.probs(obs))
+        if self.online is not None:
+            self.threshold = self.online.update(actions == 0)
+        return actions
 
     # -- persistence ----------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -276,8 +342,11 @@ class TransformerRouterPolicy(RouterPolicy):
 
 
 def load_router_policy(
-    path: str | os.PathLike[str], budget: float | None = None
+    path: str | os.PathLike[str], budget: float | None = None, online_step: float | None = None
 ) -> TransformerRouterPolicy:
     """A router policy from a checkpoint file; ``budget`` K picks its calibrated threshold
-    (None = the default threshold 0.5)."""
-    return TransformerRouterPolicy.load(path, budget=budget)
+    (None = the default threshold 0.5); ``online_step`` adds :class:`OnlineBudgetControl`."""
+    policy = TransformerRouterPolicy.load(path, budget=budget)
+    if online_step is not None:
+        policy.set_budget(budget, online_step=online_step)
+    return policy

@@ -139,3 +139,49 @@ def test_config_validation():
         RouterConfig(n_tiers=1)
     with pytest.raises(ConfigError, match="exceeds the router's max_len 64"):
         TransformerRouter(CFG)(torch.zeros(1, 65, 384), torch.ones(1, 65))
+
+
+# --------------------------------------------------------------- online budget control
+def test_online_budget_control_holds_k_under_a_score_shift():
+    from agents.router import OnlineBudgetControl
+
+    rng = np.random.default_rng(0)
+    calib = rng.beta(2, 5, size=5000)  # scores on the calibration pool
+    tau_k = float(np.quantile(calib, 1 - 0.4))
+    shifted = rng.beta(4, 3, size=3000)  # the deployed stream scores higher
+    assert (shifted >= tau_k).mean() > 0.8  # a fixed tau_K overshoots K badly
+    ctl = OnlineBudgetControl(0.4, tau_k, step=0.2)
+    tau, routed = tau_k, []
+    for s in shifted:
+        routed.append(s >= tau)
+        tau = ctl.update(np.array([routed[-1]]))
+    assert abs(np.mean(routed) - 0.4) < 0.02 and ctl.decisions == 3000
+    assert ctl.high == sum(routed) and tau > tau_k  # the bar went up
+    ctl.reset()
+    assert ctl.threshold == pytest.approx(tau_k) and ctl.decisions == 0
+
+
+def test_online_budget_control_errors():
+    from agents.router import OnlineBudgetControl
+
+    with pytest.raises(ValueError, match=r"needs K in \(0, 1\), got 1.0"):
+        OnlineBudgetControl(1.0, 0.5)
+    with pytest.raises(ValueError, match="step must be > 0, got 0"):
+        OnlineBudgetControl(0.4, 0.5, step=0)
+
+
+def test_online_budget_control_in_the_policy(policy, tmp_path):
+    policy.thresholds = {"0.4": 0.5}
+    path = policy.save(tmp_path / "r.pt")
+    online = load_router_policy(path, budget=0.4, online_step=0.5)
+    assert online.name == "klst-router(K=0.4,online)" and online.threshold == 0.5
+    obs = _obs(5)
+    score = float(online.high_precision_score(obs)[0])
+    actions = [int(online.predict(obs)[0]) for _ in range(40)]
+    # the same state again and again: the threshold moves until it is routed high ~40%
+    assert 0.3 <= np.mean(np.array(actions) == 0) <= 0.5
+    assert abs(online.threshold - score) < 0.2
+    fixed = load_router_policy(path, budget=0.4)
+    assert fixed.online is None and fixed.name == "klst-router(K=0.4)"
+    with pytest.raises(ValueError, match="online budget control needs a budget K, got none"):
+        fixed.set_budget(None, online_step=0.2)

@@ -84,14 +84,21 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
 
 
 def load_policy(
-    router: str, env: Any, p_high: float | None = None, budget: float | None = None, seed: int = 0
+    router: str,
+    env: Any,
+    p_high: float | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    online_step: float | None = None,
 ) -> Any:
     """A policy from a baseline name or a trained-router file."""
     from agents import BASELINE_NAMES, make_baseline
 
     if router in BASELINE_NAMES:
-        if budget is not None:
-            raise ValueError(f"--budget applies to a trained router file, not to {router!r}")
+        if budget is not None or online_step is not None:
+            raise ValueError(
+                f"--budget/--online-step apply to a trained router file, not to {router!r}"
+            )
         return make_baseline(router, env, p_high=p_high, seed=seed)
     path = Path(router)
     if not path.exists():
@@ -101,7 +108,9 @@ def load_policy(
         )
     from training.policies import load_policy_file
 
-    return load_policy_file(path, env, budget=budget)
+    if online_step is not None and budget is None:
+        raise ValueError("--online-step needs --budget K (the budget the controller holds)")
+    return load_policy_file(path, env, budget=budget, online_step=online_step)
 
 
 def _print(obj: Any) -> None:
@@ -119,7 +128,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unwrapped = env.unwrapped
     if unwrapped.simulated:
         print(SIMULATED_BANNER, file=sys.stderr)
-    policy = load_policy(args.router, env, args.p_high, args.budget, seed=args.seeds[0])
+    policy = load_policy(
+        args.router, env, args.p_high, args.budget, seed=args.seeds[0], online_step=args.online_step
+    )
     common = dict(
         env_id=args.env,
         split=args.split,
@@ -231,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_probability,
         default=None,
         help="high-precision budget K: picks a trained router's calibrated threshold",
+    )
+    p.add_argument(
+        "--online-step",
+        type=float,
+        default=None,
+        help="hold K on the evaluated stream: adapt tau_K after every decision with this "
+        "step in logit units (e.g. 0.2; agents.router.OnlineBudgetControl); default: fixed tau_K",
     )
     p.add_argument(
         "--episodes", type=int, default=20, help="tasks per seed (spread over the split)"

@@ -46,13 +46,18 @@ def _sb3_algo(path: Path) -> str:
     return "a2c"
 
 
-def load_policy_file(path: str | Path, env: Any, budget: float | None = None) -> RouterPolicy:
+def load_policy_file(
+    path: str | Path, env: Any, budget: float | None = None, online_step: float | None = None
+) -> RouterPolicy:
     """A policy from a file: ``.zip`` = Stable-Baselines3 model; otherwise a router checkpoint
-    written by ``agents.router.TransformerRouter.save``."""
+    written by ``agents.router.TransformerRouter.save`` (``online_step``: online budget
+    control, see ``agents.router.OnlineBudgetControl``)."""
     path = Path(path)
     if path.suffix == ".zip":
-        if budget is not None:
-            raise ValueError("--budget applies to calibrated router checkpoints, not to SB3 models")
+        if budget is not None or online_step is not None:
+            raise ValueError(
+                "--budget/--online-step apply to calibrated router checkpoints, not to SB3 models"
+            )
         import stable_baselines3 as sb3
 
         algo = _sb3_algo(path)
@@ -61,4 +66,4 @@ def load_policy_file(path: str | Path, env: Any, budget: float | None = None) ->
         return SB3Policy(model, name=f"sb3-{algo}:{path.stem}")
     from agents.router import load_router_policy
 
-    return load_router_policy(path, budget=budget)
+    return load_router_policy(path, budget=budget, online_step=online_step)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ def run_sweep(
     oracle: bool = True,
     progress: bool = True,
     partial: str | Path | None = None,
+    online_step: float | None = None,
 ) -> list[dict[str, Any]]:
     """Summaries (``EvalResult.summary`` JSON, speedup vs always-high) of every router:
     always-high, always-low, then per budget (K = 0.4 first) the router and the random
@@ -79,7 +81,7 @@ def run_sweep(
     run(make_baseline("always-low", env))
     # the key budget first, so an interrupted sweep still has it
     for k in sorted(budgets, key=lambda b: (abs(b - 0.4), b)):
-        res = run(load_router_policy(router_path, budget=k))
+        res = run(load_router_policy(router_path, budget=k, online_step=online_step))
         rate = res.summary()["hp_fraction"]
         rnd = make_baseline("random", env, p_high=rate, seed=seeds[0])
         run(rnd, f"random(p_high={rate:.2f}, K={k:g})")
@@ -93,8 +95,9 @@ def _summaries(results: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
     for r in results:
         s = r.summary(high)
-        if s["router"].endswith(")") and "-router(K=" in s["router"]:
-            s["budget"] = float(s["router"].split("K=")[1].rstrip(")"))
+        m = re.search(r"-router\(K=([0-9.eE+-]+)(,online)?\)$", s["router"])
+        if m:
+            s["budget"] = float(m.group(1))
         out.append(s)
     return out
 
@@ -326,6 +329,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         oracle=not args.no_oracle,
         progress=not args.quiet,
         partial=Path(args.out) / "partial.json",
+        online_step=args.online_step,
     )
     n = len(summaries[0]["task_indices"])
     title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
@@ -362,6 +366,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
     p.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="K list")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulated oracle")
+    p.add_argument(
+        "--online-step",
+        type=float,
+        default=None,
+        help="router points with online budget control (step in logit units, e.g. 0.2); "
+        "default: the fixed calibrated tau_K",
+    )
     p.add_argument("--out", default="runs/sweep", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sweep)
