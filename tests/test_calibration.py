@@ -99,6 +99,10 @@ def test_cli_train_calibrate_evaluate(tmp_path, capsys):
     )
     data = json.loads(res.read_text())
     assert data["router"] == "klst-router(K=0.6)" and data["simulated"] is True
+    assert main(["evaluate", "--router", router, "--online-step", "0.2", "--episodes", "1"]) == 2
+    assert "--online-step needs --budget K" in capsys.readouterr().err
+    assert main(["evaluate", "--router", "always-low", "--online-step", "0.2"]) == 2
+    assert "apply to a trained router file, not to 'always-low'" in capsys.readouterr().err
     assert 0.0 <= data["hp_fraction"] <= 1.0
     with pytest.raises(SystemExit):
         main(["calibrate", "--router", router, "--budgets", "0.2,x"])
