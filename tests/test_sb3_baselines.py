@@ -110,3 +110,39 @@ def test_task_pool_wrapper_draws_only_pool_tasks():
 def test_sb3_config_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SB3Config(**kwargs)
+
+
+def _tiny(tmp_path, algo: str, name: str, **kw) -> SB3Config:
+    kwargs = {"ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1}, "a2c": {"n_steps": 8}}
+    return SB3Config(
+        algo=algo,
+        env_id="DMR-WebShop-v0",
+        pool_size=3,
+        total_timesteps=32,
+        features="mlp",
+        algo_kwargs={**kwargs.get(algo, {"learning_starts": 8, "train_freq": 4}), **kw},
+        out=str(tmp_path / name),
+        progress=False,
+        seed=3,
+    )
+
+
+def test_ppo_same_seed_same_run(tmp_path):
+    import torch
+
+    runs = []
+    for name in ("a", "b"):
+        train_sb3(_tiny(tmp_path, "ppo", name))
+        rows = (tmp_path / name / "episodes.jsonl").read_text()
+        from stable_baselines3 import PPO
+
+        model = PPO.load(tmp_path / name / "model.zip", device="cpu")
+        runs.append((rows, [p.detach().clone() for p in model.policy.parameters()]))
+    assert runs[0][0] == runs[1][0]  # same episodes, returns and routing
+    assert all(torch.equal(x, y) for x, y in zip(runs[0][1], runs[1][1], strict=True))
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+def test_a2c_and_dqn_train_and_save(tmp_path, algo):
+    summary = train_sb3(_tiny(tmp_path, algo, algo))
+    assert summary["env_steps"] >= 32 and (tmp_path / algo / "model.zip").exists()
