@@ -182,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         env_kwargs=args.env_kwargs,
         kl_episodes=args.kl_episodes,
         calib_episodes=args.calib_episodes,
+        calib_refine_iters=args.refine_iters,
         eval_episodes=args.episodes,
         eval_split=args.split,
         seeds=args.seeds,
@@ -270,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=6, help="evaluation tasks per seed")
     p.add_argument("--kl-episodes", type=int, default=30, help="train-split KL rollouts")
     p.add_argument("--calib-episodes", type=int, default=12, help="valid_train calibration pool")
+    p.add_argument(
+        "--refine-iters",
+        type=int,
+        default=2,
+        help="calibration pool runs per K after Eq. 7 (fixed-point refinement; 0 = Eq. 7 only)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="KL-ST epochs (early stopping)")
     p.add_argument(
         "--budgets",

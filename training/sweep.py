@@ -206,6 +206,7 @@ def run_pipeline(
     env_kwargs: dict[str, Any] | None = None,
     kl_episodes: int = 30,
     calib_episodes: int = 12,
+    calib_refine_iters: int = 2,
     eval_episodes: int = 6,
     eval_split: str | None = None,
     seeds: Sequence[int] = (0,),
@@ -252,6 +253,7 @@ def run_pipeline(
         episodes=calib_episodes,
         budgets=budgets,
         out_dir=out / "calibration",
+        refine_iters=calib_refine_iters,
         progress=progress,
     )
     times["calibrate_s"] = time.perf_counter() - t
