@@ -149,6 +149,16 @@ def _budget_key(budget: float) -> str:
     return f"{float(budget):.6g}"
 
 
+def logit(p: float, eps: float = 1e-6) -> float:
+    """``log(p / (1 - p))`` with ``p`` clipped to ``[eps, 1 - eps]`` (thresholds on p(high))."""
+    p = min(max(p, eps), 1.0 - eps)
+    return math.log(p / (1.0 - p))
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 class OnlineBudgetControl:
     """Holds a high-precision budget K on the *deployed* stream of decisions.
 
@@ -174,19 +184,14 @@ class OnlineBudgetControl:
         self.budget, self.step, self.tau0 = float(budget), float(step), float(tau0)
         self.reset()
 
-    @staticmethod
-    def _logit(p: float) -> float:
-        p = min(max(p, 1e-6), 1.0 - 1e-6)
-        return math.log(p / (1.0 - p))
-
     def reset(self) -> None:
-        self.x = self._logit(self.tau0)
+        self.x = logit(self.tau0)
         self.decisions = 0
         self.high = 0
 
     @property
     def threshold(self) -> float:
-        return 1.0 / (1.0 + math.exp(-self.x))
+        return sigmoid(self.x)
 
     def update(self, routed_high: np.ndarray) -> float:
         """Account for a batch of decisions; returns the threshold for the next ones."""

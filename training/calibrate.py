@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.router import logit, sigmoid
 from precision_gym.error import ConfigError
 from training.thresholds import quantile_threshold
 
@@ -71,15 +72,6 @@ class PoolRun:
     hp_fraction: float
     success_rate: float
     n_scores: int
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 def refine_threshold(
@@ -129,15 +121,15 @@ def refine_threshold(
         if math.isfinite(h_lo) and math.isfinite(h_hi):
             # both sides measured: interpolate h linearly in logit(tau), kept off the ends
             t = (h_lo - budget) / (h_lo - h_hi)
-            x_lo, x_hi = _logit(lo), _logit(min(hi, 1.0))
-            proposal = _sigmoid(x_lo + min(max(t, 0.1), 0.9) * (x_hi - x_lo))
+            x_lo, x_hi = logit(lo), logit(min(hi, 1.0))
+            proposal = sigmoid(x_lo + min(max(t, 0.1), 0.9) * (x_hi - x_lo))
         else:
             # one side known: the fixed point of Eq. 7 on the pool just seen
             proposal = quantile_threshold(scores, budget) if len(scores) else math.nan
             if not lo < proposal < hi:
-                proposal = _sigmoid(0.5 * (_logit(lo) + _logit(min(hi, 1.0))))
+                proposal = sigmoid(0.5 * (logit(lo) + logit(min(hi, 1.0))))
         if any(math.isclose(proposal, r.tau, rel_tol=1e-9) for r in history):
-            proposal = _sigmoid(0.5 * (_logit(lo) + _logit(min(hi, 1.0))))
+            proposal = sigmoid(0.5 * (logit(lo) + logit(min(hi, 1.0))))
         tau = float(proposal)
     assert best is not None
     return best.tau, history
