@@ -63,6 +63,10 @@ def _load(path: Path, device: str) -> Any:
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
+            from precision_gym.threads import configure_torch_threads
+
+            configure_torch_threads(explicit=False)  # one thread per process unless set
+
             try:  # keep logs clean: no per-load weight progress bars
                 from transformers.utils import logging as hf_logging
 
