@@ -35,9 +35,7 @@ def default_torch_threads() -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(
-            f"{ENV_VAR} must be an integer >= 1 or 'auto', got {raw!r}"
-        ) from None
+        raise ConfigError(f"{ENV_VAR} must be an integer >= 1 or 'auto', got {raw!r}") from None
     if value < 1:
         raise ConfigError(f"{ENV_VAR} must be an integer >= 1 or 'auto', got {value}")
     return value
