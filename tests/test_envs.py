@@ -35,14 +35,19 @@ def _rollout(env, seed, options, actions=ACTIONS):
     return traj
 
 
+LAYOUTS = ["dict", "flat", "last", "mean"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("env_id", ids)
-def test_gymnasium_check_env_without_warnings(env_id):
+def test_gymnasium_check_env_without_warnings(env_id, layout):
+    """Gymnasium's checker, render modes included (it rebuilds the env in each mode)."""
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make(env_id, max_steps=6)
+    env = gym.make(env_id, max_steps=6, observation_layout=layout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_env(env.unwrapped, skip_render_check=True)
+        check_env(env.unwrapped)
     ours = [
         w for w in caught if "gymnasium" in str(w.filename) or "precision_gym" in str(w.filename)
     ]
@@ -52,22 +57,22 @@ def test_gymnasium_check_env_without_warnings(env_id):
 SB3_SEQUENCE_ADVICE = "Your observation embeddings has an unconventional shape"
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("env_id", ids)
-def test_sb3_check_env_without_warnings(env_id):
-    """With ``flatten_embeddings=True`` (1-D vectors, what SB3 expects) SB3's checker is
-    silent. The default [max_history, d] sequence layout, which the Transformer router
-    reads, passes too, with only SB3's advice to flatten or use a custom policy."""
+def test_sb3_check_env_without_warnings(env_id, layout):
+    """The vector layouts (flat, last, mean) are silent under SB3's checker. The default
+    [max_history, d] sequence layout, which the Transformer router reads, passes too, with
+    only SB3's advice to flatten or use a custom policy."""
     sb3_checker = pytest.importorskip("stable_baselines3.common.env_checker")
-    for flatten in (True, False):
-        env = gym.make(env_id, max_steps=6, flatten_embeddings=flatten)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            sb3_checker.check_env(env.unwrapped, warn=True)
-        ours = [str(w.message) for w in caught if "stable_baselines3" in str(w.filename)]
-        if flatten:
-            assert not ours, ours
-        else:
-            assert len(ours) == 1 and ours[0].startswith(SB3_SEQUENCE_ADVICE), ours
+    env = gym.make(env_id, max_steps=6, observation_layout=layout)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_checker.check_env(env.unwrapped, warn=True)
+    ours = [str(w.message) for w in caught if "stable_baselines3" in str(w.filename)]
+    if layout == "dict":
+        assert len(ours) == 1 and ours[0].startswith(SB3_SEQUENCE_ADVICE), ours
+    else:
+        assert not ours, ours
 
 
 @pytest.mark.parametrize("env_id", ids)

@@ -14,6 +14,7 @@ the same sum.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, SupportsFloat
 
@@ -24,6 +25,7 @@ from gymnasium import spaces
 from precision_gym.backends.base import Generation, GenerationRequest, StepContext
 from precision_gym.cost import LatencyCoefficients, step_time_s
 from precision_gym.embedding import SentenceEncoder
+from precision_gym.envs.layouts import get_layout
 from precision_gym.error import BackendError, ConfigError, InvalidActionError, PrecisionGymError
 from precision_gym.prompting.base import AgentState, TextAgent
 from precision_gym.tasks.base import TaskObservation, TextTask
@@ -67,7 +69,7 @@ def make_agent(task: TextTask) -> TextAgent:
     raise ConfigError(f"no default agent for task {task.name!r}: pass agent=<TextAgent>")
 
 
-class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
     """Step-level precision routing of an LLM agent on a multi-step text task.
 
     Args:
@@ -85,13 +87,22 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         reward_mode: ``"sparse"`` or ``"dense"`` (same return).
         max_retries / retry_backoff_s: backend fault handling; after the retries the
             episode ends as failed with ``info["backend_error"]``.
-        flatten_embeddings: observe ``embeddings`` as one vector of ``max_history * d``
-            (row-major) instead of ``[max_history, d]``: Stable-Baselines3's env checker
-            and its ``MultiInputPolicy`` expect 1-D vectors.
-        render_mode: ``None`` or ``"ansi"``.
+        observation_layout: how the step-embedding history is observed
+            (``precision_gym.envs.layouts``): ``"dict"`` (default: ``embeddings
+            [max_history, d]`` + ``mask``, the Transformer router's input), ``"flat"`` (one
+            ``Box``: embeddings row-major then mask; RLlib's and CleanRL's default encoders,
+            SB3 ``MlpPolicy``), ``"last"`` (the latest step's embedding, ``[d]``) or
+            ``"mean"`` (masked mean of the history, ``[d]``).
+        flatten_embeddings: deprecated alias of ``observation_layout="flat"``.
+        render_mode: ``None``, ``"ansi"`` (the transcript as text), ``"human"`` (the
+            transcript printed at each step) or ``"rgb_array"`` (the transcript drawn as an
+            image, for video recorders).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["ansi", "human", "rgb_array"],
+        "render_fps": 4,
+    }
 
     def __init__(
         self,
@@ -108,7 +119,8 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         reward_mode: str = "sparse",
         max_retries: int = 3,
         retry_backoff_s: float = 0.5,
-        flatten_embeddings: bool = False,
+        observation_layout: str = "dict",
+        flatten_embeddings: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
         if max_steps < 1:
@@ -124,6 +136,21 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 f"max_retries and retry_backoff_s must be >= 0, got {max_retries}, "
                 f"{retry_backoff_s}"
             )
+        if flatten_embeddings is not None:
+            warnings.warn(
+                "flatten_embeddings is deprecated: use observation_layout='flat' (one Box: "
+                "embeddings then mask) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if flatten_embeddings:
+                if observation_layout not in ("dict", "flat"):
+                    raise ConfigError(
+                        "flatten_embeddings=True conflicts with observation_layout="
+                        f"{observation_layout!r}: pass only observation_layout"
+                    )
+                observation_layout = "flat"
+        layout = get_layout(observation_layout)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
@@ -142,17 +169,11 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.retry_backoff_s = retry_backoff_s
         self.render_mode = render_mode
 
-        dim = self.encoder.dim
-        self._dim = dim
-        self.flatten_embeddings = bool(flatten_embeddings)
-        emb_shape = (max_history * dim,) if self.flatten_embeddings else (max_history, dim)
+        self._dim = self.encoder.dim
+        self.observation_layout = layout.name
+        self._layout = layout
         self.action_space = spaces.Discrete(len(self.tiers))
-        self.observation_space = spaces.Dict(
-            {
-                "embeddings": spaces.Box(-1.0, 1.0, shape=emb_shape, dtype=np.float32),
-                "mask": spaces.Box(0.0, 1.0, shape=(max_history,), dtype=np.float32),
-            }
-        )
+        self.observation_space = layout.space(max_history, self._dim)
         self.simulated = all(t.simulated for t in self.tiers)
         self._episode: dict[str, Any] | None = None
 
@@ -193,6 +214,11 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             admissible_commands=list(ep["last"].admissible_commands),
             step=ep["steps"],
         )
+
+    def action_masks(self) -> np.ndarray:
+        """Valid tiers (all of them, always): what sb3-contrib's ``MaskablePPO`` reads, so it
+        needs no ``ActionMasker`` wrapper."""
+        return np.ones(len(self.tiers), dtype=bool)
 
     def proposals(self) -> dict[str, Any]:
         """Each tier's proposed action on the pending state without stepping, plus the
@@ -294,16 +320,32 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         info = self._info(step=step_info, forced=forced)
         if self.render_mode == "ansi":
             info["render"] = self.render()
+        elif self.render_mode == "human":
+            self.render()
         return self._obs(), float(reward), terminated, truncated, info
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi" or self._episode is None:
+    def render(self) -> str | np.ndarray | None:
+        """The episode transcript: text (``ansi``), printed (``human``, also at every step)
+        or drawn as an ``[H, W, 3]`` uint8 image (``rgb_array``); None without a mode."""
+        if self.render_mode == "rgb_array" and self._episode is None:
+            from precision_gym.envs.render import text_to_rgb
+
+            return text_to_rgb("")
+        if self.render_mode is None or self._episode is None:
             return None
         ep = self._episode
         lines = [f"[{ep['task_id']}] {self.task.description}"]
         for a, o, k in zip(ep["actions"], ep["observations"], ep["tiers"], strict=False):
             lines.append(f"  ({self.tiers[k].name}) > {a}\n    {o}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if self.render_mode == "human":
+            print(text, flush=True)
+            return None
+        if self.render_mode == "rgb_array":
+            from precision_gym.envs.render import text_to_rgb
+
+            return text_to_rgb(text)
+        return text
 
     def close(self) -> None:
         self.task.close()
@@ -438,9 +480,7 @@ class MixedPrecisionAgentEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         mask = np.zeros(self.max_history, dtype=np.float32)
         mask[:n] = 1.0
         np.clip(emb, -1.0, 1.0, out=emb)
-        if self.flatten_embeddings:
-            emb = emb.reshape(-1)
-        return {"embeddings": emb, "mask": mask}
+        return self._layout.apply(emb, mask)
 
     def _info(self, step: dict[str, Any] | None, forced: list[dict[str, Any]]) -> dict[str, Any]:
         ep = self._require_episode()
