@@ -17,9 +17,9 @@ and last-valid-step pooling; SB3 puts its own policy/value (or Q) heads on top::
         ),
     )
 
-Needs Stable-Baselines3 (``pip install precision-gym[sb3]``). Both observation layouts of
-the env work: ``embeddings`` as ``[max_history, d]`` (default) or flattened to
-``[max_history * d]`` (``flatten_embeddings=True``).
+Needs Stable-Baselines3 (``pip install precision-gym[sb3]``). It reads the env's ``dict``
+observation layout (the default; ``embeddings`` as ``[max_history, d]``) and, for models of
+older versions, a dict whose embeddings are flattened to ``[max_history * d]``.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class EpisodeRecord:
     high_decisions: int
     episode_return: float
     backend_error: str | None = None
+    tiers: list[int] = field(default_factory=list)  # the router's decision at each step
 
 
 @dataclass
@@ -123,6 +124,7 @@ class EvalResult:
         out["simulated"] = self.simulated
         out["backend_errors"] = sum(r.backend_error is not None for r in self.records)
         out["per_seed"] = rows
+        out["records"] = [asdict(r) for r in self.records]
         return out
 
 
@@ -152,13 +154,14 @@ def rollout(
         seed=eseed, options={"split": split, "task_index": task_index, "charge_router": charge}
     )
     state, start = None, np.ones(1, dtype=bool)
-    ret, done = 0.0, False
+    ret, done, tiers = 0.0, False, []
     while not done:
         action, state = policy.predict(
             obs, state=state, episode_start=start, deterministic=deterministic
         )
         start = np.zeros(1, dtype=bool)
-        obs, reward, terminated, truncated, info = env.step(int(np.asarray(action).reshape(-1)[0]))
+        tiers.append(int(np.asarray(action).reshape(-1)[0]))
+        obs, reward, terminated, truncated, info = env.step(tiers[-1])
         ret += float(reward)
         done = terminated or truncated
     return EpisodeRecord(
@@ -174,6 +177,7 @@ def rollout(
         high_decisions=int(round(info["hp_fraction"] * info["decisions"])),
         episode_return=ret,
         backend_error=info.get("backend_error"),
+        tiers=tiers,
     )
 
 

@@ -127,6 +127,7 @@ def merge_sweeps(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, An
         m["speedup_vs_high_std"] = float(sp.std()) if len(sp) else math.nan
         m["seeds"] = [x for s in group for x in s["seeds"]]
         m["per_seed"] = rows
+        m["records"] = [r for s in group for r in s.get("records", [])]
         m["backend_errors"] = sum(s.get("backend_errors", 0) for s in group)
         if m["router"].startswith("random(") and len(group) > 1:
             k = m["router"].split("K=")[-1].rstrip(")")
