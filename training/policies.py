@@ -1,5 +1,6 @@
 """Loading trained policies from files, so ``precision-gym evaluate --router PATH`` serves
-every algorithm: Transformer-router checkpoints and Stable-Baselines3 / sb3-contrib models.
+every algorithm: Transformer-router checkpoints, MLP policies (``agents.mlp``: RLlib and
+CleanRL-style agents) and Stable-Baselines3 / sb3-contrib models.
 
 An SB3 ``.zip`` is identified before anything in it is unpickled: its ``data`` member is JSON
 in which the policy class's module and the algorithm's hyper-parameters are plain text
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import RouterPolicy
+from agents.mlp import MLP_CHECKPOINT_FORMAT, MLPPolicy
 from precision_gym.envs.layouts import convert_observation, layout_of_space
 from precision_gym.error import CheckpointError
 
@@ -220,6 +222,29 @@ def load_policy_file(
         model = algo.load_class().load(str(path), device="cpu")
         layout = getattr(getattr(env, "unwrapped", env), "observation_layout", None)
         return SB3Policy(model, name=f"sb3-{algo.cls.lower()}:{path.stem}", layout=layout)
+    if _torch_format(path) == MLP_CHECKPOINT_FORMAT:
+        if budget is not None or online_step is not None:
+            raise ValueError(
+                "--budget/--online-step apply to calibrated router checkpoints, not to MLP policies"
+            )
+        policy = MLPPolicy.load(path)
+        if policy.n_tiers != int(env.action_space.n):
+            raise CheckpointError(
+                f"{path} routes over {policy.n_tiers} tiers, the env has "
+                f"{int(env.action_space.n)}: expected the same tier count"
+            )
+        return policy
     from agents.router import load_router_policy
 
     return load_router_policy(path, budget=budget, online_step=online_step)
+
+
+def _torch_format(path: Path) -> str | None:
+    """The ``format`` entry of a tensors-only torch checkpoint (None if unreadable)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # the router loader reports what is wrong with it
+    return ckpt.get("format") if isinstance(ckpt, dict) else None
