@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from agents.base import RouterPolicy
-from agents.router import atomic_torch_save
+from agents.router import atomic_torch_save, load_torch_checkpoint
 from precision_gym.envs.layouts import convert_observation
 from precision_gym.error import CheckpointError, ConfigError
 
@@ -169,19 +169,7 @@ class MLPPolicy(RouterPolicy):
     def load(cls, path: str | os.PathLike[str], name: str | None = None) -> MLPPolicy:
         """Load a file written by :meth:`save` (``weights_only``: nothing is unpickled)."""
         p = Path(path)
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"MLP policy {p} is corrupt or not a torch file ({type(exc).__name__}: "
-                f"{str(exc)[:200]})"
-            ) from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != MLP_CHECKPOINT_FORMAT:
-            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise CheckpointError(
-                f"{p} is not an MLP policy: expected format {MLP_CHECKPOINT_FORMAT!r}, "
-                f"found {found!r}"
-            )
+        ckpt = load_torch_checkpoint(p, MLP_CHECKPOINT_FORMAT, "MLP policy")
         layers: list[nn.Module] = []
         for entry in ckpt["layers"]:
             kind = entry.get("type")

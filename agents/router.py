@@ -145,6 +145,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def load_torch_checkpoint(path: Path, expected_format: str, what: str) -> dict[str, Any]:
+    """A tensors-only torch checkpoint (``weights_only``: nothing unpickled) whose
+    ``format`` entry is ``expected_format``; :class:`CheckpointError` naming ``what`` else."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{what} {path} is corrupt or not a torch file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path} is not a {what}: expected format {expected_format!r}, found {found!r}"
+        )
+    return ckpt
+
+
 def _budget_key(budget: float) -> str:
     return f"{float(budget):.6g}"
 
@@ -323,19 +340,7 @@ class TransformerRouterPolicy(RouterPolicy):
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"router checkpoint {p} is corrupt or not a torch file ({type(exc).__name__}: "
-                f"{str(exc)[:200]})"
-            ) from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise CheckpointError(
-                f"{p} is not a Transformer-router checkpoint: expected format "
-                f"{CHECKPOINT_FORMAT!r}, found {found!r}"
-            )
+        ckpt = load_torch_checkpoint(p, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
         known = {f.name for f in fields(RouterConfig)}
         cfg = RouterConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
         model = TransformerRouter(cfg)
