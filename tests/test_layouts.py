@@ -58,6 +58,17 @@ def test_convert_observation_batched_matches_single():
             np.testing.assert_allclose(together[i], convert_observation(d, name), atol=1e-6)
 
 
+def test_deprecated_dict_flat_conversion_for_older_models():
+    _, dicts = _steps("dict", n=1)
+    got = convert_observation(dicts[-1], "dict-flat")
+    assert got["embeddings"].shape == (64 * 384,) and got["mask"].shape == (64,)
+    np.testing.assert_array_equal(got["embeddings"], dicts[-1]["embeddings"].reshape(-1))
+    # and back: a flattened dict converts to every layout like the [L, d] one
+    np.testing.assert_allclose(
+        convert_observation(got, "last"), convert_observation(dicts[-1], "last")
+    )
+
+
 def test_layout_of_space_recognises_every_layout():
     for name, layout in LAYOUTS.items():
         got = layout_of_space(layout.space(64, 384), 64, 384)
@@ -103,9 +114,15 @@ def test_render_modes(mode, capsys):
     else:
         assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
         assert (frame < 128).any() and (frame == 255).any()  # text drawn on white
-    with pytest.raises(
-        ConfigError,
-        match=r"render_mode must be None or one of \['ansi', 'human', 'rgb_array'\], got 'video'",
+
+
+def test_unknown_render_mode_is_refused():
+    with (
+        pytest.warns(UserWarning, match="not in the possible render_modes"),  # gymnasium's own
+        pytest.raises(
+            ConfigError,
+            match=r"render_mode must be None or one of \['ansi', 'human', 'rgb_array'\], got 'video'",
+        ),
     ):
         gym.make(ENV, render_mode="video")
 
