@@ -94,6 +94,17 @@ print("ok")
 """
 
 
+def test_rllib_creator_takes_a_plain_dict_without_ray():
+    from precision_gym.rllib import env_creator, make_creator
+
+    env = env_creator({"env_id": ENV, "max_steps": 3})
+    assert env.spec.id == ENV and env.unwrapped.observation_layout == "flat"
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env = make_creator(ENV)({"observation_layout": "last", "max_steps": 3})
+    assert env.observation_space.shape == (384,) and env.unwrapped.max_steps == 3
+
+
 def test_package_works_on_rays_gymnasium(rllib_python):
     """In the RLlib venv (gymnasium 1.2.2): the creator takes an EnvContext or a dict,
     picks the flat layout, applies one torch thread per process; check_env is clean."""
