@@ -165,7 +165,7 @@ def make_sb3_vec_env(cfg: SB3Config) -> Any:
         cfg.env_id,
         n_envs=cfg.n_envs,
         seed=cfg.seed,
-        # make_vec_env defaults render_mode to "rgb_array", which the text env rejects
+        # make_vec_env defaults render_mode to "rgb_array" (supported); training needs no frames
         env_kwargs={"render_mode": None, **kwargs},
         wrapper_class=TaskPoolWrapper,
         wrapper_kwargs={"split": cfg.split, "pool": pool},
