@@ -109,8 +109,11 @@ def test_render_modes(mode, capsys):
     frame = env.render()
     if mode == "ansi":
         assert "> " in frame and frame.startswith("[webshop-synthetic/")
-    elif mode == "human":
-        assert frame is None and "[webshop-synthetic/" in capsys.readouterr().out
+    elif mode == "human":  # printed at each step: only what is new
+        out = capsys.readouterr().out
+        assert frame is None and out.count("[webshop-synthetic/") == 1 and "> " in out
+        env.step(1)
+        assert "[webshop-synthetic/" not in capsys.readouterr().out
     else:
         assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
         assert (frame < 128).any() and (frame == 255).any()  # text drawn on white

@@ -325,8 +325,9 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         return self._obs(), float(reward), terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
-        """The episode transcript: text (``ansi``), printed (``human``, also at every step)
-        or drawn as an ``[H, W, 3]`` uint8 image (``rgb_array``); None without a mode."""
+        """The episode transcript: text (``ansi``), printed (``human``: the new lines, at
+        every step) or drawn as an ``[H, W, 3]`` uint8 image (``rgb_array``); None without a
+        mode."""
         if self.render_mode == "rgb_array" and self._episode is None:
             from precision_gym.envs.render import text_to_rgb
 
@@ -337,10 +338,13 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         lines = [f"[{ep['task_id']}] {self.task.description}"]
         for a, o, k in zip(ep["actions"], ep["observations"], ep["tiers"], strict=False):
             lines.append(f"  ({self.tiers[k].name}) > {a}\n    {o}")
-        text = "\n".join(lines)
-        if self.render_mode == "human":
-            print(text, flush=True)
+        if self.render_mode == "human":  # what is new since the last print
+            new = lines[ep.get("_human_lines", 0) :]
+            if new:
+                print("\n".join(new), flush=True)
+            ep["_human_lines"] = len(lines)
             return None
+        text = "\n".join(lines)
         if self.render_mode == "rgb_array":
             from precision_gym.envs.render import text_to_rgb
 
