@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, run_cli
 
 ENV = "DMR-WebShop-v0"
@@ -137,3 +138,19 @@ def test_cleanrl_style_ppo(tmp_path):
     assert "iteration 2/2: decisions 256" in proc.stdout
     summary = _evaluate(router, tmp_path)
     assert summary["router"] == "mlp:cleanrl"
+
+
+def test_cleanrl_style_ppo_same_seed_same_curve_and_router(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        router = tmp_path / f"{name}.pt"
+        proc = _run(
+            sys.executable, "examples/cleanrl_ppo.py", "--env", ENV, "--total-timesteps", "64",
+            "--num-steps", "32", "--max-steps", "6", "--seed", "3", "--out", str(router),
+        )  # fmt: skip
+        curve = [line.split(" SPS")[0] for line in proc.stdout.splitlines() if "iteration" in line]
+        runs.append((curve, torch.load(router, weights_only=True)["state_dict"]))
+    (curve_a, weights_a), (curve_b, weights_b) = runs
+    assert curve_a == curve_b and curve_a
+    for key, value in weights_a.items():
+        assert torch.equal(value, weights_b[key]), key
