@@ -6,7 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import RESET_OPTIONS
+from conftest import ENV_IDS, RESET_OPTIONS, alfworld_available
 
 from precision_gym.envs.layouts import (
     LAYOUTS,
@@ -130,12 +130,24 @@ def test_unknown_render_mode_is_refused():
         gym.make(ENV, render_mode="video")
 
 
-def test_sb3_make_vec_env_works_unchanged():
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        pytest.param(
+            i,
+            marks=pytest.mark.skipif(
+                "ALFWorld" in i and not alfworld_available(), reason="ALFWorld data not found"
+            ),
+        )
+        for i in ENV_IDS
+    ],
+)
+def test_sb3_make_vec_env_works_unchanged(env_id):
     """SB3 passes render_mode='rgb_array' by default; nothing to work around."""
     pytest.importorskip("stable_baselines3")
     from stable_baselines3.common.env_util import make_vec_env
 
-    venv = make_vec_env("DMR-WebShop-v0", n_envs=2, seed=0)
+    venv = make_vec_env(env_id, n_envs=2, seed=0, env_kwargs={"max_steps": 4})
     obs = venv.reset()
     assert obs["embeddings"].shape == (2, 64, 384)
     obs, reward, done, info = venv.step(np.array([0, 1]))
