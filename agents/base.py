@@ -13,12 +13,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RouterPolicy", "is_batched"]
+__all__ = ["RouterPolicy", "batch_len", "is_batched"]
 
 
 def is_batched(obs: dict[str, np.ndarray]) -> bool:
     """True when ``obs["mask"]`` carries a leading batch dimension."""
     return np.asarray(obs["mask"]).ndim == 2
+
+
+def batch_len(obs: dict[str, np.ndarray] | np.ndarray) -> int:
+    """Observations in a batch: a dict observation's or a vector layout's leading size."""
+    return len(obs["mask"]) if isinstance(obs, dict) else len(obs)
 
 
 class RouterPolicy(abc.ABC):
@@ -32,6 +37,9 @@ class RouterPolicy(abc.ABC):
 
     charges_router_cost: bool = False
     name: str = "policy"
+    #: False for policies that never look at the observation (fixed tier, random, oracle):
+    #: they then run on an env of any ``observation_layout``, not only ``dict``
+    reads_observation: bool = True
 
     def __init__(self, n_tiers: int) -> None:
         if n_tiers < 2:
@@ -52,11 +60,16 @@ class RouterPolicy(abc.ABC):
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
+        if isinstance(obs, np.ndarray) and not self.reads_observation:  # a vector layout
+            batched = obs.ndim == 2
+            actions = self._predict_batch(obs if batched else obs[None], deterministic)
+            return (actions if batched else actions[0]).astype(np.int64), state
         if not isinstance(obs, dict) or "mask" not in obs or "embeddings" not in obs:
             raise ValueError(
-                "predict() expects the env's dict observation with keys 'embeddings' and "
-                f"'mask', got {type(obs).__name__}"
+                f"{self.name} expects the env's dict observation with keys 'embeddings' and "
+                f"'mask' (observation_layout='dict'), got {type(obs).__name__}"
                 + (f" with keys {sorted(obs)}" if isinstance(obs, dict) else "")
+                + (f" of shape {obs.shape}" if isinstance(obs, np.ndarray) else "")
             )
         if is_batched(obs):
             return self._predict_batch(obs, deterministic).astype(np.int64), state

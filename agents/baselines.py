@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import RouterPolicy
+from agents.base import RouterPolicy, batch_len
 
 __all__ = ["ConstantTierPolicy", "OracleRouter", "RandomRouter"]
 
 
 class ConstantTierPolicy(RouterPolicy):
     """Always the same tier (``always-high`` = 0, ``always-low`` = last)."""
+
+    reads_observation = False
 
     def __init__(self, n_tiers: int, tier: int) -> None:
         super().__init__(n_tiers)
@@ -27,7 +29,7 @@ class ConstantTierPolicy(RouterPolicy):
         )
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        return np.full(len(obs["mask"]), self.tier, dtype=np.int64)
+        return np.full(batch_len(obs), self.tier, dtype=np.int64)
 
 
 class RandomRouter(RouterPolicy):
@@ -35,6 +37,8 @@ class RandomRouter(RouterPolicy):
 
     ``reset(seed)`` reseeds it, so evaluation with the same seeds routes identically.
     """
+
+    reads_observation = False
 
     def __init__(self, n_tiers: int, p_high: float, seed: int | None = None) -> None:
         super().__init__(n_tiers)
@@ -49,7 +53,7 @@ class RandomRouter(RouterPolicy):
             self._rng = np.random.default_rng(seed)
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        n = len(obs["mask"])
+        n = batch_len(obs)
         high = self._rng.random(n) < self.p_high
         low = self._rng.integers(1, self.n_tiers, size=n)
         return np.where(high, 0, low).astype(np.int64)
@@ -61,16 +65,17 @@ class OracleRouter(RouterPolicy):
     err). It reads the env's ``proposals()``, so it needs the env and simulated tiers."""
 
     name = "oracle"
+    reads_observation = False
 
     def __init__(self, env: Any) -> None:
         self.env = getattr(env, "unwrapped", env)
         super().__init__(int(self.env.action_space.n))
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        if len(obs["mask"]) != 1:
+        if batch_len(obs) != 1:
             raise ValueError(
                 "OracleRouter reads the state of the one env it was built with: expected a "
-                f"batch of 1 observation, got {len(obs['mask'])}"
+                f"batch of 1 observation, got {batch_len(obs)}"
             )
         props = self.env.proposals()
         expert = props["expert"]

@@ -21,11 +21,25 @@ def test_predict_contract_single_and_batched():
 
 
 def test_predict_rejects_non_env_observations():
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+
+    router = TransformerRouterPolicy(
+        TransformerRouter(RouterConfig(d_model=8, n_layers=1, n_heads=2))
+    )
     with pytest.raises(
         ValueError,
-        match="predict\\(\\) expects the env's dict observation with keys 'embeddings' and 'mask', got ndarray",
+        match=r"expects the env's dict observation with keys 'embeddings' and 'mask' "
+        r"\(observation_layout='dict'\), got ndarray of shape \(3,\)",
     ):
-        ConstantTierPolicy(2, 0).predict(np.zeros(3))
+        router.predict(np.zeros(3, np.float32))
+
+
+def test_baselines_run_on_every_observation_layout():
+    """Fixed-tier and random routers never read the observation: vector layouts work."""
+    for obs, want in ((np.zeros(384, np.float32), ()), (np.zeros((4, 24640), np.float32), (4,))):
+        a, _ = ConstantTierPolicy(2, 1).predict(obs)
+        assert a.shape == want and (a == 1).all()
+        assert RandomRouter(2, 0.5, seed=0).predict(obs)[0].shape == want
 
 
 def test_random_router_rate_and_reseeding():

@@ -37,13 +37,27 @@ def _evaluate(router: Path, tmp_path: Path, layout: str | None = None) -> dict:
     out = tmp_path / "eval.json"
     extra = ["--env-kwargs", json.dumps({"observation_layout": layout})] if layout else []
     run_cli(
-        "evaluate", "--env", ENV, "--split", "test", "--router", str(router), *extra,
-        "--episodes", "2", "--seeds", "0", "--no-reference", "--quiet", "--out", str(out),
-    )  # fmt: skip
+        "evaluate",
+        "--env",
+        ENV,
+        "--split",
+        "test",
+        "--router",
+        str(router),
+        *extra,
+        "--episodes",
+        "2",
+        "--seeds",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+    )  # fmt: skip  (with the always-high reference, on the same layout)
     summary = json.loads(out.read_text())
     assert summary["episodes"] == 2 and len(summary["records"]) == 2
     assert all(r["tiers"] and set(r["tiers"]) <= {0, 1} for r in summary["records"])
     assert 0.0 <= summary["hp_fraction"] <= 1.0 and summary["simulated"]
+    assert "speedup_vs_high" in summary
     return summary
 
 
