@@ -63,6 +63,13 @@ def test_bad_inputs_are_refused(tmp_path):
     three = MLPPolicy.from_modules(_net(n=3), "last").save(tmp_path / "three.pt")
     with pytest.raises(CheckpointError, match="routes over 3 tiers, the env has 2"):
         load_policy_file(three, gym.make(ENV))
+    last = MLPPolicy.from_modules(_net(), "last").save(tmp_path / "last.pt")
+    with pytest.raises(
+        CheckpointError, match="reads the 'last' observation layout, the env gives 'mean'"
+    ):
+        load_policy_file(
+            last, gym.make(ENV, observation_layout="mean")
+        )  # same shape, not same data
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
         MLPPolicy.load(tmp_path / "junk.pt")

@@ -221,7 +221,9 @@ def load_policy_file(
         algo = detect_sb3_algo(path, n_tiers=int(env.action_space.n))
         model = algo.load_class().load(str(path), device="cpu")
         layout = getattr(getattr(env, "unwrapped", env), "observation_layout", None)
-        return SB3Policy(model, name=f"sb3-{algo.cls.lower()}:{path.stem}", layout=layout)
+        policy = SB3Policy(model, name=f"sb3-{algo.cls.lower()}:{path.stem}", layout=layout)
+        policy._model_layout(env.observation_space.sample())  # a layout mismatch fails now
+        return policy
     if _torch_format(path) == MLP_CHECKPOINT_FORMAT:
         if budget is not None or online_step is not None:
             raise ValueError(
@@ -232,6 +234,13 @@ def load_policy_file(
             raise CheckpointError(
                 f"{path} routes over {policy.n_tiers} tiers, the env has "
                 f"{int(env.action_space.n)}: expected the same tier count"
+            )
+        env_layout = getattr(getattr(env, "unwrapped", env), "observation_layout", "dict")
+        if env_layout not in ("dict", policy.layout):
+            raise CheckpointError(
+                f"{path} reads the {policy.layout!r} observation layout, the env gives "
+                f"{env_layout!r}: expected the default 'dict' env (converted for it) or "
+                f"observation_layout={policy.layout!r}"
             )
         return policy
     from agents.router import load_router_policy
