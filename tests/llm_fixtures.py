@@ -265,16 +265,21 @@ class VLLMServer:
             self._log = None
 
 
+def venv_python_or_skip(env_var: str, default: Path, what: str, setup_script: str) -> Path:
+    """The python of a separate venv (``$env_var``, else ``default``); skip, saying how to
+    build it, when absent."""
+    env = os.environ.get(env_var)
+    path = Path(env) if env else default
+    if not path.is_file():
+        pytest.skip(f"{what} venv not found at {path} (set {env_var} or run {setup_script})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
-    env = os.environ.get("PRECISION_GYM_VLLM_PYTHON")
-    path = Path(env) if env else DEFAULT_VLLM_PYTHON
-    if not path.is_file():
-        pytest.skip(
-            f"vLLM CPU venv not found at {path} (set PRECISION_GYM_VLLM_PYTHON or run "
-            "scripts/setup_vllm_cpu.sh)"
-        )
-    return path
+    return venv_python_or_skip(
+        "PRECISION_GYM_VLLM_PYTHON", DEFAULT_VLLM_PYTHON, "vLLM CPU", "scripts/setup_vllm_cpu.sh"
+    )
 
 
 @pytest.fixture(scope="session")

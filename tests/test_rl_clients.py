@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, run_cli
+from llm_fixtures import venv_python_or_skip
 
 ENV = "DMR-WebShop-v0"
 DEFAULT_RLLIB_PYTHON = Path.home() / ".cache" / "precision-gym" / "rllib-venv" / "bin" / "python"
@@ -68,14 +69,9 @@ def _needs(module: str, extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def rllib_python() -> Path:
-    env = os.environ.get("PRECISION_GYM_RLLIB_PYTHON")
-    path = Path(env) if env else DEFAULT_RLLIB_PYTHON
-    if not path.is_file():
-        pytest.skip(
-            f"RLlib venv not found at {path} (set PRECISION_GYM_RLLIB_PYTHON or run "
-            "scripts/setup_rllib.sh)"
-        )
-    return path
+    return venv_python_or_skip(
+        "PRECISION_GYM_RLLIB_PYTHON", DEFAULT_RLLIB_PYTHON, "RLlib", "scripts/setup_rllib.sh"
+    )
 
 
 def test_rllib_ppo_one_iteration_one_env_runner(rllib_python, tmp_path):
