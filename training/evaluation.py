@@ -298,21 +298,39 @@ def pareto_plot(
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Lay out, write as PNG (creating the folder) and close a matplotlib figure."""
+    """Lay out, write as PNG atomically (creating the folder) and close a matplotlib figure."""
+    import io
+
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
-    return out
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Write JSON atomically (temp file + rename): a crash never leaves half a file."""
-    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+    """Write strict JSON atomically (temp file + rename): a crash never leaves half a file.
+    NaN / infinite floats (e.g. ``speedup_vs_high`` without a reference run) become ``null``:
+    bare ``NaN`` is not JSON and breaks other readers."""
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode())
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (recursively)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "__dataclass_fields__") and not isinstance(obj, type):
+        return _finite(asdict(obj))
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(o: Any) -> Any:
