@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
 p.add_argument("--out", default="runs/bench_pipeline", help="pipeline output folder")
+p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
 p.add_argument("--kl-episodes", type=int, default=30, help="train-split KL rollouts")
 p.add_argument("--calib-episodes", type=int, default=12, help="valid_train calibration pool")
 p.add_argument("--episodes", type=int, default=6, help="valid_unseen tasks (1 seed)")
@@ -39,6 +40,7 @@ args = p.parse_args()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from precision_gym.io import atomic_write_text  # noqa: E402
 from training.sweep import run_pipeline  # noqa: E402
 
 out = Path(args.out)
@@ -56,6 +58,7 @@ if not args.skip_pipeline:
         calib_episodes=args.calib_episodes,
         eval_episodes=args.episodes,
         seeds=(0,),
+        overwrite=args.overwrite,
     )
     figures["pipeline_wall_s"] = time.perf_counter() - t0
     figures["stage_times_s"] = result["times"]
@@ -102,5 +105,5 @@ figures["router_config"] = {
     "n_layers": policy.config.n_layers,
     "n_heads": policy.config.n_heads,
 }
-(out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
+atomic_write_text(out / "bench.json", json.dumps(figures, indent=2) + "\n")
 print(f"wrote {out / 'bench.json'} (SIMULATED precision pair)")

@@ -52,6 +52,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "ALFWORLD_DATA" not in os.environ and (ROOT.parent / "shared" / "alfworld").is_dir():
     os.environ["ALFWORLD_DATA"] = str(ROOT.parent / "shared" / "alfworld")
 
+from precision_gym.io import atomic_write_text  # noqa: E402
+
 SECTION = "## PPO vs GRPO (issue 5)"
 
 
@@ -215,6 +217,8 @@ def train_both(args: Args, out: Path, klst: Path, seed: int) -> dict[str, Any]:
         "--router-checkpoint", str(klst), "--out", str(ppo_out),
         "--total-timesteps", str(args.env_steps), "--algo-kwargs", json.dumps(ppo_kwargs),
     ]  # fmt: skip
+    if (ppo_out / "model.zip").exists():
+        ppo_argv.append("--overwrite")  # SB3 does not resume: a rerun retrains this seed
     return {
         "grpo_s": cli(*grpo_argv),
         "ppo_s": cli(*ppo_argv),
@@ -237,7 +241,8 @@ def evaluate_seed(args: Args, out: Path, klst: Path, env: Any, seed: int) -> dic
         policies[f"KL-ST K={k:g}"] = load_router_policy(klst, budget=k)
     for k in args.budgets:
         policies[f"GRPO K={k:g}"] = load_router_policy(out / f"grpo_s{seed}/router.pt", k)
-    policies["PPO"] = load_policy_file(out / f"ppo_s{seed}/model.zip", env)
+    # this run's own PPO model (an SB3 archive is unpickled: trusted because we wrote it)
+    policies["PPO"] = load_policy_file(out / f"ppo_s{seed}/model.zip", env, trust_checkpoint=True)
     return {
         name: evaluate(
             policy,
@@ -314,6 +319,8 @@ def learning_curves(args: Args, out: Path) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from training.evaluation import save_figure
+
     used = [
         json.loads((out / f"{algo}_s{seed}/summary.json").read_text())["env_steps"]
         for algo in ("grpo", "ppo")
@@ -358,9 +365,7 @@ def learning_curves(args: Args, out: Path) -> dict[str, Any]:
     ax.set_title(f"{args.env_id}: PPO vs GRPO, {len(args.seeds)} seeds [SIMULATED]")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "learning_curves.png", dpi=120)  # atomic; closes the figure
     return curves
 
 
@@ -519,7 +524,7 @@ def write_report(
         lines.append(f"| {x:.0f} | " + " | ".join(cells) + " |")
     lines += ["", f"Plots: `{out}/learning_curves.png`, `{out}/pareto.png`.", ""]
     text = "\n".join(lines)
-    (out / "results.md").write_text(text)
+    atomic_write_text(out / "results.md", text)
     return text
 
 
@@ -533,9 +538,7 @@ def update_results_md(path: Path, section: str) -> None:
         nxt = old.find("\n## ", start + len(SECTION))
         tail = old[nxt + 1 :] if nxt >= 0 else ""
         new = old[:start] + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    atomic_write_text(path, new)
 
 
 # ----------------------------------------------------------------------------- main

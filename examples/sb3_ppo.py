@@ -7,7 +7,7 @@ draws its transcript). Each algorithm reads the observation layout that suits it
     python examples/sb3_ppo.py --algo recurrentppo  # RecurrentPPO, an LSTM over "last"
     python examples/sb3_ppo.py --algo maskableppo   # MaskablePPO: no ActionMasker needed
     precision-gym evaluate --env DMR-WebShop-v0 --router runs/sb3/recurrentppo.zip \
-        --env-kwargs '{"observation_layout": "last"}'
+        --trust-checkpoint --env-kwargs '{"observation_layout": "last"}'
 """
 
 import argparse
@@ -66,5 +66,6 @@ model.save(out)
 venv.close()
 print(
     f"saved {out}\nevaluate: precision-gym evaluate --env {args.env} --router {out} "
+    "--trust-checkpoint "
     f'--env-kwargs \'{{"observation_layout": "{layout}"}}\''
 )

@@ -33,7 +33,9 @@ GPTQ-W4 tiers). ``precision-gym quantize --model DIR --bits 4|3 --group 64 --out
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ import torch
 from torch import nn
 
 from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.io import atomic_write_text, current_umask
 
 __all__ = [
     "GPTQ_PACK_BITS",
@@ -287,8 +290,13 @@ def quantize_checkpoint(
     *,
     fmt: str | None = None,
     method: str = "rtn",
+    overwrite: bool = False,
 ) -> Path:
     """Write a weight-only quantized copy of the checkpoint in ``model_dir`` to ``out_dir``.
+
+    ``out_dir`` must differ from ``model_dir`` and be empty or new unless ``overwrite``
+    (both checked before any work). The copy is written into a temp folder beside
+    ``out_dir`` and renamed into place at the end: a failure leaves nothing half-written.
 
     * ``bits=4`` (default ``fmt="gptq"``): RTN, symmetric, packed as a GPTQ checkpoint
       (``quantization_config``: ``quant_method="gptq"``, ``bits=4``, ``group_size``,
@@ -301,6 +309,18 @@ def quantize_checkpoint(
     ``method="hqq"`` (fake-quant only) needs the optional ``hqq`` package. Returns ``out_dir``.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise ConfigError(
+            f"--out {out_dir} is the --model folder itself: expected a different folder "
+            "(writing there would overwrite the source checkpoint)"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file: expected a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out_dir} is not empty: expected a new or empty folder; pass --overwrite "
+            "to replace its contents"
+        )
     fmt = fmt or ("gptq" if bits == 4 else "fake")
     if fmt not in ("gptq", "fake"):
         raise ConfigError(f"fmt must be 'gptq' or 'fake'; got {fmt!r}")
@@ -312,7 +332,30 @@ def quantize_checkpoint(
     if fmt == "gptq" and method != "rtn":
         raise ConfigError(f"GPTQ export packs RTN codes only; got method {method!r}")
     model = _load_model(model_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    final_dir = out_dir
+    out_dir = Path(
+        tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".tmp")
+    )
+    try:
+        _write_quantized(model, model_dir, out_dir, fmt, bits, group_size, method)
+        os.chmod(out_dir, 0o777 & ~current_umask())  # mkdtemp's 0700 -> the usual mode
+        if final_dir.exists():  # empty, or --overwrite: swap, then drop the old contents
+            old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+            os.replace(final_dir, old)
+            os.replace(out_dir, final_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(out_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def _write_quantized(
+    model: Any, model_dir: Path, out_dir: Path, fmt: str, bits: int, group_size: int, method: str
+) -> None:
     if fmt == "fake":
         names = fake_quantize_model_(model, bits, group_size, method=method)
         model.config.precision_gym_fake_quant = {
@@ -325,10 +368,9 @@ def quantize_checkpoint(
         }
         model.save_pretrained(str(out_dir))
         _copy_tokenizer_files(model_dir, out_dir)
-        return out_dir
+        return
     _write_gptq(model, bits, group_size, out_dir)
     _copy_tokenizer_files(model_dir, out_dir)
-    return out_dir
 
 
 def _write_gptq(model: nn.Module, bits: int, group_size: int, out_dir: Path) -> None:
@@ -362,7 +404,7 @@ def _write_gptq(model: nn.Module, bits: int, group_size: int, out_dir: Path) -> 
         "checkpoint_format": "gptq",
         "precision_gym_note": "round-to-nearest codes in GPTQ v1 storage (no GPTQ calibration)",
     }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     gen = getattr(model, "generation_config", None)
     if gen is not None:
         gen.save_pretrained(str(out_dir))

@@ -53,7 +53,7 @@ def test_ppo_trains_saves_loads_and_evaluates(tmp_path, features):
         assert isinstance(model.policy.features_extractor, RouterFeaturesExtractor)
 
     env = gym.make("DMR-WebShop-v0")
-    policy = load_policy_file(tmp_path / "model.zip", env)
+    policy = load_policy_file(tmp_path / "model.zip", env, trust_checkpoint=True)
     assert isinstance(policy, SB3Policy)
     result = evaluate(policy, env, split="test", episodes=1, seeds=[0], progress=False)
     summary = result.summary()

@@ -105,8 +105,10 @@ def test_recurrent_policy_refuses_an_ambiguous_layout(recurrent_zip):
     """A [d] vector model may read 'last' or 'mean': a dict-layout env must say which."""
     env = gym.make(ENV)
     with pytest.raises(CheckpointError, match="layout 'last' or 'mean'"):  # at load time
-        load_policy_file(recurrent_zip, env)
-    policy = load_policy_file(recurrent_zip, gym.make(ENV, observation_layout="last"))
+        load_policy_file(recurrent_zip, env, trust_checkpoint=True)
+    policy = load_policy_file(
+        recurrent_zip, gym.make(ENV, observation_layout="last"), trust_checkpoint=True
+    )
     obs, _ = env.reset(seed=0)
     with pytest.raises(CheckpointError, match="layout 'last' or 'mean'"):
         SB3Policy(policy.model).predict(obs)
@@ -125,7 +127,7 @@ def test_maskable_ppo_trains_without_action_masker_and_evaluates(tmp_path):
     model.save(tmp_path / "maskable.zip")
     assert detect_sb3_algo(tmp_path / "maskable.zip").qualname == "sb3_contrib.MaskablePPO"
     env = gym.make(ENV, observation_layout="mean", max_steps=4)
-    policy = load_policy_file(tmp_path / "maskable.zip", env)
+    policy = load_policy_file(tmp_path / "maskable.zip", env, trust_checkpoint=True)
     obs, _ = env.reset(seed=0)
     action, _ = policy.predict(obs)
     assert env.action_space.contains(np.int64(action))
@@ -183,11 +185,16 @@ def test_flat_layout_model_is_fed_from_a_dict_env(tmp_path):
     model = sb3.PPO("MlpPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, device="cpu")
     model.save(tmp_path / "flat.zip")
     dict_env, flat_env = gym.make(ENV), gym.make(ENV, observation_layout="flat")
-    policy = load_policy_file(tmp_path / "flat.zip", dict_env)
+    policy = load_policy_file(tmp_path / "flat.zip", dict_env, trust_checkpoint=True)
     d_obs, _ = dict_env.reset(seed=1)
     f_obs, _ = flat_env.reset(seed=1)
     want, _ = model.predict(f_obs, deterministic=True)
     assert policy.predict(d_obs)[0] == want
-    assert load_policy_file(tmp_path / "flat.zip", flat_env).predict(f_obs)[0] == want
+    assert (
+        load_policy_file(tmp_path / "flat.zip", flat_env, trust_checkpoint=True).predict(f_obs)[0]
+        == want
+    )
     with pytest.raises(CheckpointError, match="make the env in the model's observation_layout"):
-        load_policy_file(tmp_path / "flat.zip", gym.make(ENV, observation_layout="mean"))
+        load_policy_file(
+            tmp_path / "flat.zip", gym.make(ENV, observation_layout="mean"), trust_checkpoint=True
+        )

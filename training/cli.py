@@ -73,14 +73,40 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
     import gymnasium as gym
 
     import precision_gym
+    from precision_gym.error import ConfigError
 
     if env_id not in precision_gym.ENV_IDS and env_id not in gym.registry:
-        from precision_gym.error import ConfigError
-
         raise ConfigError(
             f"unknown env id {env_id!r}: expected one of {list(precision_gym.ENV_IDS)}"
         )
-    return gym.make(env_id, **(env_kwargs or {}))
+    kwargs = dict(env_kwargs or {})
+    allowed = env_kwarg_names(env_id)
+    unknown = sorted(set(kwargs) - allowed) if allowed is not None else []
+    if unknown:
+        raise ConfigError(
+            f"unknown env kwargs {unknown} for {env_id}: expected some of {sorted(allowed or ())}"
+        )
+    return gym.make(env_id, **kwargs)
+
+
+def env_kwarg_names(env_id: str) -> set[str] | None:
+    """The keyword arguments ``gym.make(env_id, ...)`` takes (None: the env takes any)."""
+    import inspect
+
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    spec = gym.spec(env_id)
+    creator = (
+        load_env_creator(spec.entry_point)
+        if isinstance(spec.entry_point, str)
+        else spec.entry_point
+    )
+    params = inspect.signature(creator).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    names = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return names | {"max_episode_steps", "disable_env_checker"}  # gym.make's own
 
 
 def load_policy(
@@ -90,8 +116,10 @@ def load_policy(
     budget: float | None = None,
     seed: int = 0,
     online_step: float | None = None,
+    trust_checkpoint: bool = False,
 ) -> Any:
-    """A policy from a baseline name or a trained-router file."""
+    """A policy from a baseline name or a trained-router file (an SB3 ``.zip`` only with
+    ``trust_checkpoint``: loading one unpickles it)."""
     from agents import BASELINE_NAMES, make_baseline
 
     if router in BASELINE_NAMES:
@@ -110,7 +138,9 @@ def load_policy(
 
     if online_step is not None and budget is None:
         raise ValueError("--online-step needs --budget K (the budget the controller holds)")
-    return load_policy_file(path, env, budget=budget, online_step=online_step)
+    return load_policy_file(
+        path, env, budget=budget, online_step=online_step, trust_checkpoint=trust_checkpoint
+    )
 
 
 def _print(obj: Any) -> None:
@@ -120,8 +150,11 @@ def _print(obj: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from precision_gym.io import check_output_path
     from training.evaluation import evaluate, format_table, write_json
 
+    if args.out is not None:  # before the evaluation runs, not after
+        check_output_path(args.out)
     env = make_env(args.env, args.env_kwargs)
     if args.split is None:
         args.split = env.unwrapped.task.split_for("test")
@@ -129,7 +162,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if unwrapped.simulated:
         print(SIMULATED_BANNER, file=sys.stderr)
     policy = load_policy(
-        args.router, env, args.p_high, args.budget, seed=args.seeds[0], online_step=args.online_step
+        args.router,
+        env,
+        args.p_high,
+        args.budget,
+        seed=args.seeds[0],
+        online_step=args.online_step,
+        trust_checkpoint=args.trust_checkpoint,
     )
     common = dict(
         env_id=args.env,
@@ -154,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             title=f"{args.env} / {args.split}",
         )
     )
-    if args.out:
+    if args.out is not None:
         write_json(summary, args.out)
         print(f"wrote {args.out}")
     env.close()
@@ -164,10 +203,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on a small budget: collect KL on a train sample, train KL-ST,
     calibrate on valid_train, sweep the budgets vs the baselines on a valid_unseen sample."""
+    from precision_gym.io import refuse_overwrite
     from training.evaluation import format_table
+    from training.kl_st import ROUTER_FILE
     from training.sweep import run_pipeline
 
     out = Path(args.out)
+    if not args.overwrite:  # before any work: a rerun never replaces a trained router
+        refuse_overwrite(out, [f"klst/{ROUTER_FILE}", "results.json"], flags="--overwrite")
     out.mkdir(parents=True, exist_ok=True)
     task = make_env(args.env, args.env_kwargs).unwrapped
     simulated = task.simulated
@@ -189,6 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         train_kwargs={"epochs": args.epochs},
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     _print(format_table(result["summaries"], title=result["title"]))
     print(result["threshold"].describe())
@@ -255,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=20, help="tasks per seed (spread over the split)"
     )
     p.add_argument("--out", default=None, help="write the JSON summary here")
+    from training.policies import TRUST_HELP
+
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.add_argument(
         "--no-reference",
         action="store_true",
@@ -285,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated high-precision budgets K",
     )
     p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rerun into an --out folder that already holds a trained router / results "
+        "(replaces them); without it such a folder is refused",
+    )
     p.set_defaults(func=cmd_demo)
 
     import importlib

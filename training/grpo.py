@@ -399,13 +399,11 @@ class GRPOTrainer:
         from agents.router import RouterConfig, TransformerRouter, load_router_policy
 
         if cfg.init_checkpoint:
+            from training.policies import check_policy_matches_env
+
             init = load_router_policy(cfg.init_checkpoint)
+            check_policy_matches_env(init, probe, cfg.init_checkpoint)  # tiers, task, dim
             self.model, self.meta = init.model, dict(init.metadata)
-            if init.model.config.n_tiers != self.n_tiers:
-                raise ConfigError(
-                    f"{cfg.init_checkpoint} routes over {init.model.config.n_tiers} tiers, "
-                    f"the env {cfg.env_id} has {self.n_tiers}"
-                )
         else:
             self.model = TransformerRouter(
                 RouterConfig(
@@ -419,6 +417,8 @@ class GRPOTrainer:
                 )
             )
             self.meta = {}
+        # what the router is for: evaluate refuses it on another task or tier set
+        self.meta.update(task=self.unwrapped.task.name, tier_names=list(self.unwrapped.tier_names))
         self.high_bias = 0.0
         if cfg.sample_budget is not None:
             self.high_bias = _budget_bias(cfg.init_checkpoint, cfg.sample_budget)
@@ -571,9 +571,13 @@ class GRPOTrainer:
         if not path.exists():
             raise CheckpointError(f"--resume: expected a checkpoint at {path}, found none")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # truncated / foreign file
-            raise CheckpointError(f"cannot read GRPO checkpoint {path}: {exc}") from exc
+            # tensors-only unpickler: a planted file cannot run code (issue 13, probe 5)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated / foreign / code-carrying file
+            raise CheckpointError(
+                f"cannot read GRPO checkpoint {path}: expected a tensors-only torch file "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != "precision-gym-grpo-checkpoint":
             raise CheckpointError(f"{path} is not a precision-gym GRPO checkpoint")
         saved, now = state["config"], asdict(self.cfg)
@@ -610,11 +614,7 @@ class GRPOTrainer:
             rows = [r for r in _read_jsonl(log_path) if r["update"] <= self.update]
             _write_jsonl(rows, log_path)  # drop rows of an update that never checkpointed
         else:
-            if (self.out / CHECKPOINT).exists():
-                raise ConfigError(
-                    f"{self.out / CHECKPOINT} exists: pass --resume to continue it or choose "
-                    "another --out"
-                )
+            _refuse_existing_run(self.out)
             rows = []
             _write_jsonl(rows, log_path)
         writer = None
@@ -740,9 +740,21 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
+def _refuse_existing_run(out: Path) -> None:
+    """A new (not ``--resume``) run never replaces a checkpoint or trained router."""
+    for name in (CHECKPOINT, FINAL):
+        if (out / name).exists():
+            raise ConfigError(
+                f"{out / name} exists: pass --resume to continue it or choose another --out "
+                "(expected a folder without a trained run)"
+            )
+
+
 def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     """Train, save ``OUT/router.pt`` and calibrate its budgets; returns a summary dict."""
     t0 = time.perf_counter()
+    if not cfg.resume:  # before any work
+        _refuse_existing_run(Path(cfg.out))
     trainer = GRPOTrainer(cfg)
     try:
         rows = trainer.train()

@@ -17,11 +17,14 @@ where it stopped and yields the same data as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
 import os
 import sys
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,8 +187,27 @@ def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
     }
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    return len(t)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return len(t), hashlib.sha256(data).hexdigest()
+
+
+def _shard_ok(out: Path, entry: dict[str, Any] | None) -> bool:
+    """Whether a finished shard's file is intact: its sha256 matches the index (shards of
+    older collections, without a hash, must at least open as a complete npz)."""
+    if entry is None:
+        return False
+    path = out / entry["file"]
+    if not path.is_file():
+        return False
+    digest = entry.get("sha256")
+    if digest is not None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def collect_kl(
@@ -239,10 +261,19 @@ def collect_kl(
             )
     else:
         index = {**header, "shards": {}}
-        _write_index(out, index)
-    done_eps = sum(
-        len(shards[int(k)]) for k in index["shards"] if (out / index["shards"][k]["file"]).exists()
-    )
+    index.setdefault("task", u.task.name)  # not part of the header: older collections resume
+    _write_index(out, index)
+    for k in sorted(index["shards"], key=int):  # truncated / corrupt shards: collect again
+        if not _shard_ok(out, index["shards"][k]):
+            warnings.warn(
+                f"KL shard {out / index['shards'][k]['file']} is missing, truncated or does not "
+                "match its sha256 in the index: collecting it again",
+                stacklevel=2,
+            )
+            del index["shards"][k]
+            index["complete"] = False
+            _write_index(out, index)
+    done_eps = sum(len(shards[int(k)]) for k in index["shards"])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -254,7 +285,7 @@ def collect_kl(
         for si, shard_tasks in enumerate(shards):
             entry = index["shards"].get(str(si))
             fname = f"shard_{si:05d}.npz"
-            if entry is not None and (out / entry["file"]).exists():
+            if entry is not None:  # verified above
                 continue
             if max_new_shards is not None and written >= max_new_shards:
                 break
@@ -263,9 +294,10 @@ def collect_kl(
                 episodes.append(_run_episode(env, cfg.split, cfg.seed, ti))
                 if bar is not None:
                     bar.update()
-            n_states = _save_shard(out / fname, episodes, n_low)
+            n_states, digest = _save_shard(out / fname, episodes, n_low)
             index["shards"][str(si)] = {
                 "file": fname,
+                "sha256": digest,
                 "episodes": len(episodes),
                 "states": n_states,
                 "won": int(sum(e["won"] for e in episodes)),
@@ -309,6 +341,7 @@ class KLDataset:
     tier_names: list[str]
     simulated: bool
     max_len: int = 64
+    task: str | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -351,8 +384,11 @@ def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) ->
         try:
             with np.load(f, allow_pickle=False) as z:
                 d = {name: z[name] for name in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"KL shard {f} is missing or corrupt ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(
+                f"KL shard {f} is missing or corrupt ({type(exc).__name__}: {exc}): expected "
+                "a complete .npz; rerun collect-kl with the same --out to collect it again"
+            ) from None
         parts.setdefault("vectors", []).append(d["vectors"])
         parts.setdefault("ep_start", []).append(d["offsets"][:-1] + vec_base)
         parts.setdefault("episode", []).append(d["episode"] + ep_base)
@@ -368,6 +404,7 @@ def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) ->
         tier_names=list(index["tier_names"]),
         simulated=bool(index["simulated"]),
         max_len=int(max_len or index.get("max_history", 64)),
+        task=index.get("task"),
     )
 
 

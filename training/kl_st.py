@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.io import atomic_write_text, refuse_overwrite
 from training.thresholds import (
     ThresholdChoice,
     balanced_accuracy,
@@ -197,19 +198,28 @@ def _evaluate(
     return sum(losses) / max(denom, 1e-12), balanced_accuracy(labels, pred), p
 
 
-def train_klst(config: TrainConfig, progress: bool = True, resume: bool = False) -> TrainResult:
+def train_klst(
+    config: TrainConfig, progress: bool = True, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
     """Train a KL-ST router on a KL collection; see the module docstring.
 
     ``resume``: continue from ``out/train_state.pt`` when present (same settings required;
     ``epochs``/``patience`` may grow). The result equals an uninterrupted run's.
+    ``overwrite``: start afresh in a folder that already holds a trained router; without it
+    (or ``resume``) such a folder is refused before any work, so a rerun never wipes a
+    trained and calibrated router.
     """
     from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
     from training.kl_collect import load_kl_dataset
 
     cfg = config
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: expected one of them")
+    out = Path(cfg.out)
+    if not (resume or overwrite):
+        refuse_overwrite(out, [ROUTER_FILE, TRAIN_STATE])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_kl_dataset(cfg.data)
     n_tiers = len(ds.tier_names)
@@ -256,9 +266,18 @@ def train_klst(config: TrainConfig, progress: bool = True, resume: bool = False)
     state_path = out / TRAIN_STATE
     if state_path.exists() and resume:
         try:
-            st = torch.load(state_path, map_location="cpu", weights_only=False)
+            # tensors-only unpickler: a planted file cannot run code (issue 13, probe 5)
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"training state {state_path} is corrupt ({exc})") from None
+            raise CheckpointError(
+                f"training state {state_path} is corrupt or not a tensors-only file "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+        if not isinstance(st, dict) or not {"model", "optimizer", "epoch"} <= set(st):
+            raise CheckpointError(
+                f"{state_path} is not a KL-ST training state: expected a dict with model, "
+                f"optimizer and epoch, found {type(st).__name__}"
+            )
         if st.get("fingerprint") != cfg.fingerprint():
             raise CheckpointError(
                 f"cannot resume from {state_path}: it was trained with "
@@ -341,6 +360,7 @@ def train_klst(config: TrainConfig, progress: bool = True, resume: bool = False)
             "trained_with": "KL-ST",
             "simulated": ds.simulated,
             "tier_names": ds.tier_names,
+            **({"task": ds.task} if ds.task else {}),
             "kl_data": str(Path(cfg.data).resolve()),
             "tau_kl": choice.tau,
             "tau_kl_method": choice.method,
@@ -356,7 +376,7 @@ def train_klst(config: TrainConfig, progress: bool = True, resume: bool = False)
         },
     )
     router_path = policy.save(out / ROUTER_FILE)
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
     return TrainResult(
         router_path=router_path,
         threshold=choice,
@@ -374,7 +394,7 @@ def train_klst(config: TrainConfig, progress: bool = True, resume: bool = False)
 def cmd_train(args: argparse.Namespace) -> int:
     kwargs = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     cfg = TrainConfig(**kwargs)
-    result = train_klst(cfg, progress=not args.quiet, resume=args.resume)
+    result = train_klst(cfg, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     last = result.history[-1] if result.history else {}
     print(
         f"wrote {result.router_path}: best epoch {result.best_epoch} "
@@ -400,5 +420,11 @@ def add_parser(sub: Any) -> None:
         else:
             p.add_argument(flag, type=type(default), default=default, help=helptext)
     p.add_argument("--resume", action="store_true", help="continue from out/train_state.pt")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into an --out folder that already holds a trained router "
+        "(replaces it, thresholds included); without it or --resume such a folder is refused",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

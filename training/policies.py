@@ -22,9 +22,17 @@ import numpy as np
 from agents.base import RouterPolicy
 from agents.mlp import MLP_CHECKPOINT_FORMAT, MLPPolicy
 from precision_gym.envs.layouts import convert_observation, layout_of_space
-from precision_gym.error import CheckpointError
+from precision_gym.error import CheckpointError, ConfigError
 
-__all__ = ["SB3_ALGOS", "SB3Algo", "SB3Policy", "detect_sb3_algo", "load_policy_file"]
+__all__ = [
+    "SB3_ALGOS",
+    "TRUST_HELP",
+    "SB3Algo",
+    "SB3Policy",
+    "check_policy_matches_env",
+    "detect_sb3_algo",
+    "load_policy_file",
+]
 
 SB3_ALGOS = ("ppo", "a2c", "dqn")
 
@@ -205,20 +213,87 @@ class SB3Policy(RouterPolicy):
         return actions.reshape(-1)
 
 
+TRUST_HELP = (
+    "load a Stable-Baselines3 .zip: SB3 archives are cloudpickle, and unpickling a file "
+    "can run any code in it, so only pass this for files you made or trust "
+    "(router .pt checkpoints are tensors-only and need no flag)"
+)
+
+
+def _check_sb3_archive(path: Path, trust_checkpoint: bool) -> None:
+    """Refuse a truncated archive, then (before anything is unpickled) an untrusted one."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path} is not a complete zip archive ({type(exc).__name__}: {exc}): expected a "
+            "Stable-Baselines3 model saved with model.save()"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is a corrupt zip archive (bad member {bad!r})")
+    if not trust_checkpoint:
+        raise CheckpointError(
+            f"{path} is a Stable-Baselines3 archive: loading it unpickles Python objects "
+            "(cloudpickle), which can run arbitrary code; expected --trust-checkpoint "
+            "(trust_checkpoint=True) to load it, given only for files you made or trust"
+        )
+
+
+def check_policy_matches_env(policy: RouterPolicy, env: Any, source: str | Path) -> None:
+    """Refuse a router trained for another env: tier count, tier names, task, embedding size
+    (SB3 models: :func:`detect_sb3_algo` and :class:`SB3Policy` check tiers and layout)."""
+    u = env.unwrapped
+    n_env = int(env.action_space.n)
+    env_tiers = list(getattr(u, "tier_names", []))
+    if policy.n_tiers != n_env:
+        raise ConfigError(
+            f"{source} routes between {policy.n_tiers} precision tiers, but the env has "
+            f"{n_env} {env_tiers}: expected a router trained on this env's tiers"
+        )
+    meta = getattr(policy, "metadata", {}) or {}
+    tiers = meta.get("tier_names")
+    if tiers is not None and env_tiers and list(tiers) != env_tiers:
+        raise ConfigError(
+            f"{source} was trained on tiers {list(tiers)}, but the env has {env_tiers}"
+        )
+    task = meta.get("task")
+    env_task = getattr(getattr(u, "task", None), "name", None)
+    if task is not None and env_task is not None and task != env_task:
+        raise ConfigError(
+            f"{source} was trained on the {task!r} task, but the env runs {env_task!r}: "
+            "expected a router trained on this task"
+        )
+    config = getattr(policy, "config", None)
+    dim = getattr(u, "embedding_dim", None)
+    if config is not None and dim is not None and config.embed_dim != dim:
+        raise ConfigError(
+            f"{source} reads {config.embed_dim}-d step embeddings, but the env's encoder "
+            f"gives {dim}-d"
+        )
+
+
 def load_policy_file(
-    path: str | Path, env: Any, budget: float | None = None, online_step: float | None = None
+    path: str | Path,
+    env: Any,
+    budget: float | None = None,
+    online_step: float | None = None,
+    trust_checkpoint: bool = False,
 ) -> RouterPolicy:
     """A policy from a file: ``.zip`` = Stable-Baselines3 / sb3-contrib model (algorithm
-    detected by :func:`detect_sb3_algo`); otherwise a router checkpoint written by
-    ``agents.router.TransformerRouter.save`` (``online_step``: online budget control, see
-    ``agents.router.OnlineBudgetControl``)."""
+    detected by :func:`detect_sb3_algo`; unpickled, so only with ``trust_checkpoint=True``);
+    otherwise an MLP policy or a router checkpoint written by
+    ``agents.router.TransformerRouter.save`` (both tensors-only; ``online_step``: online
+    budget control, see ``agents.router.OnlineBudgetControl``). A router must fit ``env``
+    (:func:`check_policy_matches_env`)."""
     path = Path(path)
     if path.suffix == ".zip":
         if budget is not None or online_step is not None:
             raise ValueError(
                 "--budget/--online-step apply to calibrated router checkpoints, not to SB3 models"
             )
-        algo = detect_sb3_algo(path, n_tiers=int(env.action_space.n))
+        algo = detect_sb3_algo(path, n_tiers=int(env.action_space.n))  # reads JSON only
+        _check_sb3_archive(path, trust_checkpoint)  # before anything is unpickled
         model = algo.load_class().load(str(path), device="cpu")
         layout = getattr(getattr(env, "unwrapped", env), "observation_layout", None)
         policy = SB3Policy(model, name=f"sb3-{algo.cls.lower()}:{path.stem}", layout=layout)
@@ -245,7 +320,9 @@ def load_policy_file(
         return policy
     from agents.router import load_router_policy
 
-    return load_router_policy(path, budget=budget, online_step=online_step)
+    router = load_router_policy(path, budget=budget, online_step=online_step)
+    check_policy_matches_env(router, env, path)
+    return router
 
 
 def _torch_format(path: Path) -> str | None:

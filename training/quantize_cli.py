@@ -18,7 +18,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from precision_gym.quantization import quantize_checkpoint
 
     t0 = time.perf_counter()
-    out = quantize_checkpoint(args.model, args.bits, args.group, args.out, method=args.method)
+    out = quantize_checkpoint(
+        args.model, args.bits, args.group, args.out, method=args.method, overwrite=args.overwrite
+    )
     kind = "GPTQ int4 (vLLM-servable)" if args.bits == 4 else f"fake-quant int{args.bits} in bf16"
     print(f"wrote {kind} checkpoint of {args.model} to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -29,7 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="local Hugging Face model folder")
     p.add_argument("--bits", type=int, choices=(3, 4), required=True, help="weight bits")
     p.add_argument("--group", type=int, default=128, help="quantization group size (64 or 128)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty; not --model)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the contents of a non-empty --out"
+    )
     p.add_argument(
         "--method",
         default="rtn",

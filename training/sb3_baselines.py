@@ -18,6 +18,7 @@ far, return = success - lambda * T, success, episode time, high-precision fracti
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from precision_gym.error import ConfigError
+from precision_gym.io import atomic_write_bytes, atomic_write_text, refuse_overwrite
 from training.grpo import config_arguments, config_from_args
 
 __all__ = [
@@ -99,6 +101,13 @@ class SB3Config:
     out: str = field(default="runs/sb3", metadata={"help": "output folder"})
     tensorboard: bool = field(default=True, metadata={"help": "TensorBoard logs in OUT/tb"})
     progress: bool = field(default=True, metadata={"help": "show SB3's progress bar"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "train into an OUT that already holds a model.zip / episodes.jsonl "
+            "(replaced when the new run finishes); without it such a folder is refused"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -248,13 +257,18 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    if not cfg.overwrite:  # before any work: never replace a trained model silently
+        refuse_overwrite(out, ["model.zip", "episodes.jsonl"], flags="--overwrite")
     out.mkdir(parents=True, exist_ok=True)
     episodes = out / "episodes.jsonl"
-    episodes.write_text("")
+    # the learning curve is appended to a side file while training runs and replaces
+    # episodes.jsonl only at the end: an earlier run's log is never emptied
+    partial = out / "episodes.jsonl.partial"
+    partial.unlink(missing_ok=True)
     venv = make_sb3_vec_env(cfg)
     try:
         model = make_model(cfg, venv)
-        callbacks = [_episode_callback(episodes)]
+        callbacks = [_episode_callback(partial)]
         if cfg.checkpoint_freq:
             callbacks.append(
                 CheckpointCallback(
@@ -269,10 +283,15 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
             tb_log_name=cfg.algo,
             progress_bar=cfg.progress and _has_progress_bar_deps(),
         )
-        model.save(str(out / "model.zip"))
+        buf = io.BytesIO()
+        model.save(buf)
+        atomic_write_bytes(out / "model.zip", buf.getvalue())
     finally:
         venv.close()
-    rows = [json.loads(line) for line in episodes.read_text().splitlines() if line]
+    text = partial.read_text() if partial.exists() else ""
+    rows = [json.loads(line) for line in text.splitlines() if line]
+    atomic_write_text(episodes, text)
+    partial.unlink(missing_ok=True)
     last = rows[-20:]
     summary = {
         "algo": cfg.algo,

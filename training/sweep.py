@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from precision_gym.io import atomic_write_text
 from training.calibrate import DEFAULT_BUDGETS, _budgets
 
 __all__ = [
@@ -195,7 +196,7 @@ def write_sweep(
                 f"pp), gap recovered {100 * b['gap_recovered']:.0f}%"
             )
         lines.append("")
-    (out / "results.md").write_text("\n".join(lines))
+    atomic_write_text(out / "results.md", "\n".join(lines))
     pareto_plot(summaries, out / "pareto.png", title=title)
     return acc
 
@@ -214,15 +215,21 @@ def run_pipeline(
     budgets: Sequence[float] = DEFAULT_BUDGETS,
     train_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """collect-kl (train split) -> train-klst -> calibrate (valid_train) -> sweep
-    (``eval_split``); every stage writes under ``out`` and is timed."""
+    (``eval_split``); every stage writes under ``out`` and is timed. A folder that already
+    holds a trained router or results is refused before any work unless ``overwrite``
+    (the KL collection in ``out/kl`` is resumed either way)."""
+    from precision_gym.io import refuse_overwrite
     from training.calibrate import calibrate_router
     from training.cli import make_env
     from training.kl_collect import CollectConfig, collect_kl
-    from training.kl_st import TrainConfig, train_klst
+    from training.kl_st import ROUTER_FILE, TrainConfig, train_klst
 
     out = Path(out)
+    if not overwrite:
+        refuse_overwrite(out, [f"klst/{ROUTER_FILE}", "results.json"], flags="--overwrite")
     times: dict[str, float] = {}
     env = make_env(env_id, env_kwargs)
     if eval_split is None:
@@ -244,7 +251,9 @@ def run_pipeline(
     t = time.perf_counter()
     tk = {"epochs": 10, "patience": 4, "d_model": 64, **(train_kwargs or {})}
     result = train_klst(
-        TrainConfig(data=str(out / "kl"), out=str(out / "klst"), **tk), progress=progress
+        TrainConfig(data=str(out / "kl"), out=str(out / "klst"), **tk),
+        progress=progress,
+        overwrite=True,  # checked above, before any work
     )
     times["train_klst_s"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,0 +1,290 @@
+"""Fault injection, files (issue 13, probes 1-6, 14, 16): nothing lost, nothing run from a
+file. Planted files whose unpickling would run code (touch a marker file) must be refused
+without running it; trained artefacts are never overwritten without --resume/--overwrite;
+truncated files give clear errors or are re-collected."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import pickle
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from test_kl_st import make_synthetic_kl
+
+from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.io import atomic_write_bytes, check_output_path
+
+
+class _Touch:
+    """Unpickling this object creates ``marker``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _plant_torch(path: Path, marker: Path, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"payload": _Touch(marker), **extra}, path)
+    return path
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+def _tiny_klst(data, out, **kw):
+    from training.kl_st import TrainConfig
+
+    base = dict(data=str(data), out=str(out), epochs=2, batch_size=16, d_model=16)
+    base.update(n_layers=1, n_heads=2, patience=5, threads=1, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+# ----------------------------------------------------------------------------- probe 1
+
+
+def test_quantize_refuses_its_own_model_folder_and_a_full_out(tiny_qwen3_dir, tmp_path):
+    from precision_gym.quantization import quantize_checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen3_dir, model)
+    before = _digest(model)
+    proc = run_cli(
+        "quantize", "--model", str(model), "--bits", "4", "--group", "64", "--out", str(model),
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "is the --model folder itself: expected a different folder" in proc.stderr
+    assert "Traceback" not in proc.stderr and _digest(model) == before
+    out = quantize_checkpoint(model, 4, 64, tmp_path / "w4")
+    first = _digest(out)
+    with pytest.raises(ConfigError, match="is not empty: expected a new or empty folder"):
+        quantize_checkpoint(model, 3, 64, out)
+    assert _digest(out) == first
+    quantize_checkpoint(model, 3, 64, out, overwrite=True)  # explicit: replaced as a whole
+    assert json.loads((out / "config.json").read_text())["precision_gym_fake_quant"]["bits"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+# ----------------------------------------------------------------------------- probes 2, 5
+
+
+def test_train_klst_never_wipes_a_trained_router(tmp_path):
+    from agents.router import TransformerRouterPolicy
+    from training.kl_st import train_klst
+
+    torch.set_num_threads(1)
+    data = make_synthetic_kl(tmp_path / "kl")
+    train_klst(_tiny_klst(data, tmp_path / "klst"), progress=False)
+    router = tmp_path / "klst" / "router.pt"
+    policy = TransformerRouterPolicy.load(router)
+    policy.thresholds["0.4"] = 0.37  # as `calibrate` leaves it
+    policy.save(router)
+    before = router.read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a trained run \(router.pt, "):
+        train_klst(_tiny_klst(data, tmp_path / "klst"), progress=False)
+    assert router.read_bytes() == before
+    proc = run_cli("train-klst", "--data", str(data), "--out", str(tmp_path / "klst"), check=False)
+    assert proc.returncode == 2 and "pass --resume or --overwrite" in proc.stderr
+    assert router.read_bytes() == before
+    train_klst(_tiny_klst(data, tmp_path / "klst"), progress=False, overwrite=True)
+    assert TransformerRouterPolicy.load(router).thresholds == {}  # replaced, as asked
+
+
+def test_train_klst_resume_refuses_a_planted_state_without_running_it(tmp_path):
+    from training.kl_st import train_klst
+
+    torch.set_num_threads(1)
+    data = make_synthetic_kl(tmp_path / "kl")
+    marker = tmp_path / "PWNED"
+    _plant_torch(tmp_path / "klst" / "train_state.pt", marker, epoch=0)
+    with pytest.raises(CheckpointError, match="not a tensors-only file"):
+        train_klst(_tiny_klst(data, tmp_path / "klst"), progress=False, resume=True)
+    assert not marker.exists()
+    # the state it writes itself is tensors-only and resumes
+    train_klst(_tiny_klst(data, tmp_path / "ok", epochs=1), progress=False)
+    torch.load(tmp_path / "ok" / "train_state.pt", weights_only=True)
+    train_klst(_tiny_klst(data, tmp_path / "ok"), progress=False, resume=True)
+
+
+def test_train_grpo_resume_refuses_a_planted_checkpoint_without_running_it(tmp_path):
+    from training.grpo import GRPOConfig, GRPOTrainer
+
+    marker = tmp_path / "PWNED"
+    out = tmp_path / "grpo"
+    _plant_torch(out / "checkpoint.pt", marker, format="precision-gym-grpo-checkpoint")
+    cfg = GRPOConfig(
+        env_id="DMR-WebShop-v0", pool_size=2, tasks_per_batch=1, group_size=2, max_updates=1,
+        d_model=16, n_layers=1, n_heads=2, calibration_episodes=0, tensorboard=False,
+        progress=False, out=str(out), resume=True,
+    )  # fmt: skip
+    trainer = GRPOTrainer(cfg)
+    try:
+        with pytest.raises(CheckpointError, match="expected a tensors-only torch file"):
+            trainer.train()
+    finally:
+        trainer.close()
+    assert not marker.exists()
+    # a finished run's router is not replaced by a new run
+    (out / "checkpoint.pt").unlink()
+    (out / "router.pt").write_bytes(b"trained")
+    with pytest.raises(ConfigError, match=r"router\.pt exists: pass --resume"):
+        from training.grpo import train_grpo
+
+        train_grpo(GRPOConfig(**{**cfg.__dict__, "resume": False}))
+    assert (out / "router.pt").read_bytes() == b"trained"
+
+
+# ----------------------------------------------------------------------------- probe 3
+
+
+def test_truncated_kl_shard_is_recollected_on_resume(tmp_path):
+    import gymnasium as gym
+
+    from training.kl_collect import CollectConfig, collect_kl, load_kl_dataset
+
+    cfg = CollectConfig(env_id="DMR-WebShop-v0", split="train", episodes=4, shard_size=2)
+    env = gym.make("DMR-WebShop-v0")
+    try:
+        out = collect_kl(tmp_path / "kl", cfg, env=env, progress=False)
+        full = load_kl_dataset(out)
+        shard = out / "shard_00000.npz"
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # torn copy
+        with pytest.raises(CheckpointError, match=r"shard_00000.npz is missing or corrupt"):
+            load_kl_dataset(out)
+        with pytest.warns(UserWarning, match="truncated or does not match its sha256"):
+            collect_kl(out, cfg, env=env, progress=False)  # resume: collected again
+    finally:
+        env.close()
+    again = load_kl_dataset(out)
+    for name in ("vectors", "t", "kl", "task_id"):
+        np.testing.assert_array_equal(getattr(full, name), getattr(again, name))
+    assert json.loads((out / "index.json").read_text())["complete"]
+
+
+# ----------------------------------------------------------------------------- probe 4
+
+
+def test_train_sb3_keeps_a_previous_run(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from training.sb3_baselines import SB3Config, train_sb3
+
+    cfg = SB3Config(
+        algo="a2c", env_id="DMR-WebShop-v0", pool_size=2, total_timesteps=32, features="mlp",
+        algo_kwargs={"n_steps": 8}, checkpoint_freq=0, tensorboard=False, progress=False,
+        out=str(tmp_path), seed=1,
+    )  # fmt: skip
+    train_sb3(cfg)
+    before = _digest(tmp_path)
+    assert before["episodes.jsonl"] != hashlib.sha256(b"").hexdigest()
+    with pytest.raises(ConfigError, match=r"already holds a trained run \(model.zip, episodes"):
+        train_sb3(cfg)
+    assert _digest(tmp_path) == before  # episodes.jsonl not emptied, model.zip intact
+    train_sb3(SB3Config(**{**cfg.__dict__, "overwrite": True}))
+    after = _digest(tmp_path)  # replaced atomically; same seed: the same learning curve
+    assert after["episodes.jsonl"] == before["episodes.jsonl"] and "model.zip" in after
+    assert not (tmp_path / "episodes.jsonl.partial").exists()
+
+
+# ----------------------------------------------------------------------------- probes 6, 14
+
+
+def _planted_sb3_zip(path: Path, marker: Path) -> Path:
+    payload = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
+    data = {"policy_class": {":type:": "<class 'abc.ABCMeta'>", ":serialized:": payload}}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("data", json.dumps(data))
+        zf.writestr("_stable_baselines3_version", "2.0.0")
+    return path
+
+
+def test_sb3_archive_needs_trust_checkpoint(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+
+    from training.policies import load_policy_file
+
+    marker = tmp_path / "PWNED"
+    planted = _planted_sb3_zip(tmp_path / "model.zip", marker)
+    env = gym.make("DMR-WebShop-v0")
+    with pytest.raises(CheckpointError, match=r"unpickles Python objects .* --trust-checkpoint"):
+        load_policy_file(planted, env)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017  (trusted: SB3 unpickles, then fails)
+        load_policy_file(planted, env, trust_checkpoint=True)
+    assert marker.exists()  # what the flag guards against: the archive ran code
+    marker.unlink()
+    torn = tmp_path / "torn.zip"
+    torn.write_bytes(planted.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="is not a readable zip archive"):
+        load_policy_file(torn, env, trust_checkpoint=True)
+    env.close()
+    proc = run_cli("evaluate", "--env", "DMR-WebShop-v0", "--router", str(planted), check=False)
+    assert proc.returncode == 2 and "--trust-checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr and not marker.exists()
+    helptext = run_cli("evaluate", "--help").stdout
+    assert "can run any code" in " ".join(helptext.split())
+
+
+def test_evaluate_checks_out_and_env_kwargs_before_running(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out, want in (
+        ("", "--out expects a file path, got an empty string"),
+        (str(tmp_path / "file" / "eval.json"), "expected a writable folder"),
+        (str(tmp_path), "got the existing folder"),
+    ):
+        proc = run_cli(
+            "evaluate", "--env", "DMR-WebShop-v0", "--router", "always-low", "--out", out,
+            "--episodes", "1", "--seeds", "0", "--quiet", check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2 and want in proc.stderr, proc.stderr
+        assert "success" not in proc.stdout  # nothing was evaluated
+    proc = run_cli(
+        "evaluate", "--env", "DMR-WebShop-v0", "--router", "always-low",
+        "--env-kwargs", '{"nope": 1}', check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown env kwargs ['nope'] for DMR-WebShop-v0: expected some of [" in proc.stderr
+    with pytest.raises(ConfigError, match="empty string"):
+        check_output_path("")
+
+
+# ----------------------------------------------------------------------------- probe 16
+
+
+def test_json_is_strict_and_files_are_readable_by_others(tmp_path):
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+    from training.evaluation import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json({"speedup_vs_high": math.nan, "x": [math.inf, 1.0]}, tmp_path / "e.json")
+        data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+        assert data == {"speedup_vs_high": None, "x": [None, 1.0]}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        cfg = RouterConfig(embed_dim=8, max_len=4, d_model=8, n_layers=1, n_heads=2, n_tiers=2)
+        ckpt = TransformerRouterPolicy(TransformerRouter(cfg)).save(tmp_path / "r.pt")
+        assert stat.S_IMODE(ckpt.stat().st_mode) == 0o644
+        os.umask(0o077)  # a private umask is respected
+        private = atomic_write_bytes(tmp_path / "p.bin", b"1")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
