@@ -10,6 +10,7 @@ __all__ = [
     "BackendError",
     "CheckpointError",
     "ConfigError",
+    "CorruptDataError",
     "DataNotFoundError",
     "InvalidActionError",
     "PrecisionGymError",
@@ -22,6 +23,11 @@ class PrecisionGymError(Exception):
 
 class DataNotFoundError(PrecisionGymError, FileNotFoundError):
     """Benchmark data (game files, catalogues, model weights) is missing where it was looked for."""
+
+
+class CorruptDataError(DataNotFoundError):
+    """Benchmark data is there but unusable: a truncated or malformed game file, a catalogue
+    of the wrong schema. The message names the file and what was expected."""
 
 
 class ConfigError(PrecisionGymError, ValueError):

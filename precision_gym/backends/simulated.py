@@ -109,6 +109,8 @@ class SimulatedPreset:
     think_prob: float = 0.0
     think_tokens_mean: float = 0.0
     latency_preset: str = "alfworld-qwen3-4b-awq-w4"
+    #: the task family the preset models (the env refuses it on another task)
+    task: str = "alfworld"
 
     def __post_init__(self) -> None:
         if len(self.tiers) < 2:
@@ -191,6 +193,7 @@ SIMULATED_PRESETS: dict[str, SimulatedPreset] = {
         think_prob=1.0,
         think_tokens_mean=90.0,
         latency_preset="webshop-qwen3-1.7b-awq-w4",
+        task="webshop",
     ),
 }
 
@@ -371,6 +374,11 @@ class SimulatedBackend:
         self.pair = pair
         self.tier = tier
         self.name = pair.preset.tiers[tier].name
+
+    @property
+    def task_name(self) -> str:
+        """The task family this simulated tier models (``"alfworld"`` or ``"webshop"``)."""
+        return self.pair.preset.task
 
     def _context(self, request: GenerationRequest) -> StepContext:
         if request.context is None:

@@ -13,6 +13,7 @@ the same sum.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,31 @@ def make_agent(task: TextTask) -> TextAgent:
     raise ConfigError(f"no default agent for task {task.name!r}: pass agent=<TextAgent>")
 
 
+def _int_arg(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; floats (even 2.0), bools and strings are refused."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _real_arg(name: str, value: Any) -> float:
+    """``value`` as a finite float >= 0 (nan, inf, negatives and bools are refused)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not (math.isfinite(float(value)) and value >= 0):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _bool_arg(name: str, value: Any) -> bool:
+    """``value`` as a bool; strings such as ``"no"`` (truthy in Python) are refused."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
     """Step-level precision routing of an LLM agent on a multi-step text task.
 
@@ -123,20 +149,17 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         flatten_embeddings: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
-        if max_history < 1:
-            raise ConfigError(f"max_history must be >= 1, got {max_history}")
-        if cost_weight < 0:
-            raise ConfigError(f"cost_weight (lambda) must be >= 0, got {cost_weight}")
+        max_steps = _int_arg("max_steps", max_steps, 1)
+        max_history = _int_arg("max_history", max_history, 1)
+        cost_weight = _real_arg("cost_weight (lambda)", cost_weight)
         if reward_mode not in REWARD_MODES:
             raise ConfigError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if max_retries < 0 or retry_backoff_s < 0:
-            raise ConfigError(
-                f"max_retries and retry_backoff_s must be >= 0, got {max_retries}, "
-                f"{retry_backoff_s}"
-            )
+        max_retries = _int_arg("max_retries", max_retries, 0)
+        retry_backoff_s = _real_arg("retry_backoff_s", retry_backoff_s)
+        if not isinstance(split, str):
+            raise ConfigError(f"split must be a split name (str), got {split!r}")
         if flatten_embeddings is not None:
+            flatten_embeddings = _bool_arg("flatten_embeddings", flatten_embeddings)
             warnings.warn(
                 "flatten_embeddings is deprecated: use observation_layout='flat' (one Box: "
                 "embeddings then mask) instead",
@@ -159,6 +182,14 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self.task = make_task(task, task_kwargs)
         self.agent = agent if agent is not None else make_agent(self.task)
         self.tiers, self.latency = resolve_tiers(tiers, latency)
+        for t in self.tiers:  # a simulated tier models one task family's action errors
+            modelled = getattr(t.backend, "task_name", None)
+            if modelled is not None and modelled != self.task.name:
+                raise ConfigError(
+                    f"tier {t.name!r} simulates the {modelled!r} task, but the env runs "
+                    f"{self.task.name!r}: expected tiers='simulated:{self.task.name}' (or a "
+                    f"'{self.task.name}-...' preset)"
+                )
         self.encoder = encoder if isinstance(encoder, SentenceEncoder) else SentenceEncoder(encoder)
         self.split = split
         self.max_steps = max_steps
@@ -176,6 +207,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self.observation_space = layout.space(max_history, self._dim)
         self.simulated = all(t.simulated for t in self.tiers)
         self._episode: dict[str, Any] | None = None
+        self._failed_reset: str | None = None
 
     # -- public helpers -----------------------------------------------------------
     @property
@@ -250,16 +282,29 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
                 "charge_router"
             )
         split = options.get("split", self.split)
+        if not isinstance(split, str):
+            raise ConfigError(f"reset option split must be a split name (str), got {split!r}")
+        charge_router = _bool_arg("reset option charge_router", options.get("charge_router", True))
         n_tasks = self.task.num_tasks(split)
         index = options.get("task_index")
         if index is None:
             index = int(self.np_random.integers(n_tasks))
-        elif not 0 <= int(index) < n_tasks:
-            raise ConfigError(
-                f"task_index must be in [0, {n_tasks}) for split {split!r}, got {index}"
-            )
+        else:
+            index = _int_arg("reset option task_index", index, 0)
+            if index >= n_tasks:
+                raise ConfigError(
+                    f"task_index must be in [0, {n_tasks}) for split {split!r}, got {index}"
+                )
         episode_seed = int(self.np_random.integers(2**31 - 1))
-        first = self.task.reset(split, int(index))
+        # a failed task reset (a corrupt game file) leaves no half-loaded episode: step()
+        # then refuses with a clear error until a reset() succeeds
+        self._episode = None
+        try:
+            first = self.task.reset(split, int(index))
+        except Exception as exc:
+            self._failed_reset = f"{type(exc).__name__}: {exc}"
+            raise
+        self._failed_reset = None
         description = self.task.description
         first_text = first.text if description in first.text else f"{description}\n{first.text}"
         self._episode = {
@@ -268,7 +313,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
             "task_id": self.task.task_id,
             "task_type": self.task.task_type,
             "episode_seed": episode_seed,
-            "charge_router": bool(options.get("charge_router", True)),
+            "charge_router": charge_router,
             "initial_observation": first.text,
             "actions": [],
             "observations": [],
@@ -359,7 +404,11 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
     # -- internals ----------------------------------------------------------------
     def _require_episode(self) -> dict[str, Any]:
         if self._episode is None:
-            raise PrecisionGymError("no episode in progress: call reset() before step()")
+            failed = getattr(self, "_failed_reset", None)
+            raise PrecisionGymError(
+                "no episode in progress: call reset() before step()"
+                + (f" (the last reset() failed: {failed})" if failed else "")
+            )
         return self._episode
 
     def _check_action(self, action: Any) -> int:

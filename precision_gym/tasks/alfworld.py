@@ -16,6 +16,7 @@ state seen before on the walkthrough's path counts as back on it. The planner co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from precision_gym.error import ConfigError, DataNotFoundError
+from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
 
 __all__ = ["TASK_TYPES", "ALFWorldTask", "alfworld_data_root", "command_kind"]
@@ -200,6 +201,28 @@ def task_type_of(game_file: str | Path) -> str:
     return folder.split("-")[0]
 
 
+def _read_walkthrough(game_file: str) -> list[str]:
+    """The game's expert walkthrough; a clear error naming the file when it is unreadable."""
+    try:
+        with open(game_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptDataError(
+            f"ALFWorld game file {game_file} is not readable JSON ({type(exc).__name__}: "
+            f"{exc}): expected a TextWorld PDDL game (is it truncated?)"
+        ) from None
+    walk = data.get("walkthrough") if isinstance(data, dict) else None
+    if walk is None and isinstance(data, dict):
+        walk = []
+    if not isinstance(walk, list) or not all(isinstance(c, str) for c in walk):
+        raise CorruptDataError(
+            f"ALFWorld game file {game_file}: expected 'walkthrough' to be a list of "
+            f"commands, got {type(walk).__name__}"
+            + ("" if isinstance(data, dict) else f" (the file holds a {type(data).__name__})")
+        )
+    return list(walk)
+
+
 class ALFWorldTask(TextTask):
     """ALFWorld games of one data folder, one game loaded at a time.
 
@@ -334,13 +357,26 @@ class ALFWorldTask(TextTask):
         game_file = games[index]
         if self._engine is None:
             self._engine = self._make_engine()
-        if self._loaded_file != game_file:
-            self._engine.load(game_file)
-            self._loaded_file = game_file
-            self._plan_memo = {}
-            with open(game_file) as f:
-                self._walkthrough = list(json.load(f).get("walkthrough") or [])
-        state = self._engine.reset()
+        try:
+            if self._loaded_file != game_file:
+                walkthrough = _read_walkthrough(game_file)  # before the engine is touched
+                self._loaded_file = None  # until the engine has really loaded it
+                self._engine.load(game_file)
+                self._loaded_file = game_file
+                self._plan_memo = {}
+                self._walkthrough = walkthrough
+            state = self._engine.reset()
+        except Exception as exc:
+            # the engine may hold half of the new game: drop it (and the old episode) so
+            # nothing continues from a mixed state; the next reset() starts a fresh engine
+            self._forget_game()
+            if isinstance(exc, CorruptDataError):
+                raise
+            raise CorruptDataError(
+                f"ALFWorld game file {game_file} could not be loaded ({type(exc).__name__}: "
+                f"{str(exc)[:300]}): expected a TextWorld PDDL game (JSON with pddl_domain, "
+                "pddl_problem, grammar and a walkthrough list)"
+            ) from exc
         self._split, self._index, self._game_file = split, index, game_file
         self._commands = []
         self._progress = 0
@@ -360,6 +396,17 @@ class ALFWorldTask(TextTask):
             score=1.0 if state["won"] else 0.0,
         )
         return self._last
+
+    def _forget_game(self) -> None:
+        """Back to the freshly constructed state: no engine, no game, no episode."""
+        if self._engine is not None:
+            with contextlib.suppress(Exception):  # a half-loaded engine may not close cleanly
+                self._engine.close()
+        self._engine = None
+        self._loaded_file = self._game_file = self._split = self._index = None
+        self._last = None
+        self._walkthrough, self._commands = [], []
+        self._plan_memo, self._expert_cache = {}, {}
 
     def _require_loaded(self) -> None:
         if self._last is None:

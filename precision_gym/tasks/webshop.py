@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from precision_gym.error import ConfigError, DataNotFoundError
+from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
 from precision_gym.tasks.webshop_reward import (
     WebShopGoal,
@@ -294,6 +294,34 @@ def _read_json(path: Path) -> Any:
         ) from exc
 
 
+def _check_schema(
+    records: list[Any], ins: dict[str, Any], human: Any, files: dict[str, Path]
+) -> None:
+    """The benchmark's schema, checked before building: a clear error naming the file and
+    the first offending record instead of an AttributeError deep inside."""
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "asin" not in rec:
+            got = sorted(rec)[:6] if isinstance(rec, dict) else type(rec).__name__
+            raise CorruptDataError(
+                f"WebShop file {files['items_shuffle']} has the wrong schema: expected product "
+                f"objects with an 'asin' (and 'name', 'pricing', ...), record {i} is {got}. "
+                f"{_HOW_TO_GET}"
+            )
+    for asin, entry in ins.items():
+        if not isinstance(entry, dict):
+            raise CorruptDataError(
+                f"WebShop file {files['items_ins']} has the wrong schema: expected asin -> "
+                f"object with 'attributes' / 'instruction', {asin!r} -> {type(entry).__name__}"
+            )
+    if human is not None and (
+        not isinstance(human, dict) or not all(isinstance(v, list) for v in human.values())
+    ):
+        raise CorruptDataError(
+            f"WebShop file {files['items_human_ins']} has the wrong schema: expected asin -> "
+            f"list of goal objects, got {type(human).__name__}"
+        )
+
+
 def _build_products(
     records: list[dict[str, Any]], ins: dict[str, Any], num_products: int | None
 ) -> list[tuple[WebShopProduct, dict[str, Any]]]:
@@ -515,6 +543,7 @@ def load_catalogue(
                 f"{files['items_shuffle'].name} and a JSON object in {files['items_ins'].name}"
                 f", got {type(records).__name__} and {type(ins).__name__}. {_HOW_TO_GET}"
             )
+        _check_schema(records, ins, human, files)
         synthetic = bool(records) and all(webshop_synthetic.is_synthetic_record(r) for r in records)
         if not synthetic:
             expected = {
@@ -530,6 +559,14 @@ def load_catalogue(
             synthetic=synthetic,
             source=("synthetic files in " if synthetic else "") + str(folder),
         )
+        if not catalogue.goals:
+            raise CorruptDataError(
+                f"WebShop files in {folder} give {len(catalogue.products)} products and no "
+                f"goal: expected {files['items_ins'].name} entries (keyed by asin) with "
+                "'instruction' and 'instruction_attributes'"
+                + (f", or {files['items_human_ins'].name} goals" if human is not None else "")
+                + f". {_HOW_TO_GET}"
+            )
     with _CACHE_LOCK:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))
