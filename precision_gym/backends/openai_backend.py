@@ -57,13 +57,22 @@ from precision_gym.backends.base import (
 )
 from precision_gym.error import BackendError, ConfigError
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["MAX_OUTPUT_CHARS", "OpenAIBackend"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SCORING = ("auto", "prompt_logprobs", "stepwise", "echo")
+#: default cap on a generation's text (characters): ALFWorld actions are one short line and
+#: WebShop's 512-token replies are a few KB, so 16 KiB cuts only runaway outputs
+MAX_OUTPUT_CHARS = 16_384
 _SERVERS = ("vllm", "llamacpp", "openai")
+
+
+def _with_attempts(exc: BackendError, attempts: int) -> BackendError:
+    """Tag an error with the number of HTTP requests really sent (for ``call_log``)."""
+    exc.attempts = attempts  # type: ignore[attr-defined]
+    return exc
 
 
 def _snippet(x: Any, n: int = 300) -> str:
@@ -97,8 +106,17 @@ class OpenAIBackend:
     server:
         ``"vllm"``, ``"llamacpp"`` or ``"openai"``: selects the tokenize payload and the
         ``auto`` scoring route.
+    max_output_chars:
+        Longest generated text kept (default :data:`MAX_OUTPUT_CHARS`); a longer one is cut
+        there (``meta["output_chars"]`` keeps the length that came), so a runaway output is
+        never stored, logged or re-sent in later prompts whole.
     transport:
         An ``httpx`` transport to use instead of the network (tests).
+
+    Responses are validated before anything uses them: a generation needs a string text and
+    ``0 <= usage.completion_tokens <= max_tokens`` (an int); anything else is a retryable
+    :class:`~precision_gym.error.BackendError`, so a bad response ends as
+    ``info["backend_error"]``, never as a command executed in the game.
     """
 
     simulated = False
@@ -121,6 +139,7 @@ class OpenAIBackend:
         server: str = "vllm",
         echo_max_tokens: int = 1,
         headers: dict[str, str] | None = None,
+        max_output_chars: int = MAX_OUTPUT_CHARS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if scoring not in _SCORING:
@@ -132,6 +151,10 @@ class OpenAIBackend:
                 "expected max_retries >= 0, max_concurrency >= 1 and timeout_s > 0; got "
                 f"{max_retries}, {max_concurrency}, {timeout_s}"
             )
+        if isinstance(max_output_chars, bool) or not (
+            isinstance(max_output_chars, int) and max_output_chars >= 1
+        ):
+            raise ConfigError(f"max_output_chars must be an int >= 1; got {max_output_chars!r}")
         if score_top_k == 0 or score_top_k < -1:
             raise ConfigError(f"score_top_k must be >= 1 or -1 (full); got {score_top_k}")
         root = base_url.rstrip("/")
@@ -154,6 +177,7 @@ class OpenAIBackend:
             else scoring
         )
         self.echo_max_tokens = int(echo_max_tokens)
+        self.max_output_chars = max_output_chars
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -237,19 +261,25 @@ class OpenAIBackend:
                 if resp.status_code == 200:
                     try:
                         return resp.json(), attempts
-                    except ValueError as exc:
-                        raise BackendError(
-                            f"{self.name}: malformed response from POST {url}: expected a "
-                            f"JSON body; got {_snippet(resp.text)!r}"
-                        ) from exc
+                    except ValueError:
+                        raise _with_attempts(
+                            BackendError(
+                                f"{self.name}: malformed response from POST {url}: expected a "
+                                f"JSON body; got {_snippet(resp.text)!r}"
+                            ),
+                            attempts,
+                        ) from None
                 body = _snippet(resp.text)
                 if resp.status_code >= 500 or resp.status_code == 429:
                     last = f"HTTP {resp.status_code}: {body}"
                 else:
-                    raise BackendError(
-                        f"{self.name}: POST {url}: expected HTTP 200; got HTTP "
-                        f"{resp.status_code}: {body}",
-                        retryable=False,
+                    raise _with_attempts(
+                        BackendError(
+                            f"{self.name}: POST {url}: expected HTTP 200; got HTTP "
+                            f"{resp.status_code}: {body}",
+                            retryable=False,
+                        ),
+                        attempts,
                     )
             if attempt < self.max_retries:
                 delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
@@ -262,9 +292,12 @@ class OpenAIBackend:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        raise BackendError(
-            f"{self.name}: POST {url} failed after {attempts} attempts: expected HTTP 200 "
-            f"with a JSON body; got {last}"
+        raise _with_attempts(
+            BackendError(
+                f"{self.name}: POST {url} failed after {attempts} attempts: expected HTTP 200 "
+                f"with a JSON body; got {last}"
+            ),
+            attempts,
         )
 
     def _malformed(self, path: str, expected: str, got: Any) -> BackendError:
@@ -293,15 +326,16 @@ class OpenAIBackend:
             return "/v1/chat/completions", body
         raise ConfigError(f"prompt must be str or a list of messages; got {type(prompt)}")
 
-    def _parse_generation(self, path: str, data: Any) -> tuple[str, int, int | None, str | None]:
+    def _parse_generation(
+        self, path: str, data: Any, max_tokens: int | None = None
+    ) -> tuple[str, int, int | None, str | None]:
         chat = path.endswith("chat/completions")
+        limit = f"0 <= int <= max_tokens={max_tokens}" if max_tokens is not None else "int >= 0"
         expected = (
-            (
-                "a JSON object with choices[0].message.content (str) and "
-                "usage.completion_tokens (int)"
-            )
+            f"a JSON object with choices[0].message.content (str) and "
+            f"usage.completion_tokens ({limit})"
             if chat
-            else ("a JSON object with choices[0].text (str) and usage.completion_tokens (int)")
+            else f"a JSON object with choices[0].text (str) and usage.completion_tokens ({limit})"
         )
         try:
             choice = data["choices"][0]
@@ -312,17 +346,27 @@ class OpenAIBackend:
             raise self._malformed(path, expected, data) from exc
         if text is None and chat:
             text = ""
-        if not isinstance(text, str) or not isinstance(n_out, int):
+        if not isinstance(text, str) or isinstance(n_out, bool) or not isinstance(n_out, int):
             raise self._malformed(path, expected, data)
+        if n_out < 0 or (max_tokens is not None and n_out > max_tokens):
+            raise self._malformed(
+                path, expected, f"usage.completion_tokens={n_out} (text of {len(text)} chars)"
+            )
         n_in = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return text, n_out, n_in if isinstance(n_in, int) else None, choice.get("finish_reason")
+        if isinstance(n_in, bool) or not isinstance(n_in, int) or n_in < 0:
+            n_in = None
+        finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+        return text, n_out, n_in, finish if isinstance(finish, str) else None
 
     async def _generate_one(self, request: GenerationRequest) -> Generation:
         path, body = self._payload(request.prompt, request.params)
         t0 = time.perf_counter()
+        attempts = 1
         try:
             data, attempts = await self._post(path, body)
-            text, n_out, n_in, finish = self._parse_generation(path, data)
+            text, n_out, n_in, finish = self._parse_generation(
+                path, data, request.params.max_tokens
+            )
         except BackendError as exc:
             self.call_log.append(
                 CallRecord(
@@ -331,11 +375,14 @@ class OpenAIBackend:
                     time.perf_counter() - t0,
                     0,
                     ok=False,
-                    error=str(exc),
-                    attempts=self.max_retries + 1,
+                    error=_snippet(str(exc), 1000),
+                    attempts=getattr(exc, "attempts", attempts),  # requests really sent
                 )
             )
             raise
+        n_chars = len(text)
+        if n_chars > self.max_output_chars:  # a runaway output: keep a bounded prefix
+            text = text[: self.max_output_chars]
         wall = time.perf_counter() - t0
         cached = None
         details = (
@@ -353,7 +400,12 @@ class OpenAIBackend:
             completion_tokens=n_out,
             wall_time_s=wall,
             prompt_tokens=n_in,
-            meta={"finish_reason": finish, "attempts": attempts, "backend": self.name},
+            meta={
+                "finish_reason": finish,
+                "attempts": attempts,
+                "backend": self.name,
+                **({"output_chars": n_chars} if n_chars > self.max_output_chars else {}),
+            },
         )
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -608,7 +660,13 @@ class OpenAIBackend:
         except BackendError as exc:
             self.call_log.append(
                 CallRecord(
-                    self.name, "score", time.perf_counter() - t0, 0, ok=False, error=str(exc)
+                    self.name,
+                    "score",
+                    time.perf_counter() - t0,
+                    0,
+                    ok=False,
+                    error=_snippet(str(exc), 1000),
+                    attempts=getattr(exc, "attempts", 1),
                 )
             )
             raise

@@ -21,7 +21,7 @@ import re
 from importlib import resources
 
 from precision_gym.backends.base import Prompt, SamplingParams
-from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.prompting.base import AgentState, TextAgent, cap_action
 from precision_gym.tasks.alfworld import TASK_TYPES
 
 __all__ = [
@@ -225,7 +225,7 @@ class ALFWorldReActAgent(TextAgent):
         return "\n".join(parts)
 
     def parse(self, text: str, admissible_commands: list[str]) -> tuple[str, bool]:
-        return parse_alfworld_action(text, admissible_commands)
+        return cap_action(*parse_alfworld_action(text, admissible_commands))
 
     def is_thinking(self, text: str) -> bool:
         return _normalise(text).startswith(THINK_PREFIX)

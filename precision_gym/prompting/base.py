@@ -11,7 +11,19 @@ from dataclasses import dataclass
 
 from precision_gym.backends.base import Prompt, SamplingParams
 
-__all__ = ["AgentState", "TextAgent"]
+__all__ = ["MAX_ACTION_CHARS", "AgentState", "TextAgent", "cap_action"]
+
+#: longest action an agent stores (and so re-sends in later prompts): task commands are
+#: one short line; a longer parse result is a runaway output, cut here and marked invalid
+MAX_ACTION_CHARS = 512
+
+
+def cap_action(action: str, is_valid: bool) -> tuple[str, bool]:
+    """``(action, is_valid)`` with the action cut to :data:`MAX_ACTION_CHARS` (then invalid:
+    no game command is that long, so it is never executed)."""
+    if len(action) <= MAX_ACTION_CHARS:
+        return action, is_valid
+    return action[:MAX_ACTION_CHARS], False
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 
 from precision_gym.backends.base import Prompt, SamplingParams
 from precision_gym.error import ConfigError
-from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.prompting.base import AgentState, TextAgent, cap_action
 
 __all__ = ["SEARCH_TEMPLATE", "WebShopAgent", "parse_webshop_action"]
 
@@ -152,7 +152,7 @@ class WebShopAgent(TextAgent):
         return [{"role": "user", "content": content}]
 
     def parse(self, text: str, admissible_commands: list[str]) -> tuple[str, bool]:
-        return parse_webshop_action(text, admissible_commands)
+        return cap_action(*parse_webshop_action(text, admissible_commands))
 
     def is_thinking(self, text: str) -> bool:
         return False
