@@ -124,7 +124,7 @@ def test_truncation_at_max_steps():
 def test_bad_kwargs_and_options():
     with pytest.raises(ConfigError, match="reward_mode must be one of"):
         MixedPrecisionAgentEnv(reward_mode="shaped")
-    with pytest.raises(ConfigError, match="max_steps must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="max_steps must be an integer >= 1, got 0"):
         MixedPrecisionAgentEnv(max_steps=0)
     e = gym.make("DMR-ALFWorld-v0")
     with pytest.raises(ConfigError, match=r"unknown reset options \['foo'\]"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from precision_gym.error import ConfigError, DataNotFoundError
+from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks.base import TextTask
 from precision_gym.tasks.webshop import (
     SEARCH_TEMPLATE,
@@ -421,7 +421,10 @@ def test_verify_shared_attribute_file_and_mismatch_warning_on_load(tmp_path: Pat
         (SHARED / "items_ins_v2_1000.json").read_bytes()
     )
     task = WebShopTask(data_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match=r"items_shuffle_1000.json has sha256"):
-        assert not task.is_synthetic
-    # the real attribute file has no entries for these ASINs: no goals, no splits
-    assert task.splits() == []
+    # the real attribute file has no entries for these ASINs: no goal at all, which is a
+    # clear error naming the files (not "unknown split ... expected one of []")
+    with (
+        pytest.warns(UserWarning, match=r"items_shuffle_1000.json has sha256"),
+        pytest.raises(CorruptDataError, match=r"give \d+ products and no goal: expected"),
+    ):
+        task.splits()
