@@ -43,3 +43,14 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     assert {"always-high", "always-low", "KL-ST K=0.4", "GRPO K=0.4", "PPO"} <= names
     assert set(results["avg_rank_8"]) == names - {"PPO"}
     assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "pareto.png").exists()
+
+
+def test_soak_benchmark_smoke():
+    """benchmarks/soak.py on a tiny budget: RSS rows, the growth figure and a verdict line."""
+    proc = _run(
+        "benchmarks/soak.py", "--decisions", "60", "--every", "20", "--warmup", "20",
+        "--limit", "50",
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    assert sum(line.startswith("decisions ") and "RSS" in line for line in lines) == 3
+    assert lines[-2].startswith("rss_growth=") and lines[-1].startswith(("PASS", "FAIL"))

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip the always-high reference run (speedup_vs_high becomes NaN)",
+        help="skip the always-high reference run (speedup_vs_high becomes NaN, null in the JSON)",
     )
     p.set_defaults(func=cmd_evaluate)
 
