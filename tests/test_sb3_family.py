@@ -88,7 +88,7 @@ def test_recurrent_ppo_through_the_cli_carries_its_state(recurrent_zip, tmp_path
     run_cli(
         "evaluate", "--env", ENV, "--env-kwargs", json.dumps(LAST), "--router",
         str(recurrent_zip), "--split", "test", "--episodes", "3", "--seeds", "0,1",
-        "--no-reference", "--quiet", "--out", str(out),
+        "--no-reference", "--quiet", "--out", str(out), "--trust-checkpoint",
     )  # fmt: skip
     summary = json.loads(out.read_text())
     assert summary["router"] == "sb3-recurrentppo:recurrent"
