@@ -41,14 +41,19 @@ class InvalidActionError(PrecisionGymError, ValueError):
 class BackendError(PrecisionGymError, RuntimeError):
     """A fault of an LLM backend: timeout, dropped connection, malformed output.
 
-    The environment retries these (bounded, with backoff) and then ends the episode as
-    failed with the reason in ``info["backend_error"]``; it never lets them crash a
-    training loop.
+    Retryable faults are retried in exactly one layer (the backend's own transport when
+    it has one, else the env's agent step), bounded in attempts and in time per step; then
+    the env ends the episode as failed with the reason in ``info["backend_error"]``; it
+    never lets them crash a training loop. ``attempts`` says how many were made, when the
+    raiser knows.
     """
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.attempts = attempts
 
 
 class CheckpointError(PrecisionGymError):

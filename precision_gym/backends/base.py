@@ -61,9 +61,17 @@ class StepContext:
 
 @dataclass
 class GenerationRequest:
+    """One prompt to complete.
+
+    ``deadline`` (a :func:`time.monotonic` instant) bounds the call, retries included:
+    backends that retry (the HTTP one) cut their timeouts to it and start no attempt after
+    it. The env sets it from its per-step ``step_timeout_s``.
+    """
+
     prompt: Prompt
     params: SamplingParams = field(default_factory=SamplingParams)
     context: StepContext | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -127,6 +135,13 @@ class PrecisionBackend(Protocol):
     name: str
     #: True for simulated backends: their results are never real-LLM results
     simulated: bool
+
+    # Optional flags (read with getattr, default False):
+    #: ``retries_faults``: the backend retries transient faults itself (bounded, honouring
+    #: ``GenerationRequest.deadline``); the env then calls it once per step and never
+    #: retries its errors (retries live in exactly one layer).
+    #: ``needs_expert``: the backend reads ``StepContext.expert_command()`` (simulated
+    #: tiers); a batched env then fetches the experts in one batch before generating.
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Generate one completion per request; raise BackendError on a backend fault."""

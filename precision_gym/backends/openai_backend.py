@@ -71,7 +71,7 @@ _SERVERS = ("vllm", "llamacpp", "openai")
 
 def _with_attempts(exc: BackendError, attempts: int) -> BackendError:
     """Tag an error with the number of HTTP requests really sent (for ``call_log``)."""
-    exc.attempts = attempts  # type: ignore[attr-defined]
+    exc.attempts = attempts
     return exc
 
 
@@ -120,6 +120,9 @@ class OpenAIBackend:
     """
 
     simulated = False
+    #: transient faults are retried here, per request, within ``GenerationRequest.deadline``:
+    #: the env calls this backend once per step and never retries its errors
+    retries_faults = True
 
     def __init__(
         self,
@@ -203,7 +206,9 @@ class OpenAIBackend:
         )
         return (self.max_retries + 1) * per + backoff + 10.0
 
-    def _run(self, coro: Coroutine[Any, Any, T], n_requests: int = 1) -> T:
+    def _run(
+        self, coro: Coroutine[Any, Any, T], n_requests: int = 1, deadline: float | None = None
+    ) -> T:
         if self._closed:
             coro.close()
             raise BackendError(f"{self.name}: backend is closed", retryable=False)
@@ -212,12 +217,15 @@ class OpenAIBackend:
             raise RuntimeError("OpenAIBackend methods must not be called from its own loop")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         waves = max(1, -(-n_requests // self.max_concurrency))
+        wait = self._deadline_s * waves
+        if deadline is not None:  # the requests stop themselves then; 1 s to report it
+            wait = min(wait, max(0.0, deadline - time.monotonic()) + 1.0)
         try:
-            return fut.result(timeout=self._deadline_s * waves)
+            return fut.result(timeout=wait)
         except concurrent.futures.TimeoutError as exc:
             fut.cancel()
             raise BackendError(
-                f"{self.name}: expected an answer within {self._deadline_s * waves:.0f} s "
+                f"{self.name}: expected an answer within {wait:.0f} s "
                 f"(timeouts and retries included); got none"
             ) from exc
 
@@ -241,20 +249,41 @@ class OpenAIBackend:
             self._sem = asyncio.Semaphore(self.max_concurrency)
         return self._client
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> tuple[Any, int]:
-        """POST JSON with bounded retries; returns ``(json, attempts)``."""
+    async def _post(
+        self, path: str, payload: dict[str, Any], deadline: float | None = None
+    ) -> tuple[Any, int]:
+        """POST JSON with bounded retries; returns ``(json, attempts)``.
+
+        ``deadline`` (a ``time.monotonic()`` instant) bounds all attempts together: each
+        attempt's timeouts are cut to the time left and no attempt or backoff starts after it.
+        """
         client = await self._get_client()
         assert self._sem is not None
         url = f"{self.base_url}{path}"
         last = "nothing"
         attempts = 0
+        late = ""
         for attempt in range(self.max_retries + 1):
             attempts = attempt + 1
+            timeout = self.timeout_s
+            request_timeout: httpx.Timeout | None = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                timeout = max(0.001, min(self.timeout_s, left))
+                request_timeout = httpx.Timeout(
+                    timeout, connect=max(0.001, min(self.connect_timeout_s, left))
+                )
             try:
                 async with self._sem:
-                    resp = await client.post(url, json=payload)
-            except httpx.TimeoutException as exc:
-                last = f"a timeout ({type(exc).__name__}, timeout {self.timeout_s:g} s)"
+                    if request_timeout is None:
+                        resp = await client.post(url, json=payload)
+                    else:
+                        resp = await asyncio.wait_for(
+                            client.post(url, json=payload, timeout=request_timeout),
+                            max(0.001, deadline - time.monotonic()),  # type: ignore[operator]
+                        )
+            except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
+                last = f"a timeout ({type(exc).__name__}, timeout {timeout:g} s)"
             except httpx.TransportError as exc:
                 last = f"a connection error ({type(exc).__name__}: {exc})"
             else:
@@ -283,6 +312,9 @@ class OpenAIBackend:
                     )
             if attempt < self.max_retries:
                 delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    late = " before the step deadline"
+                    break
                 log.warning(
                     "%s: POST %s attempt %d failed (%s); retrying in %.2f s",
                     self.name,
@@ -292,12 +324,10 @@ class OpenAIBackend:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        raise _with_attempts(
-            BackendError(
-                f"{self.name}: POST {url} failed after {attempts} attempts: expected HTTP 200 "
-                f"with a JSON body; got {last}"
-            ),
-            attempts,
+        raise BackendError(
+            f"{self.name}: POST {url} failed after {attempts} attempts{late}: expected HTTP "
+            f"200 with a JSON body; got {last}",
+            attempts=attempts,
         )
 
     def _malformed(self, path: str, expected: str, got: Any) -> BackendError:
@@ -363,7 +393,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         attempts = 1
         try:
-            data, attempts = await self._post(path, body)
+            data, attempts = await self._post(path, body, request.deadline)
             text, n_out, n_in, finish = self._parse_generation(
                 path, data, request.params.max_tokens
             )
@@ -376,7 +406,7 @@ class OpenAIBackend:
                     0,
                     ok=False,
                     error=_snippet(str(exc), 1000),
-                    attempts=getattr(exc, "attempts", attempts),  # requests really sent
+                    attempts=exc.attempts or attempts,  # requests really sent
                 )
             )
             raise
@@ -429,7 +459,10 @@ class OpenAIBackend:
         :class:`BackendError` (the first one) if any request failed after its retries."""
         if not requests:
             return []
-        return self._run(self.agenerate(requests), len(requests))
+        deadlines = [r.deadline for r in requests if r.deadline is not None]
+        return self._run(
+            self.agenerate(requests), len(requests), max(deadlines) if deadlines else None
+        )
 
     # ------------------------------------------------------------------ scoring
     async def _tokenize(self, prompt: Prompt, add_special_tokens: bool) -> list[int]:
@@ -666,7 +699,7 @@ class OpenAIBackend:
                     0,
                     ok=False,
                     error=_snippet(str(exc), 1000),
-                    attempts=getattr(exc, "attempts", 1),
+                    attempts=exc.attempts or 1,
                 )
             )
             raise

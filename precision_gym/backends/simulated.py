@@ -369,6 +369,8 @@ class SimulatedBackend:
     """One SIMULATED tier of a :class:`SimulatedPrecisionPair` (fulfils ``PrecisionBackend``)."""
 
     simulated = True
+    #: it reads the expert's command from the StepContext (batched envs prefetch it)
+    needs_expert = True
 
     def __init__(self, pair: SimulatedPrecisionPair, tier: int) -> None:
         self.pair = pair

@@ -14,7 +14,6 @@ the same sum.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, SupportsFloat
@@ -23,20 +22,37 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from precision_gym.backends.base import Generation, GenerationRequest, StepContext
-from precision_gym.cost import LatencyCoefficients, step_time_s
+from precision_gym.backends.base import GenerationRequest, StepContext
+from precision_gym.cost import LatencyCoefficients, trajectory_return
 from precision_gym.embedding import SentenceEncoder
+from precision_gym.envs.agent_step import (
+    NOTHING_HAPPENS,
+    THINK_REPLY,
+    AgentStepper,
+    Episode,
+    LocalTaskSlots,
+    RetryPolicy,
+    _Expert,
+    agent_state,
+    draw_task,
+    step_context,
+)
 from precision_gym.envs.layouts import get_layout
-from precision_gym.error import BackendError, ConfigError, InvalidActionError, PrecisionGymError
+from precision_gym.error import ConfigError, InvalidActionError, PrecisionGymError
 from precision_gym.prompting.base import AgentState, TextAgent
-from precision_gym.tasks.base import TaskObservation, TextTask
+from precision_gym.tasks.base import TextTask
 from precision_gym.tiers import PrecisionTier, resolve_tiers
 
-__all__ = ["REWARD_MODES", "MixedPrecisionAgentEnv", "make_agent", "make_task"]
+__all__ = [
+    "NOTHING_HAPPENS",
+    "REWARD_MODES",
+    "THINK_REPLY",
+    "MixedPrecisionAgentEnv",
+    "make_agent",
+    "make_task",
+]
 
 REWARD_MODES = ("sparse", "dense")
-THINK_REPLY = "OK."
-NOTHING_HAPPENS = "Nothing happens."
 
 
 def make_task(task: TextTask | str, task_kwargs: dict[str, Any] | None = None) -> TextTask:
@@ -111,8 +127,11 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         max_history: steps kept in the observation (the oldest are dropped).
         cost_weight: lambda of Eq. 8, per second of modeled episode time.
         reward_mode: ``"sparse"`` or ``"dense"`` (same return).
-        max_retries / retry_backoff_s: backend fault handling; after the retries the
-            episode ends as failed with ``info["backend_error"]``.
+        max_retries / retry_backoff_s: retries of backend faults for backends that do
+            not retry themselves (the HTTP backend retries per request and is called once);
+            after them the episode ends as failed with ``info["backend_error"]``.
+        step_timeout_s: deadline of one agent step's generation, all attempts and backoff
+            included (None: none); a hung server costs at most this per step.
         observation_layout: how the step-embedding history is observed
             (``precision_gym.envs.layouts``): ``"dict"`` (default: ``embeddings
             [max_history, d]`` + ``mask``, the Transformer router's input), ``"flat"`` (one
@@ -145,6 +164,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         reward_mode: str = "sparse",
         max_retries: int = 3,
         retry_backoff_s: float = 0.5,
+        step_timeout_s: float | None = 180.0,
         observation_layout: str = "dict",
         flatten_embeddings: bool | None = None,
         render_mode: str | None = None,
@@ -158,6 +178,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         retry_backoff_s = _real_arg("retry_backoff_s", retry_backoff_s)
         if not isinstance(split, str):
             raise ConfigError(f"split must be a split name (str), got {split!r}")
+        RetryPolicy(max_retries, retry_backoff_s, step_timeout_s)  # checks the values
         if flatten_embeddings is not None:
             flatten_embeddings = _bool_arg("flatten_embeddings", flatten_embeddings)
             warnings.warn(
@@ -198,6 +219,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self.reward_mode = reward_mode
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
+        self.step_timeout_s = step_timeout_s
         self.render_mode = render_mode
 
         self._dim = self.encoder.dim
@@ -206,8 +228,18 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self.action_space = spaces.Discrete(len(self.tiers))
         self.observation_space = layout.space(max_history, self._dim)
         self.simulated = all(t.simulated for t in self.tiers)
-        self._episode: dict[str, Any] | None = None
+        self._episode: Episode | None = None
         self._failed_reset: str | None = None
+        self._tasks = LocalTaskSlots([self.task])
+        self._stepper = AgentStepper(
+            agent=self.agent,
+            tiers=self.tiers,
+            latency=self.latency,
+            encoder=self.encoder,
+            max_steps=max_steps,
+            max_history=max_history,
+            retry=RetryPolicy(max_retries, retry_backoff_s, step_timeout_s),
+        )
 
     # -- public helpers -----------------------------------------------------------
     @property
@@ -221,31 +253,10 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
     def step_context(self) -> StepContext:
         """The structured state handed to backends for the pending step."""
         ep = self._require_episode()
-        last: TaskObservation = ep["last"]
-        return StepContext(
-            task_name=self.task.name,
-            task_id=ep["task_id"],
-            task_type=ep["task_type"],
-            step=ep["steps"],
-            actions=tuple(ep["actions"]),
-            observations=tuple(ep["observations"]),
-            admissible_commands=tuple(last.admissible_commands),
-            expert_command=self._expert_now,
-            step_kind=self.task.step_kind,
-            episode_seed=ep["episode_seed"],
-            past_experts=tuple(ep["experts"]),
-        )
+        return step_context(self._tasks, 0, ep, _Expert(self._tasks, 0))
 
     def agent_state(self) -> AgentState:
-        ep = self._require_episode()
-        return AgentState(
-            task_description=self.task.description,
-            initial_observation=ep["initial_observation"],
-            actions=list(ep["actions"]),
-            observations=list(ep["observations"]),
-            admissible_commands=list(ep["last"].admissible_commands),
-            step=ep["steps"],
-        )
+        return agent_state(self._require_episode())
 
     def action_masks(self) -> np.ndarray:
         """Valid tiers (all of them, always): what sb3-contrib's ``MaskablePPO`` reads, so it
@@ -274,100 +285,43 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"split", "task_index", "charge_router"}
-        if unknown:
-            raise ConfigError(
-                f"unknown reset options {sorted(unknown)}: expected split, task_index, "
-                "charge_router"
-            )
-        split = options.get("split", self.split)
-        if not isinstance(split, str):
-            raise ConfigError(f"reset option split must be a split name (str), got {split!r}")
-        charge_router = _bool_arg("reset option charge_router", options.get("charge_router", True))
-        n_tasks = self.task.num_tasks(split)
-        index = options.get("task_index")
-        if index is None:
-            index = int(self.np_random.integers(n_tasks))
-        else:
-            index = _int_arg("reset option task_index", index, 0)
-            if index >= n_tasks:
-                raise ConfigError(
-                    f"task_index must be in [0, {n_tasks}) for split {split!r}, got {index}"
-                )
-        episode_seed = int(self.np_random.integers(2**31 - 1))
+        split, index, charge_router = parse_reset_options(options, self.split)
+        index, episode_seed = draw_task(self.np_random, self.task.num_tasks(split), index, split)
         # a failed task reset (a corrupt game file) leaves no half-loaded episode: step()
         # then refuses with a clear error until a reset() succeeds
         self._episode = None
         try:
-            first = self.task.reset(split, int(index))
+            [(ep, forced)] = self._stepper.start(
+                self._tasks, [(0, split, index, episode_seed, charge_router)]
+            )
         except Exception as exc:
             self._failed_reset = f"{type(exc).__name__}: {exc}"
             raise
         self._failed_reset = None
-        description = self.task.description
-        first_text = first.text if description in first.text else f"{description}\n{first.text}"
-        self._episode = {
-            "split": split,
-            "task_index": int(index),
-            "task_id": self.task.task_id,
-            "task_type": self.task.task_type,
-            "episode_seed": episode_seed,
-            "charge_router": charge_router,
-            "initial_observation": first.text,
-            "actions": [],
-            "observations": [],
-            "experts": [],
-            "tiers": [],
-            "tokens": [],
-            "router_calls": [],
-            "steps": 0,
-            "decisions": 0,
-            "high_decisions": 0,
-            "llm_calls": 0,
-            "high_calls": 0,
-            "time_s": 0.0,
-            "last": first,
-            "done": False,
-            "won": bool(first.won),
-            "score": float(first.score),
-            "vectors": [self.encoder.encode_one(first_text)],
-            "texts": [first_text],
-            "backend_error": None,
-        }
-        forced = self._run_forced_steps()
-        info = self._info(step=None, forced=forced)
-        return self._obs(), info
+        self._episode = ep
+        return self._obs(), self._info(step=None, forced=forced)
 
     def step(
         self, action: Any
     ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         ep = self._require_episode()
-        if ep["done"]:
+        if ep.done:
             raise PrecisionGymError(
                 "step() called on a finished episode: expected reset() after terminated or "
                 "truncated was returned"
             )
         tier = self._check_action(action)
-        before = ep["time_s"]
-        step_info = self._agent_step(tier, router_call=ep["charge_router"])
-        ep["decisions"] += 1
-        ep["high_decisions"] += int(tier == 0)
-        forced = self._run_forced_steps()
-        terminated = bool(ep["won"] or ep["last"].done or ep["backend_error"] is not None)
-        truncated = bool(not terminated and ep["steps"] >= self.max_steps)
-        ep["done"] = terminated or truncated
-        success = 1.0 if ep["won"] else 0.0
-        if self.reward_mode == "dense":
-            reward = -self.cost_weight * (ep["time_s"] - before) + (success if ep["done"] else 0.0)
-        else:
-            reward = success - self.cost_weight * ep["time_s"] if ep["done"] else 0.0
+        before = ep.time_s
+        [(step_info, forced)] = self._stepper.transition(self._tasks, [(0, ep, tier)])
+        terminated = ep.stopped
+        truncated = bool(not terminated and ep.done)
+        reward = step_reward(ep, before, self.cost_weight, self.reward_mode)
         info = self._info(step=step_info, forced=forced)
         if self.render_mode == "ansi":
             info["render"] = self.render()
         elif self.render_mode == "human":
             self.render()
-        return self._obs(), float(reward), terminated, truncated, info
+        return self._obs(), reward, terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
         """The episode transcript: text (``ansi``), printed (``human``: the new lines, at
@@ -380,14 +334,14 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         if self.render_mode is None or self._episode is None:
             return None
         ep = self._episode
-        lines = [f"[{ep['task_id']}] {self.task.description}"]
-        for a, o, k in zip(ep["actions"], ep["observations"], ep["tiers"], strict=False):
+        lines = [f"[{ep.task_id}] {ep.description}"]
+        for a, o, k in zip(ep.actions, ep.observations, ep.tiers, strict=False):
             lines.append(f"  ({self.tiers[k].name}) > {a}\n    {o}")
         if self.render_mode == "human":  # what is new since the last print
-            new = lines[ep.get("_human_lines", 0) :]
+            new = lines[ep.human_lines :]
             if new:
                 print("\n".join(new), flush=True)
-            ep["_human_lines"] = len(lines)
+            ep.human_lines = len(lines)
             return None
         text = "\n".join(lines)
         if self.render_mode == "rgb_array":
@@ -402,7 +356,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
             tier.backend.close()
 
     # -- internals ----------------------------------------------------------------
-    def _require_episode(self) -> dict[str, Any]:
+    def _require_episode(self) -> Episode:
         if self._episode is None:
             failed = getattr(self, "_failed_reset", None)
             raise PrecisionGymError(
@@ -426,136 +380,36 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
             )
         return value
 
-    def _expert_now(self) -> str | None:
-        ep = self._require_episode()
-        cmd = self.task.expert_command()
-        ep["_expert_pending"] = cmd
-        return cmd
-
-    def _generate(self, tier: int, request: GenerationRequest) -> Generation | str:
-        """One generation with bounded retries; the error text once retries are spent."""
-        backend = self.tiers[tier].backend
-        delay = self.retry_backoff_s
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                gens = backend.generate([request])
-                if len(gens) != 1:
-                    raise BackendError(f"expected 1 generation, got {len(gens)}")
-                return gens[0]
-            except BackendError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                if not exc.retryable or attempt == self.max_retries:
-                    break
-                time.sleep(delay)
-                delay *= 2
-        return f"{self.tiers[tier].name} failed after {attempt + 1} attempt(s): {last_error}"
-
-    def _agent_step(self, tier: int, router_call: bool) -> dict[str, Any]:
-        ep = self._require_episode()
-        ctx = self.step_context()
-        ep["_expert_pending"] = None
-        prompt = self.agent.build_prompt(self.agent_state())
-        result = self._generate(tier, GenerationRequest(prompt, self.agent.sampling, ctx))
-        ep["steps"] += 1
-        ep["llm_calls"] += 1
-        ep["high_calls"] += int(tier == 0)
-        if isinstance(result, str):  # backend fault after retries: the episode fails
-            ep["backend_error"] = result
-            ep["tiers"].append(tier)
-            ep["tokens"].append(0)
-            ep["router_calls"].append(router_call)
-            dt = step_time_s(0, tier, self.latency, router_call)
-            ep["time_s"] += dt
-            return {
-                "tier": tier,
-                "action": "",
-                "raw_output": "",
-                "is_valid": False,
-                "observation": "",
-                "completion_tokens": 0,
-                "step_latency_s": dt,
-                "router_call": router_call,
-            }
-        admissible = list(ctx.admissible_commands)
-        action, is_valid = self.agent.parse(result.text, admissible)
-        if self.agent.is_thinking(result.text):
-            obs_text = THINK_REPLY
-        elif is_valid:
-            last = self.task.step(action)
-            ep["last"] = last
-            ep["won"] = bool(last.won)
-            ep["score"] = float(last.score)
-            obs_text = last.text
-        else:
-            obs_text = NOTHING_HAPPENS
-        ep["experts"].append(ep.pop("_expert_pending", None))
-        ep["actions"].append(action)
-        ep["observations"].append(obs_text)
-        ep["tiers"].append(tier)
-        ep["tokens"].append(result.completion_tokens)
-        ep["router_calls"].append(router_call)
-        dt = step_time_s(result.completion_tokens, tier, self.latency, router_call)
-        ep["time_s"] += dt
-        text = f"> {action}\n{obs_text}"
-        ep["texts"].append(text)
-        ep["vectors"].append(self.encoder.encode_one(text))
-        if len(ep["vectors"]) > self.max_history:
-            del ep["vectors"][0], ep["texts"][0]
-        return {
-            "tier": tier,
-            "action": action,
-            "raw_output": result.text,
-            "is_valid": is_valid,
-            "observation": obs_text,
-            "completion_tokens": result.completion_tokens,
-            "step_latency_s": dt,
-            "router_call": router_call,
-        }
-
-    def _run_forced_steps(self) -> list[dict[str, Any]]:
-        """Execute steps the task's protocol forces to the highest tier (not router decisions)."""
-        ep = self._require_episode()
-        forced = []
-        while (
-            not (ep["won"] or ep["last"].done or ep["backend_error"])
-            and ep["steps"] < self.max_steps
-            and self.task.forced_high(self.task.pending_step_kind())
-        ):
-            forced.append(self._agent_step(0, router_call=False))
-        return forced
-
     def _obs(self) -> dict[str, np.ndarray]:
-        ep = self._require_episode()
-        n = len(ep["vectors"])
-        emb = np.zeros((self.max_history, self.embedding_dim), dtype=np.float32)
-        emb[:n] = np.stack(ep["vectors"])
-        mask = np.zeros(self.max_history, dtype=np.float32)
-        mask[:n] = 1.0
-        np.clip(emb, -1.0, 1.0, out=emb)
-        return self._layout.apply(emb, mask)
+        return self._stepper.observation(self._require_episode(), self._layout)
 
     def _info(self, step: dict[str, Any] | None, forced: list[dict[str, Any]]) -> dict[str, Any]:
-        ep = self._require_episode()
-        info: dict[str, Any] = {
-            "task_id": ep["task_id"],
-            "task_type": ep["task_type"],
-            "task_index": ep["task_index"],
-            "split": ep["split"],
-            "step": ep["steps"],
-            "won": ep["won"],
-            "score": ep["score"],
-            "episode_time_s": ep["time_s"],
-            "hp_fraction": ep["high_decisions"] / ep["decisions"] if ep["decisions"] else 0.0,
-            "hp_call_fraction": ep["high_calls"] / ep["llm_calls"] if ep["llm_calls"] else 0.0,
-            "decisions": ep["decisions"],
-            "backend_error": ep["backend_error"],
-            "simulated": self.simulated,
-            "forced_steps": forced,
-        }
-        if step is not None:
-            info.update(step)
-            info["tier_name"] = self.tiers[step["tier"]].name
-        if ep["done"]:
-            info["success"] = ep["won"]
-        return info
+        return self._stepper.info(self._require_episode(), step, forced, self.simulated)
+
+
+def parse_reset_options(
+    options: dict[str, Any] | None, default_split: str
+) -> tuple[str, int | None, bool]:
+    """``(split, task_index or None, charge_router)`` from ``reset(options=...)``."""
+    options = dict(options or {})
+    unknown = set(options) - {"split", "task_index", "charge_router"}
+    if unknown:
+        raise ConfigError(
+            f"unknown reset options {sorted(unknown)}: expected split, task_index, charge_router"
+        )
+    split = options.get("split", default_split)
+    if not isinstance(split, str):
+        raise ConfigError(f"reset option split must be a split name (str), got {split!r}")
+    charge_router = _bool_arg("reset option charge_router", options.get("charge_router", True))
+    index = options.get("task_index")
+    if index is not None:
+        index = _int_arg("reset option task_index", index, 0)
+    return split, index, charge_router
+
+
+def step_reward(ep: Episode, time_before: float, cost_weight: float, reward_mode: str) -> float:
+    """Eq. 8 paid at the end (``"sparse"``) or as ``-lambda * t_step`` + success (``"dense"``)."""
+    success = 1.0 if ep.won else 0.0
+    if reward_mode == "dense":
+        return -cost_weight * (ep.time_s - time_before) + (success if ep.done else 0.0)
+    return trajectory_return(success, ep.time_s, cost_weight) if ep.done else 0.0

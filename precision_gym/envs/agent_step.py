@@ -1,0 +1,604 @@
+"""The agent step, written once: prompt -> generate (one retry layer) -> parse -> task step -> cost.
+
+Every executed agent step of :class:`~precision_gym.envs.MixedPrecisionAgentEnv` and of the
+batched vector env (:mod:`precision_gym.envs.vector`) goes through :class:`AgentStepper`.
+The step is split in phases so that a batch of episodes shares them:
+
+1. **prepare**: for each episode, the :class:`StepContext` and the agent's prompt;
+2. **generate**: the requests are grouped by chosen tier and each tier's backend is called
+   **once** with its whole batch (:func:`generate_batch`, the retry policy);
+3. **parse + task step**: the agent parses each output; valid commands are executed by the
+   task engines in one batched call of a :class:`TaskSlots` (in-process tasks, or tasks
+   owned by worker processes);
+4. **cost + encode**: Eq. 9's step time (:func:`precision_gym.cost.step_time_s`) and one
+   encoder call for every new step text.
+
+Retries live in exactly one layer per call: a backend that retries transient faults itself
+(``retries_faults = True``, e.g. :class:`~precision_gym.backends.openai_backend.OpenAIBackend`,
+per request) is called once; any other backend is retried here (``RetryPolicy.max_retries``
+with exponential backoff). Either way, all attempts of one agent step share one deadline
+(``RetryPolicy.step_timeout_s``), handed to backends in ``GenerationRequest.deadline``. A
+fault that outlives the policy becomes a :class:`GenerationFailure` and ends the episode as
+failed (``info["backend_error"]``); it never raises out of a step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from precision_gym.backends.base import Generation, GenerationRequest, StepContext
+from precision_gym.cost import LatencyCoefficients, step_time_s
+from precision_gym.embedding import SentenceEncoder
+from precision_gym.error import BackendError, ConfigError
+from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.tasks.base import TaskObservation, TextTask
+from precision_gym.tiers import PrecisionTier
+
+__all__ = [
+    "NOTHING_HAPPENS",
+    "THINK_REPLY",
+    "AgentStepper",
+    "Episode",
+    "GenerationFailure",
+    "LocalTaskSlots",
+    "RetryPolicy",
+    "TaskSlots",
+    "TaskStart",
+    "generate_batch",
+]
+
+THINK_REPLY = "OK."
+NOTHING_HAPPENS = "Nothing happens."
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an agent step handles backend faults.
+
+    Attributes:
+        max_retries: retries after the first attempt, for backends that do not retry
+            themselves (``retries_faults`` false); a backend that does is called once.
+        backoff_s: first backoff; doubled after every retry.
+        step_timeout_s: deadline for all attempts of one agent step (None: no deadline).
+            Backends that honour ``GenerationRequest.deadline`` (the HTTP backend) cut their
+            own timeouts and retries to it; no retry starts after it.
+    """
+
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    step_timeout_s: float | None = 180.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff_s < 0:
+            raise ConfigError(
+                f"max_retries and retry_backoff_s must be >= 0, got {self.max_retries}, "
+                f"{self.backoff_s}"
+            )
+        if self.step_timeout_s is not None and not self.step_timeout_s > 0:
+            raise ConfigError(f"step_timeout_s must be > 0 or None, got {self.step_timeout_s}")
+
+
+@dataclass(frozen=True)
+class GenerationFailure:
+    """A generation that failed for good: what was tried and what came back."""
+
+    tier: int
+    tier_name: str
+    attempts: int
+    error_type: str
+    message: str
+    elapsed_s: float
+    retryable: bool
+
+    def __str__(self) -> str:
+        return (
+            f"{self.tier_name} failed after {self.attempts} attempt(s): "
+            f"{self.error_type}: {self.message}"
+        )
+
+
+@dataclass
+class TaskStart:
+    """What a task reset gives the env: the first observation and the game's metadata."""
+
+    observation: TaskObservation
+    task_id: str
+    task_type: str
+    description: str
+
+
+@dataclass
+class Episode:
+    """The typed state of one episode (one per env, one per slot of a vector env)."""
+
+    split: str
+    task_index: int
+    task_id: str
+    task_type: str
+    description: str
+    episode_seed: int
+    charge_router: bool
+    initial_observation: str
+    last: TaskObservation
+    won: bool
+    score: float
+    #: executed commands, their observations and the expert's command where computed
+    actions: list[str] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    experts: list[str | None] = field(default_factory=list)
+    #: per executed agent step (failed ones included): tier, tokens, router charged
+    tiers: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    router_calls: list[bool] = field(default_factory=list)
+    steps: int = 0
+    decisions: int = 0
+    high_decisions: int = 0
+    llm_calls: int = 0
+    high_calls: int = 0
+    #: modeled episode time T of Eq. 9 (seconds)
+    time_s: float = 0.0
+    done: bool = False
+    #: the last ``max_history`` step embeddings
+    vectors: list[np.ndarray] = field(default_factory=list)
+    failure: GenerationFailure | None = None
+    #: transcript lines already printed by ``render_mode="human"``
+    human_lines: int = 0
+
+    @property
+    def backend_error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
+
+    @property
+    def stopped(self) -> bool:
+        """No further agent step can run: won, engine done, or a backend failure."""
+        return bool(self.won or self.last.done or self.failure is not None)
+
+    def __getitem__(self, key: str) -> Any:  # dict-style reads of the former untyped record
+        return getattr(self, key)
+
+    @staticmethod
+    def first_text(start: TaskStart) -> str:
+        """The first step text: task description + initial observation."""
+        text = start.observation.text
+        return text if start.description in text else f"{start.description}\n{text}"
+
+
+# ----------------------------------------------------------------------------- task side
+
+
+class TaskSlots(Protocol):
+    """The task side of a batch of episodes: slot ``i`` owns one task instance."""
+
+    #: the task family's name (``"alfworld"``, ``"webshop"``)
+    task_name: str
+
+    def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:
+        """Reset slot ``i`` to game ``index`` of ``split`` for each ``(i, split, index)``."""
+        ...
+
+    def step(self, items: Sequence[tuple[int, str]]) -> list[TaskObservation]:
+        """Execute ``command`` in slot ``i`` for each ``(i, command)``."""
+        ...
+
+    def expert_commands(self, slots: Sequence[int]) -> list[str | None]: ...
+
+    def forced_pending(self, slots: Sequence[int]) -> list[bool]:
+        """Whether each slot's pending step goes to the highest tier by the task's protocol."""
+        ...
+
+    def step_kind(self, slot: int, command: str) -> str: ...
+
+
+class LocalTaskSlots:
+    """Task instances in this process (the single env: one slot)."""
+
+    def __init__(self, tasks: Sequence[TextTask]) -> None:
+        self.tasks = list(tasks)
+        self.task_name = self.tasks[0].name
+
+    def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:
+        return [task_start(self.tasks[i], split, index) for i, split, index in items]
+
+    def step(self, items: Sequence[tuple[int, str]]) -> list[TaskObservation]:
+        return [self.tasks[i].step(cmd) for i, cmd in items]
+
+    def expert_commands(self, slots: Sequence[int]) -> list[str | None]:
+        return [self.tasks[i].expert_command() for i in slots]
+
+    def forced_pending(self, slots: Sequence[int]) -> list[bool]:
+        return [self.tasks[i].forced_high(self.tasks[i].pending_step_kind()) for i in slots]
+
+    def step_kind(self, slot: int, command: str) -> str:
+        return self.tasks[slot].step_kind(command)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.close()
+
+
+def task_start(task: TextTask, split: str, index: int) -> TaskStart:
+    first = task.reset(split, index)
+    return TaskStart(first, task.task_id, task.task_type, task.description)
+
+
+class _Expert:
+    """``StepContext.expert_command`` of one step: computed at most once, on demand (or
+    prefetched for backends that declare ``needs_expert``); remembers whether it was asked."""
+
+    def __init__(self, tasks: TaskSlots, slot: int) -> None:
+        self._tasks, self._slot = tasks, slot
+        self._known = False
+        self._value: str | None = None
+        self.asked = False
+
+    def prefetch(self, value: str | None) -> None:
+        self._known, self._value = True, value
+
+    def __call__(self) -> str | None:
+        if not self._known:
+            self.prefetch(self._tasks.expert_commands([self._slot])[0])
+        self.asked = True
+        return self._value
+
+
+def step_context(tasks: TaskSlots, slot: int, ep: Episode, expert: Any) -> StepContext:
+    return StepContext(
+        task_name=tasks.task_name,
+        task_id=ep.task_id,
+        task_type=ep.task_type,
+        step=ep.steps,
+        actions=tuple(ep.actions),
+        observations=tuple(ep.observations),
+        admissible_commands=tuple(ep.last.admissible_commands),
+        expert_command=expert,
+        step_kind=lambda command: tasks.step_kind(slot, command),
+        episode_seed=ep.episode_seed,
+        past_experts=tuple(ep.experts),
+    )
+
+
+def agent_state(ep: Episode) -> AgentState:
+    return AgentState(
+        task_description=ep.description,
+        initial_observation=ep.initial_observation,
+        actions=list(ep.actions),
+        observations=list(ep.observations),
+        admissible_commands=list(ep.last.admissible_commands),
+        step=ep.steps,
+    )
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def generate_batch(
+    tier: int,
+    tier_obj: PrecisionTier,
+    requests: Sequence[GenerationRequest],
+    policy: RetryPolicy,
+) -> list[Generation] | GenerationFailure:
+    """One tier's batch in one ``generate`` call, under the retry policy (the one layer).
+
+    Returns the generations in order, or the :class:`GenerationFailure` of the batch.
+    """
+    backend = tier_obj.backend
+    t0 = time.monotonic()
+    deadline = None if policy.step_timeout_s is None else t0 + policy.step_timeout_s
+    if deadline is not None:
+        requests = [replace(r, deadline=deadline) for r in requests]
+    own_retries = bool(getattr(backend, "retries_faults", False))
+    max_attempts = 1 if own_retries else policy.max_retries + 1
+    delay = policy.backoff_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            gens = backend.generate(requests)
+            if len(gens) != len(requests):
+                raise BackendError(
+                    f"expected {len(requests)} generation(s), got {len(gens)}", retryable=False
+                )
+            return list(gens)
+        except BackendError as exc:
+            error = exc
+        late = deadline is not None and time.monotonic() + delay >= deadline
+        if not error.retryable or attempt >= max_attempts or late:
+            break
+        time.sleep(delay)
+        delay *= 2
+    attempts = attempt if not own_retries else max(1, int(getattr(error, "attempts", 1) or 1))
+    return GenerationFailure(
+        tier=tier,
+        tier_name=tier_obj.name,
+        attempts=attempts,
+        error_type=type(error).__name__,
+        message=str(error),
+        elapsed_s=time.monotonic() - t0,
+        retryable=error.retryable,
+    )
+
+
+# ----------------------------------------------------------------------------- the stepper
+
+
+@dataclass
+class _Pending:
+    slot: int
+    ep: Episode
+    tier: int
+    router_call: bool
+    ctx: StepContext | None = None
+    expert: _Expert | None = None
+    request: GenerationRequest | None = None
+    result: Generation | GenerationFailure | None = None
+
+
+@dataclass
+class AgentStepper:
+    """Runs agent steps for one or many episodes (see the module docstring)."""
+
+    agent: TextAgent
+    tiers: list[PrecisionTier]
+    latency: LatencyCoefficients
+    encoder: SentenceEncoder
+    max_steps: int
+    max_history: int
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    # -- episodes -------------------------------------------------------------------
+    def start(
+        self,
+        tasks: TaskSlots,
+        items: Sequence[tuple[int, str, int, int, bool]],
+    ) -> list[tuple[Episode, list[dict[str, Any]]]]:
+        """Reset slots ``(slot, split, task_index, episode_seed, charge_router)``: one task
+        reset per slot, one encoder call for all first texts, then any forced steps."""
+        starts = tasks.reset([(slot, split, index) for slot, split, index, _, _ in items])
+        episodes = []
+        for (_, split, index, seed, charge), start in zip(items, starts, strict=True):
+            first = start.observation
+            episodes.append(
+                Episode(
+                    split=split,
+                    task_index=int(index),
+                    task_id=start.task_id,
+                    task_type=start.task_type,
+                    description=start.description,
+                    episode_seed=int(seed),
+                    charge_router=bool(charge),
+                    initial_observation=first.text,
+                    last=first,
+                    won=bool(first.won),
+                    score=float(first.score),
+                )
+            )
+        vectors = self.encoder.encode([Episode.first_text(s) for s in starts])
+        for ep, vec in zip(episodes, vectors, strict=True):
+            ep.vectors.append(vec)
+        forced = self.forced_steps(
+            tasks, [(slot, ep) for (slot, *_), ep in zip(items, episodes, strict=True)]
+        )
+        return list(zip(episodes, forced, strict=True))
+
+    def transition(
+        self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int]]
+    ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """One router decision per ``(slot, episode, tier)``: the agent step, then the steps
+        the task's protocol forces to the highest tier."""
+        infos = self.agent_steps(
+            tasks, [(slot, ep, tier, ep.charge_router) for slot, ep, tier in items]
+        )
+        for (_, ep, tier), _info in zip(items, infos, strict=True):
+            ep.decisions += 1
+            ep.high_decisions += int(tier == 0)
+        forced = self.forced_steps(tasks, [(slot, ep) for slot, ep, _ in items])
+        for (_, ep, _), _info in zip(items, infos, strict=True):
+            terminated = ep.stopped
+            ep.done = terminated or ep.steps >= self.max_steps
+        return list(zip(infos, forced, strict=True))
+
+    def forced_steps(
+        self, tasks: TaskSlots, items: Sequence[tuple[int, Episode]]
+    ) -> list[list[dict[str, Any]]]:
+        """Run, in rounds, the steps each episode's task forces to the highest tier."""
+        out: list[list[dict[str, Any]]] = [[] for _ in items]
+        active = list(range(len(items)))
+        while active:
+            active = [
+                i for i in active if not items[i][1].stopped and items[i][1].steps < self.max_steps
+            ]
+            if not active:
+                break
+            flags = tasks.forced_pending([items[i][0] for i in active])
+            active = [i for i, f in zip(active, flags, strict=True) if f]
+            if not active:
+                break
+            infos = self.agent_steps(tasks, [(*items[i], 0, False) for i in active])
+            for i, info in zip(active, infos, strict=True):
+                out[i].append(info)
+        return out
+
+    # -- the agent step -------------------------------------------------------------
+    def agent_steps(
+        self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int, bool]]
+    ) -> list[dict[str, Any]]:
+        """One executed agent step per ``(slot, episode, tier, router_call)``."""
+        pending = [_Pending(slot, ep, tier, rc) for slot, ep, tier, rc in items]
+        # 1. prepare: context + prompt; experts prefetched in one batch where a tier needs it
+        for p in pending:
+            p.expert = _Expert(tasks, p.slot)
+            p.ctx = step_context(tasks, p.slot, p.ep, p.expert)
+            prompt = self.agent.build_prompt(agent_state(p.ep))
+            p.request = GenerationRequest(prompt, self.agent.sampling, p.ctx)
+        wants = [p for p in pending if getattr(self.tiers[p.tier].backend, "needs_expert", False)]
+        if wants:
+            experts = tasks.expert_commands([p.slot for p in wants])
+            for p, cmd in zip(wants, experts, strict=True):
+                assert p.expert is not None
+                p.expert.prefetch(cmd)
+        # 2. generate: one call per tier with its whole batch
+        for tier in sorted({p.tier for p in pending}):
+            group = [p for p in pending if p.tier == tier]
+            result = generate_batch(
+                tier,
+                self.tiers[tier],
+                [p.request for p in group],
+                self.retry,  # type: ignore[misc]
+            )
+            for k, p in enumerate(group):
+                p.result = result if isinstance(result, GenerationFailure) else result[k]
+        # 3. parse; the valid commands go to the task engines in one batched call
+        parsed: dict[int, tuple[str, bool, bool]] = {}
+        to_step: list[tuple[int, str]] = []
+        step_owner: list[int] = []
+        for k, p in enumerate(pending):
+            if isinstance(p.result, Generation):
+                admissible = list(p.ctx.admissible_commands)  # type: ignore[union-attr]
+                action, is_valid = self.agent.parse(p.result.text, admissible)
+                thinking = self.agent.is_thinking(p.result.text)
+                parsed[k] = (action, is_valid, thinking)
+                if is_valid and not thinking:
+                    to_step.append((p.slot, action))
+                    step_owner.append(k)
+        stepped = dict(zip(step_owner, tasks.step(to_step), strict=True)) if to_step else {}
+        # 4. records and cost; one encoder call for every new step text
+        infos: list[dict[str, Any]] = []
+        texts: list[str] = []
+        text_owner: list[Episode] = []
+        for k, p in enumerate(pending):
+            ep = p.ep
+            ep.steps += 1
+            ep.llm_calls += 1
+            ep.high_calls += int(p.tier == 0)
+            ep.tiers.append(p.tier)
+            ep.router_calls.append(p.router_call)
+            if isinstance(p.result, GenerationFailure):  # the episode fails
+                ep.failure = p.result
+                ep.tokens.append(0)
+                dt = step_time_s(0, p.tier, self.latency, p.router_call)
+                ep.time_s += dt
+                infos.append(_step_info(p.tier, "", "", False, "", 0, dt, p.router_call))
+                continue
+            gen = p.result
+            assert gen is not None
+            action, is_valid, thinking = parsed[k]
+            if thinking:
+                obs_text = THINK_REPLY
+            elif is_valid:
+                last = stepped[k]
+                ep.last = last
+                ep.won = bool(last.won)
+                ep.score = float(last.score)
+                obs_text = last.text
+            else:
+                obs_text = NOTHING_HAPPENS
+            assert p.expert is not None
+            ep.experts.append(p.expert() if p.expert.asked else None)
+            ep.actions.append(action)
+            ep.observations.append(obs_text)
+            ep.tokens.append(gen.completion_tokens)
+            dt = step_time_s(gen.completion_tokens, p.tier, self.latency, p.router_call)
+            ep.time_s += dt
+            texts.append(f"> {action}\n{obs_text}")
+            text_owner.append(ep)
+            infos.append(
+                _step_info(
+                    p.tier,
+                    action,
+                    gen.text,
+                    is_valid,
+                    obs_text,
+                    gen.completion_tokens,
+                    dt,
+                    p.router_call,
+                )
+            )
+        if texts:
+            for ep, vec in zip(text_owner, self.encoder.encode(texts), strict=True):
+                ep.vectors.append(vec)
+                if len(ep.vectors) > self.max_history:
+                    del ep.vectors[0]
+        return infos
+
+    # -- views ------------------------------------------------------------------------
+    def observation(self, ep: Episode, layout: Any) -> Any:
+        """The episode's step-embedding history in ``layout``
+        (:mod:`precision_gym.envs.layouts`)."""
+        n = len(ep.vectors)
+        emb = np.zeros((self.max_history, self.encoder.dim), dtype=np.float32)
+        emb[:n] = np.stack(ep.vectors)
+        mask = np.zeros(self.max_history, dtype=np.float32)
+        mask[:n] = 1.0
+        np.clip(emb, -1.0, 1.0, out=emb)
+        return layout.apply(emb, mask)
+
+    def info(
+        self,
+        ep: Episode,
+        step: dict[str, Any] | None,
+        forced: list[dict[str, Any]],
+        simulated: bool,
+    ) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "task_id": ep.task_id,
+            "task_type": ep.task_type,
+            "task_index": ep.task_index,
+            "split": ep.split,
+            "step": ep.steps,
+            "won": ep.won,
+            "score": ep.score,
+            "episode_time_s": ep.time_s,
+            "hp_fraction": ep.high_decisions / ep.decisions if ep.decisions else 0.0,
+            "hp_call_fraction": ep.high_calls / ep.llm_calls if ep.llm_calls else 0.0,
+            "decisions": ep.decisions,
+            "backend_error": ep.backend_error,
+            "simulated": simulated,
+            "forced_steps": forced,
+        }
+        if step is not None:
+            info.update(step)
+            info["tier_name"] = self.tiers[step["tier"]].name
+        if ep.done:
+            info["success"] = ep.won
+        return info
+
+
+def _step_info(
+    tier: int,
+    action: str,
+    raw: str,
+    is_valid: bool,
+    obs: str,
+    tokens: int,
+    dt: float,
+    router_call: bool,
+) -> dict[str, Any]:
+    return {
+        "tier": tier,
+        "action": action,
+        "raw_output": raw,
+        "is_valid": is_valid,
+        "observation": obs,
+        "completion_tokens": tokens,
+        "step_latency_s": dt,
+        "router_call": router_call,
+    }
+
+
+def draw_task(
+    np_random: np.random.Generator, n_tasks: int, index: int | None, split: str
+) -> tuple[int, int]:
+    """The task index (drawn from ``np_random`` unless given) and the episode seed."""
+    if index is None:
+        index = int(np_random.integers(n_tasks))
+    elif not 0 <= int(index) < n_tasks:
+        raise ConfigError(f"task_index must be in [0, {n_tasks}) for split {split!r}, got {index}")
+    return int(index), int(np_random.integers(2**31 - 1))
