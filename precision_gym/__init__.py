@@ -16,6 +16,8 @@ __all__ = ["ENV_IDS", "MixedPrecisionAgentEnv", "__version__"]
 ENV_IDS = ("DMR-ALFWorld-v0", "DMR-WebShop-v0")
 
 _ENTRY = "precision_gym.envs.mixed_precision:MixedPrecisionAgentEnv"
+#: gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", workers=W, ...)
+_VECTOR_ENTRY = "precision_gym.envs.vector:BatchedAgentVectorEnv"
 _SPECS = {
     "DMR-ALFWorld-v0": {
         "task": "alfworld",
@@ -32,4 +34,4 @@ _SPECS = {
 }
 for _id, _kwargs in _SPECS.items():
     if _id not in registry:
-        register(id=_id, entry_point=_ENTRY, kwargs=_kwargs)
+        register(id=_id, entry_point=_ENTRY, vector_entry_point=_VECTOR_ENTRY, kwargs=_kwargs)

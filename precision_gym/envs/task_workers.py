@@ -1,0 +1,183 @@
+"""Task engines in worker processes: :class:`WorkerTaskSlots`, the multi-process ``TaskSlots``.
+
+TextWorld (ALFWorld) and the WebShop engine are CPU-bound Python, so threads do not run them
+in parallel; each worker process owns the task instances of its share of the slots (and keeps
+their planner memo warm) and answers batched commands over a ``multiprocessing`` pipe, the way
+Gymnasium's ``AsyncVectorEnv`` runs its workers. Workers start with ``forkserver`` (``spawn``
+where that is missing), import the package themselves and set one torch intra-op thread
+(:func:`precision_gym.threads.configure_torch_threads`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import pickle
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from precision_gym.envs.agent_step import LocalTaskSlots, TaskStart
+from precision_gym.error import ConfigError, PrecisionGymError
+from precision_gym.tasks.base import TaskObservation, TextTask
+
+__all__ = ["WorkerTaskSlots"]
+
+
+_COMMANDS = ("reset", "step", "expert_commands", "forced_pending")
+
+
+def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
+    """Worker loop: owns ``n_slots`` copies of the task; answers until "close"."""
+    from precision_gym.threads import configure_torch_threads
+
+    configure_torch_threads(explicit=False)
+    local = LocalTaskSlots([pickle.loads(task_blob) for _ in range(n_slots)])
+    while True:
+        try:
+            cmd, payload = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if cmd == "close":
+            local.close()
+            conn.send((True, None))
+            break
+        try:
+            if cmd not in _COMMANDS:
+                raise PrecisionGymError(
+                    f"unknown task-worker command {cmd!r}: expected {_COMMANDS}"
+                )
+            conn.send((True, getattr(local, cmd)(payload)))
+        except Exception as exc:  # sent back and raised in the driver
+            try:
+                pickle.dumps(exc)
+                conn.send((False, exc))
+            except Exception:
+                conn.send((False, PrecisionGymError(traceback.format_exc())))
+    conn.close()
+
+
+class WorkerTaskSlots:
+    """``num_slots`` task instances spread over ``workers`` processes (contiguous blocks).
+
+    Args:
+        task: the task prototype (not reset); every slot gets a copy made in its worker.
+        num_slots: number of episodes run side by side.
+        workers: worker processes (``1 <= workers <= num_slots``).
+        context: multiprocessing start method (default ``forkserver``, else ``spawn``).
+    """
+
+    def __init__(
+        self, task: TextTask, num_slots: int, workers: int, context: str | None = None
+    ) -> None:
+        if not 1 <= workers <= num_slots:
+            raise ConfigError(
+                f"workers must be in [1, num_envs={num_slots}] (0 runs the tasks in this "
+                f"process), got {workers}"
+            )
+        if context is None:
+            context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(context)
+        self.task_name = task.name
+        self._proto = task
+        self.num_slots = num_slots
+        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
+        #: slot -> (worker, index inside the worker)
+        self._where = {
+            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
+        }
+        blob = pickle.dumps(task)
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        try:
+            for w in range(workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=_worker,
+                    args=(child, blob, bounds[w + 1] - bounds[w]),
+                    name=f"precision-gym-task-worker-{w}",
+                    daemon=True,
+                )
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        self._closed = False
+
+    @property
+    def workers(self) -> int:
+        return len(self._procs)
+
+    # -- batched calls -------------------------------------------------------------
+    def _call(self, cmd: str, items: Sequence[Any], slot_of: Any) -> list[Any]:
+        """Send each worker its part of ``items`` at once, then gather in item order."""
+        if self._closed:
+            raise PrecisionGymError("the task workers are closed")
+        parts: dict[int, list[tuple[int, Any]]] = {}
+        for k, item in enumerate(items):
+            w, local = self._where[slot_of(item)]
+            parts.setdefault(w, []).append((k, self._localise(item, local)))
+        for w, part in parts.items():
+            self._conns[w].send((cmd, [x for _, x in part]))
+        out: list[Any] = [None] * len(items)
+        error: BaseException | None = None
+        for w, part in parts.items():
+            try:
+                ok, result = self._conns[w].recv()
+            except EOFError:
+                ok, result = False, PrecisionGymError(f"task worker {w} died")
+            if not ok:
+                error = error or result
+                continue
+            for (k, _), value in zip(part, result, strict=True):
+                out[k] = value
+        if error is not None:
+            raise error
+        return out
+
+    @staticmethod
+    def _localise(item: Any, local: int) -> Any:
+        return local if isinstance(item, int) else (local, *item[1:])
+
+    def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:
+        return self._call("reset", items, lambda it: it[0])
+
+    def step(self, items: Sequence[tuple[int, str]]) -> list[TaskObservation]:
+        return self._call("step", items, lambda it: it[0])
+
+    def expert_commands(self, slots: Sequence[int]) -> list[str | None]:
+        return self._call("expert_commands", slots, lambda s: s)
+
+    def forced_pending(self, slots: Sequence[int]) -> list[bool]:
+        return self._call("forced_pending", slots, lambda s: s)
+
+    def step_kind(self, slot: int, command: str) -> str:
+        """A command's kind depends on the command only: the prototype answers it here."""
+        return self._proto.step_kind(command)
+
+    def close(self) -> None:
+        """Stop every worker (idempotent); a worker that does not answer is terminated."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for conn in self._conns:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                conn.send(("close", None))
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            try:
+                if conn.poll(10):
+                    conn.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+            conn.close()
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        with contextlib.suppress(Exception):
+            self.close()
