@@ -161,12 +161,7 @@ class SentenceEncoder:
         if todo:
             new_texts = list(todo)
             self.misses += len(new_texts)
-            vecs = self.model.encode(
-                new_texts,
-                convert_to_numpy=True,
-                normalize_embeddings=self.normalize,
-                show_progress_bar=False,
-            ).astype(np.float32, copy=False)
+            vecs = self._encode_exact(new_texts)
             for text, vec in zip(new_texts, vecs, strict=True):
                 vec.setflags(write=False)
                 for i in todo[text]:
@@ -178,6 +173,28 @@ class SentenceEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack(out)  # type: ignore[arg-type]
+
+    def _encode_exact(self, texts: list[str]) -> np.ndarray:
+        """Encode in one forward per distinct token length: no padding, so a text's vector
+        is bit-identical whether it is encoded alone or in a batch (results then do not
+        depend on how episodes are batched or spread over workers)."""
+        model = self.model
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        mask = prepare(texts)["attention_mask"]
+        lengths = [int(n) for n in mask.sum(dim=1)]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(n, []).append(i)
+        for idx in groups.values():
+            out[idx] = model.encode(
+                [texts[i] for i in idx],
+                batch_size=len(idx),
+                convert_to_numpy=True,
+                normalize_embeddings=self.normalize,
+                show_progress_bar=False,
+            )
+        return out
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

@@ -78,7 +78,7 @@ def _same(a, b):
         assert len(ra) == len(rb)
         for x, y in zip(ra, rb, strict=True):
             assert x[0] == y[0] and x[1] == y[1]
-            np.testing.assert_allclose(x[2], y[2], atol=1e-5)  # batched vs single encoding
+            np.testing.assert_array_equal(x[2], y[2])  # batched encoding is exact
             np.testing.assert_array_equal(x[3], y[3])
             assert x[4:] == pytest.approx(y[4:])
 
