@@ -327,10 +327,8 @@ def main() -> None:
     # vLLM
     http = {}
     if not args.no_vllm and args.vllm_python.is_file():
-        sys.path.insert(0, str(REPO / "tests"))
-        from llm_fixtures import VLLMServer  # type: ignore[import-not-found]
-
         from precision_gym.backends.openai_backend import OpenAIBackend
+        from precision_gym.serving import VLLMServer
 
         gptq_dir = CACHE / "models" / f"smollm2-135m-instruct-q4_1-dequant-gptq-w4-g{gs}"
         if not (gptq_dir / "config.json").is_file():
