@@ -177,13 +177,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         progress=not args.quiet,
     )
-    result = evaluate(policy, env, **common)
+
+    def runner(router: str) -> Any:
+        """Episodes played by --workers processes / Ray actors (None: here, in order)."""
+        if args.workers == 1 and args.ray_address is None:
+            return None
+        from functools import partial
+
+        from training.rollout_workers import RolloutSpec, run_distributed
+
+        spec = RolloutSpec(
+            env_id=args.env,
+            split=args.split,
+            router=router,
+            env_kwargs=dict(args.env_kwargs or {}),
+            p_high=args.p_high if router == args.router else None,
+            budget=args.budget if router == args.router else None,
+            policy_seed=args.seeds[0],
+            online_step=args.online_step if router == args.router else None,
+            trust_checkpoint=args.trust_checkpoint,
+        )
+        return partial(
+            run_distributed,
+            spec,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            progress=not args.quiet,
+        )
+
+    result = evaluate(policy, env, runner=runner(args.router), **common)
     reference = None
     if not args.no_reference:
         reference = (
             result
             if args.router == "always-high"
-            else evaluate(load_policy("always-high", env), env, **common)
+            else evaluate(
+                load_policy("always-high", env), env, runner=runner("always-high"), **common
+            )
         )
     summary = result.summary(reference)
     _print(
@@ -269,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def workers_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="rollout worker processes (episodes split into contiguous shares; the "
+            "records are identical whatever the count)",
+        )
+        p.add_argument(
+            "--ray-address",
+            default=None,
+            help="run the rollout workers as Ray actors on this cluster ('auto', "
+            "'ray://host:10001', or 'local' to start one here); needs the ray extra",
+        )
+
     p = sub.add_parser("evaluate", help="evaluate a router (Table-1 style) and write JSON")
     env_args(p)
     p.add_argument(
@@ -302,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.policies import TRUST_HELP
 
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    workers_args(p)
     p.add_argument(
         "--no-reference",
         action="store_true",

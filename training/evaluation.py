@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,14 @@ def evaluate(
     router_name: str | None = None,
     progress: bool = True,
     deterministic: bool = True,
+    runner: Callable[[list[tuple[int, int]]], list[EpisodeRecord]] | None = None,
 ) -> EvalResult:
-    """Evaluate ``policy`` on ``env`` over ``seeds`` x the task sample of ``split``."""
+    """Evaluate ``policy`` on ``env`` over ``seeds`` x the task sample of ``split``.
+
+    ``runner`` plays the ordered ``(seed, task_index)`` episodes elsewhere and returns their
+    records in order (``training.rollout_workers.run_distributed``: worker processes or Ray
+    actors); by default they are played here on ``env``, one after another.
+    """
     unwrapped = getattr(env, "unwrapped", env)
     if task_indices is None:
         task_indices = select_tasks(unwrapped.task.num_tasks(split), episodes)
@@ -207,6 +213,9 @@ def evaluate(
         simulated=bool(getattr(unwrapped, "simulated", False)),
     )
     jobs = [(s, i) for s in seeds for i in task_indices]
+    if runner is not None:
+        result.records.extend(runner(jobs))
+        return result
     bar = None
     if progress:
         from tqdm.auto import tqdm

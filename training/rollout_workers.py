@@ -1,0 +1,168 @@
+"""Evaluation episodes spread over rollout workers: local processes or Ray actors.
+
+The driver cuts the ordered list of ``(seed, task_index)`` episodes into ``workers``
+contiguous shares; each worker builds its own env and policy from a plain, picklable
+:class:`RolloutSpec` (it imports the package itself, so ids are registered, and sets one
+torch thread), plays its share with :func:`training.evaluation.rollout` and returns the
+records; the driver concatenates them in share order. An episode's result depends only on
+its reset seed (derived from seed and task) and the policy, so the records are identical
+whatever the worker count: same seeds, same tasks, same order.
+
+* ``workers`` local processes (``forkserver``) via :mod:`concurrent.futures`;
+* ``ray_address``: Ray actors (the optional ``ray`` extra, Ray core only) on an existing
+  cluster (``"auto"``, ``"ray://host:10001"``) or ``"local"`` to start one on this machine
+  and end it afterwards. When the caller already ran ``ray.init``, that instance is used.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing as mp
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from precision_gym.error import ConfigError
+from training.evaluation import EpisodeRecord, rollout
+
+__all__ = ["RolloutSpec", "run_distributed", "run_share", "shares"]
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """What a worker needs to rebuild the env and the policy (plain data, picklable)."""
+
+    env_id: str
+    split: str
+    router: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    p_high: float | None = None
+    budget: float | None = None
+    policy_seed: int = 0
+    online_step: float | None = None
+    deterministic: bool = True
+    #: SB3 archives are unpickled: only with the user's --trust-checkpoint
+    trust_checkpoint: bool = False
+
+
+def shares(jobs: Sequence[Any], workers: int) -> list[list[Any]]:
+    """``jobs`` cut into at most ``workers`` contiguous, near-equal, non-empty shares."""
+    n = max(1, min(workers, len(jobs)))
+    bounds = [round(w * len(jobs) / n) for w in range(n + 1)]
+    return [list(jobs[bounds[w] : bounds[w + 1]]) for w in range(n)]
+
+
+def _build(spec: RolloutSpec) -> tuple[Any, Any]:
+    from precision_gym.threads import configure_torch_threads
+    from training.cli import load_policy, make_env
+
+    configure_torch_threads(explicit=False)
+    env = make_env(spec.env_id, spec.env_kwargs)
+    policy = load_policy(
+        spec.router,
+        env,
+        spec.p_high,
+        spec.budget,
+        seed=spec.policy_seed,
+        online_step=spec.online_step,
+        trust_checkpoint=spec.trust_checkpoint,
+    )
+    return env, policy
+
+
+def run_share(spec: RolloutSpec, jobs: Sequence[tuple[int, int]]) -> list[EpisodeRecord]:
+    """Play ``jobs`` (``(seed, task_index)``) in order with a freshly built env and policy."""
+    env, policy = _build(spec)
+    try:
+        return [rollout(env, policy, s, i, spec.split, spec.deterministic) for s, i in jobs]
+    finally:
+        env.close()
+
+
+class RolloutActor:
+    """A Ray actor: builds the env and policy once, then plays the shares it is sent."""
+
+    def __init__(self, spec: RolloutSpec) -> None:
+        self.spec = spec
+        self.env, self.policy = _build(spec)
+
+    def run(self, jobs: Sequence[tuple[int, int]]) -> list[EpisodeRecord]:
+        s = self.spec
+        return [rollout(self.env, self.policy, a, b, s.split, s.deterministic) for a, b in jobs]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _check(spec: RolloutSpec, workers: int, ray_address: str | None) -> None:
+    if isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+    parallel = workers > 1 or ray_address is not None
+    if parallel and spec.online_step is not None:
+        raise ConfigError(
+            "--online-step adapts its threshold across episodes in their order, so its "
+            f"results depend on one stream: expected --workers 1 and no --ray-address, got "
+            f"--workers {workers}" + (f" --ray-address {ray_address}" if ray_address else "")
+        )
+    if parallel and spec.router == "oracle":
+        return  # the oracle reads its own env's proposals: each worker builds its own
+
+
+def run_distributed(
+    spec: RolloutSpec,
+    jobs: Sequence[tuple[int, int]],
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress: bool = False,
+) -> list[EpisodeRecord]:
+    """The records of ``jobs`` in order, played by ``workers`` local processes or Ray actors."""
+    _check(spec, workers, ray_address)
+    parts = shares(list(jobs), workers)
+    if ray_address is not None:
+        return _run_ray(spec, parts, ray_address)
+    if len(parts) == 1:
+        return run_share(spec, parts[0])
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=len(parts), mp_context=mp.get_context(method)
+    ) as pool:
+        futures = [pool.submit(run_share, spec, part) for part in parts]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc=f"eval {spec.router} x{len(parts)}", unit="ep")
+            for fut in concurrent.futures.as_completed(futures):
+                bar.update(len(parts[futures.index(fut)]))
+            bar.close()
+        return [rec for fut in futures for rec in fut.result()]
+
+
+def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[EpisodeRecord]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            f"--ray-address {address} needs Ray: install the ray extra "
+            "(pip install 'precision-gym[ray]', Ray core >= 2.9)"
+        ) from None
+    started = False
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        started = True
+    try:
+        actor_cls = ray.remote(num_cpus=1)(RolloutActor)
+        actors = [actor_cls.remote(spec) for _ in parts]
+        try:
+            results = ray.get([a.run.remote(part) for a, part in zip(actors, parts, strict=True)])
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return [rec for part in results for rec in part]
+    finally:
+        if started:
+            ray.shutdown()
