@@ -199,6 +199,14 @@ class GRPOConfig:
     vector_env: str = field(
         default="sync", metadata={"help": "'sync' or 'async' Gymnasium vector env for a group"}
     )
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "0: a group is a Gymnasium vector env (vector_env); N >= 1: the batched env "
+            "(one generate call per tier per step for the whole group) with the group's task "
+            "engines in N worker processes; the same records whatever N"
+        },
+    )
     budgets: tuple[float, ...] = field(
         default=(0.2, 0.4, 0.7),
         metadata={"help": "high-precision budgets K calibrated after training (Eq. 7)"},
@@ -275,6 +283,10 @@ class GRPOConfig:
             raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
         if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
             raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
+        if isinstance(self.workers, bool) or not 0 <= self.workers <= self.group_size:
+            raise ConfigError(
+                f"workers must be in [0, group_size={self.group_size}], got {self.workers!r}"
+            )
         if self.vector_env not in ("sync", "async"):
             raise ConfigError(f"vector_env must be 'sync' or 'async', got {self.vector_env!r}")
         bad = [k for k in self.budgets if not 0.0 < k < 1.0]
@@ -291,7 +303,14 @@ class GRPOConfig:
         return {**self.env_kwargs, "cost_weight": self.cost_weight}
 
     #: fields that may differ between a run and its resumption
-    RESUMABLE_CHANGES = ("max_updates", "total_env_steps", "resume", "progress", "tensorboard")
+    RESUMABLE_CHANGES = (
+        "max_updates",
+        "total_env_steps",
+        "resume",
+        "progress",
+        "tensorboard",
+        "workers",
+    )
 
 
 # ----------------------------------------------------------------------------- vector env
@@ -342,6 +361,17 @@ def make_group_env(cfg: GRPOConfig, encoder: Any = None) -> Any:
     """A vector env of ``group_size`` parked sub-envs (sync ones share one encoder and its
     cache: ``encoder``, or one loaded here)."""
     kwargs = cfg.env_make_kwargs()
+    if cfg.workers >= 1:  # the batched env: finished members are parked, as ParkOnDone does
+        if encoder is not None and kwargs.get("encoder") is None:
+            kwargs["encoder"] = encoder
+        return gym.make_vec(
+            cfg.env_id,
+            num_envs=cfg.group_size,
+            vectorization_mode="vector_entry_point",
+            workers=cfg.workers,
+            park_finished=True,
+            **kwargs,
+        )
     if cfg.vector_env == "sync":
         from precision_gym.embedding import SentenceEncoder
 

@@ -52,6 +52,10 @@ class BatchedAgentVectorEnv(VectorEnv):
         num_envs: episodes stepped together (N).
         workers: processes that run the task engines (0: all in this process; else
             ``1 <= workers <= num_envs``, each owning a contiguous share of the slots).
+        park_finished: instead of autoresetting, keep a finished slot *parked* until the next
+            ``reset()``: ``step`` returns its final observation again with reward 0,
+            ``terminated=True`` and ``info["parked"]``, and does no work for it (a GRPO group
+            needs each member's one episode).
         **env_kwargs: the arguments of :class:`MixedPrecisionAgentEnv`, which behave as in
             ``gym.make`` (one set of tiers, one encoder and one agent serve all slots).
 
@@ -61,7 +65,9 @@ class BatchedAgentVectorEnv(VectorEnv):
 
     metadata: dict[str, Any] = {"autoreset_mode": NEXT_STEP, "render_modes": []}  # noqa: RUF012
 
-    def __init__(self, num_envs: int = 1, workers: int = 0, **env_kwargs: Any) -> None:
+    def __init__(
+        self, num_envs: int = 1, workers: int = 0, park_finished: bool = False, **env_kwargs: Any
+    ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -99,6 +105,8 @@ class BatchedAgentVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self._episodes: list[Episode | None] = [None] * num_envs
         self._autoreset = np.zeros(num_envs, dtype=bool)
+        self.park_finished = bool(park_finished)
+        self._final: list[tuple[dict[str, np.ndarray], dict[str, Any]] | None] = [None] * num_envs
         self.closed = False
 
     # -- views ------------------------------------------------------------------------
@@ -170,6 +178,12 @@ class BatchedAgentVectorEnv(VectorEnv):
         obs: list[dict[str, np.ndarray] | None] = [None] * n
         to_reset = [i for i in range(n) if self._autoreset[i]]
         to_step = [i for i in range(n) if not self._autoreset[i]]
+        if self.park_finished:  # parked slots: the final observation again, no work
+            for i in to_reset:
+                final_obs, final_info = self._final[i]  # type: ignore[misc]
+                obs[i], terms[i] = final_obs, True
+                self._add_info(infos, {**final_info, "parked": True}, i)
+            to_reset = []
         tiers = {i: self.template._check_action(arr[i]) for i in to_step}
         layout, simulated = self.template._layout, self.template.simulated
         if to_step:
@@ -186,14 +200,17 @@ class BatchedAgentVectorEnv(VectorEnv):
                     ep, t0, self.template.cost_weight, self.template.reward_mode
                 )
                 obs[i] = self._stepper.observation(ep, layout)
-                self._add_info(infos, self._stepper.info(ep, step_info, forced, simulated), i)
+                info = self._stepper.info(ep, step_info, forced, simulated)
+                self._add_info(infos, info, i)
+                if ep.done:
+                    self._final[i] = (obs[i], info)
         if to_reset:
             for i, (ep, forced) in zip(
                 to_reset, self._start(to_reset, [{}] * len(to_reset)), strict=True
             ):
                 obs[i] = self._stepper.observation(ep, layout)
                 self._add_info(infos, self._stepper.info(ep, None, forced, simulated), i)
-        self._autoreset = terms | truncs
+        self._autoreset = terms | truncs  # parked slots stay terminated
         return self._stack(obs), rewards, terms, truncs, infos  # type: ignore[arg-type]
 
     def close_extras(self, **kwargs: Any) -> None:
