@@ -223,6 +223,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             title=f"{args.env} / {args.split}",
         )
     )
+    cache = getattr(unwrapped, "generation_cache", None)
+    if cache is not None:  # this process's calls (workers keep their own counters)
+        print(
+            f"generation cache {cache.path}: hit rate {cache.hit_rate:.3f} "
+            f"({cache.hits} hits, {cache.misses} misses)"
+        )
+        summary["generation_cache"] = cache.stats()
     if args.out is not None:
         write_json(summary, args.out)
         print(f"wrote {args.out}")

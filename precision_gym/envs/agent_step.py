@@ -352,6 +352,8 @@ class AgentStepper:
     max_steps: int
     max_history: int
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: the generation cache of the real tiers, when enabled (its counters go to ``info``)
+    cache: Any = None
 
     # -- episodes -------------------------------------------------------------------
     def start(
@@ -568,6 +570,8 @@ class AgentStepper:
             info["tier_name"] = self.tiers[step["tier"]].name
         if ep.done:
             info["success"] = ep.won
+        if self.cache is not None:
+            info["generation_cache"] = self.cache.stats()
         return info
 
 

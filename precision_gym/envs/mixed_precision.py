@@ -14,6 +14,7 @@ the same sum.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, SupportsFloat
@@ -23,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 from precision_gym.backends.base import GenerationRequest, StepContext
+from precision_gym.backends.cache import CachedBackend, GenerationCache
 from precision_gym.cost import LatencyCoefficients, trajectory_return
 from precision_gym.embedding import SentenceEncoder
 from precision_gym.envs.agent_step import (
@@ -130,6 +132,9 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         max_retries / retry_backoff_s: retries of backend faults for backends that do
             not retry themselves (the HTTP backend retries per request and is called once);
             after them the episode ends as failed with ``info["backend_error"]``.
+        generation_cache: path of an SQLite file caching greedy generations of the real
+            tiers (:mod:`precision_gym.backends.cache`); ``info["generation_cache"]`` then
+            holds hits, misses and the hit rate. None (default): no cache.
         step_timeout_s: deadline of one agent step's generation, all attempts and backoff
             included (None: none); a hung server costs at most this per step.
         observation_layout: how the step-embedding history is observed
@@ -165,6 +170,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         max_retries: int = 3,
         retry_backoff_s: float = 0.5,
         step_timeout_s: float | None = 180.0,
+        generation_cache: str | os.PathLike[str] | None = None,
         observation_layout: str = "dict",
         flatten_embeddings: bool | None = None,
         render_mode: str | None = None,
@@ -211,6 +217,20 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
                     f"{self.task.name!r}: expected tiers='simulated:{self.task.name}' (or a "
                     f"'{self.task.name}-...' preset)"
                 )
+        self.generation_cache: GenerationCache | None = None
+        if generation_cache is not None:
+            if all(t.simulated for t in self.tiers):
+                raise ConfigError(
+                    "generation_cache caches real tiers' greedy calls; expected at least one "
+                    f"non-simulated tier, got the simulated tiers {[t.name for t in self.tiers]}"
+                )
+            self.generation_cache = GenerationCache(generation_cache)
+            self.tiers = [
+                t
+                if t.simulated
+                else PrecisionTier(t.name, CachedBackend(t.backend, self.generation_cache))
+                for t in self.tiers
+            ]
         self.encoder = encoder if isinstance(encoder, SentenceEncoder) else SentenceEncoder(encoder)
         self.split = split
         self.max_steps = max_steps
@@ -239,6 +259,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
             max_steps=max_steps,
             max_history=max_history,
             retry=RetryPolicy(max_retries, retry_backoff_s, step_timeout_s),
+            cache=self.generation_cache,
         )
 
     # -- public helpers -----------------------------------------------------------
