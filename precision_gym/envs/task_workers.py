@@ -32,7 +32,12 @@ def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
     from precision_gym.threads import configure_torch_threads
 
     configure_torch_threads(explicit=False)
-    local = LocalTaskSlots([pickle.loads(task_blob) for _ in range(n_slots)])
+    try:
+        local = LocalTaskSlots([pickle.loads(task_blob) for _ in range(n_slots)])
+    except Exception as exc:
+        conn.send((False, PrecisionGymError(f"task worker failed to start: {exc!r}")))
+        return
+    conn.send((True, "ready"))
     while True:
         try:
             cmd, payload = conn.recv()
@@ -102,10 +107,15 @@ class WorkerTaskSlots:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
+            self._closed = False
+            for w, conn in enumerate(self._conns):  # each worker imported the package, built
+                ok, result = conn.recv() if conn.poll(300) else (False, None)  # its tasks
+                if not ok:
+                    raise result or PrecisionGymError(f"task worker {w} did not start in 300 s")
         except BaseException:
+            self._closed = False
             self.close()
             raise
-        self._closed = False
 
     @property
     def workers(self) -> int:
