@@ -24,6 +24,7 @@ import select
 import signal
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -90,9 +91,11 @@ class _TranslationCache:
     Every other attribute is the real module's.
     """
 
-    def __init__(self, module: Any, maxsize: int = 8) -> None:
+    def __init__(self, module: Any, maxsize: int = 64) -> None:
         self._module = module
-        self._memo: dict[tuple[str, str, bool], Any] = {}
+        self._memo: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
+        # least recently used out: a process running N episodes side by side (a batched
+        # env) touches about 2 keys per game at every reset and step
         self._maxsize = maxsize
 
     def __getattr__(self, name: str) -> Any:
@@ -102,9 +105,11 @@ class _TranslationCache:
         self, domain: str, problem: str, verbose: bool = False, optimize: bool = False
     ) -> Any:
         key = (domain, problem, bool(optimize))
-        if key not in self._memo:
+        if key in self._memo:
+            self._memo.move_to_end(key)
+        else:
             if len(self._memo) >= self._maxsize:
-                self._memo.pop(next(iter(self._memo)))
+                self._memo.popitem(last=False)
             self._memo[key] = self._module.pddl2sas(
                 domain, problem, verbose=verbose, optimize=optimize
             )
