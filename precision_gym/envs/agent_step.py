@@ -429,6 +429,26 @@ class AgentStepper:
         return out
 
     # -- the agent step -------------------------------------------------------------
+    def prepare(
+        self, tasks: TaskSlots, slot: int, ep: Episode
+    ) -> tuple[_Expert, GenerationRequest]:
+        """The pending step's request: the agent's prompt and the :class:`StepContext`."""
+        expert = _Expert(tasks, slot)
+        ctx = step_context(tasks, slot, ep, expert)
+        prompt = self.agent.build_prompt(agent_state(ep))
+        return expert, GenerationRequest(prompt, self.agent.sampling, ctx)
+
+    def propose(self, tasks: TaskSlots, slot: int, ep: Episode) -> dict[str, Any]:
+        """Every tier's parsed action on the pending state, without stepping (side-effect-free
+        tiers only: the simulated oracle reads this), plus the expert's command."""
+        expert, request = self.prepare(tasks, slot, ep)
+        admissible = list(ep.last.admissible_commands)
+        actions = []
+        for tier in self.tiers:
+            gen = tier.backend.generate([request])[0]
+            actions.append(self.agent.parse(gen.text, admissible)[0])
+        return {"expert": expert(), "actions": actions}
+
     def agent_steps(
         self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int, bool]]
     ) -> list[dict[str, Any]]:
@@ -436,10 +456,8 @@ class AgentStepper:
         pending = [_Pending(slot, ep, tier, rc) for slot, ep, tier, rc in items]
         # 1. prepare: context + prompt; experts prefetched in one batch where a tier needs it
         for p in pending:
-            p.expert = _Expert(tasks, p.slot)
-            p.ctx = step_context(tasks, p.slot, p.ep, p.expert)
-            prompt = self.agent.build_prompt(agent_state(p.ep))
-            p.request = GenerationRequest(prompt, self.agent.sampling, p.ctx)
+            p.expert, p.request = self.prepare(tasks, p.slot, p.ep)
+            p.ctx = p.request.context
         wants = [p for p in pending if getattr(self.tiers[p.tier].backend, "needs_expert", False)]
         if wants:
             experts = tasks.expert_commands([p.slot for p in wants])

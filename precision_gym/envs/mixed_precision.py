@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from precision_gym.backends.base import GenerationRequest, StepContext
+from precision_gym.backends.base import StepContext
 from precision_gym.backends.cache import CachedBackend, GenerationCache
 from precision_gym.cost import LatencyCoefficients, trajectory_return
 from precision_gym.embedding import SentenceEncoder
@@ -293,13 +293,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
                 "proposals() needs simulated tiers (real backends are not side-effect free); "
                 f"tiers are {self.tier_names}"
             )
-        ctx = self.step_context()
-        prompt = self.agent.build_prompt(self.agent_state())
-        props = []
-        for tier in self.tiers:
-            gen = tier.backend.generate([GenerationRequest(prompt, self.agent.sampling, ctx)])[0]
-            props.append(self.agent.parse(gen.text, list(ctx.admissible_commands))[0])
-        return {"expert": ctx.expert_command(), "actions": props}
+        return self._stepper.propose(self._tasks, 0, self._require_episode())
 
     # -- Gymnasium API ------------------------------------------------------------
     def reset(
