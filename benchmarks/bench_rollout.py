@@ -1,26 +1,29 @@
 """Rollout throughput: routing decisions/s of one env, the batched env, worker processes, Ray
 actors, and batched vs sequential generation against a real (CPU vLLM) server. (issue 10)
 
-Every figure comes from this one run, side by side, so ratios are meaningful on a noisy,
-shared machine. The router is random (p_high 0.4, seeded); the tiers are the SIMULATED pair
-for (a)-(d) and the tiny random Qwen3 model served by CPU vLLM for (e).
+Every config plays **the same N episodes** (valid_unseen tasks, seeds 0..N-1, at most
+``--steps`` decisions each) with the same random router (p_high 0.4; the action of episode k at
+step t is drawn from a generator seeded with (k, t)). Same seeds give the same trajectories in
+every config, so each does exactly the same work and the ratios compare like with like. The
+tiers are the SIMULATED pair for (a)-(d) and the tiny random Qwen3 model on CPU vLLM for (e).
 
-  (a) one env (``gym.make``), episodes one after another
-  (b) the batched vector env, N episodes, task engines in this process
-  (c) the batched vector env, N episodes over W worker processes
-  (d) N episodes over W Ray actors, each holding a batched env of N/W episodes
-  (e) N episodes against vLLM: batched env (one request per episode, all in flight) vs the
-      same N episodes stepped as N single envs, one request at a time
+  (a) one env (``gym.make``), the N episodes one after another
+  (b) the batched vector env, N episodes, task engines in its own process
+  (c) the batched vector env, N episodes, task engines in W worker processes
+  (d) W Ray actors, each holding a batched env of N/W of the episodes
+  (e) the N episodes against vLLM: batched env (each tier's requests in one call, all in
+      flight) vs N single envs stepped one request at a time. The batched run goes first, so
+      the server's prefix cache favours the sequential one: the ratio is a lower bound.
 
-Each of (a)-(d) runs twice over the same episodes: **cold** (a fresh embedding cache: every
-text is encoded on first visit; every game loaded for the first time by that process) and
-**warm** (the same episodes again). The encoder share is the encoder's wall time over the
-step wall time, cold, in (a).
+Each of (a)-(d) runs in a fresh process (``--only X``), twice over its episodes: **cold** (the
+first visit: every step text encoded, every game loaded and translated by that process, every
+planner call made) and **warm** (the same episodes again). The encoder share is the encoder's
+wall time over the wall time of cold (a).
 
-Run:  python benchmarks/bench_rollout.py            (N=8, W=2, 160 decisions per config)
-      python benchmarks/bench_rollout.py --quick    (a smoke test: seconds)
+Run:  python benchmarks/bench_rollout.py            (N=8, W=2, 20 decisions per episode)
+      python benchmarks/bench_rollout.py --quick    (a smoke test)
 Last lines: ``speedup_workers=<c/a>`` and ``speedup_batched_http=<batched/sequential>``
-(cold; targets >= 1.7 and >= 3 on a 2-core machine, encoder share <= 0.15).
+(cold; targets on a 2-core machine: >= 1.7 and >= 3; encoder share <= 0.15).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,10 +51,17 @@ from precision_gym.embedding import SentenceEncoder  # noqa: E402
 from precision_gym.envs.vector import BatchedAgentVectorEnv  # noqa: E402
 from precision_gym.threads import configure_torch_threads  # noqa: E402
 
+P_HIGH = 0.4
 
-def router_actions(rng: np.random.Generator, n: int, p_high: float) -> np.ndarray:
-    """The random router: tier 0 (high) with probability p_high."""
-    return np.where(rng.random(n) < p_high, 0, 1).astype(np.int64)
+
+def task_of(k: int) -> int:
+    """Episode k plays valid_unseen game 7k mod 134 (spread over the split)."""
+    return (k * 7) % 134
+
+
+def action(k: int, t: int) -> int:
+    """The random router's tier for episode k at decision t: 0 (high) with probability p_high."""
+    return 0 if np.random.default_rng([k, t]).random() < P_HIGH else 1
 
 
 class Timed:
@@ -68,162 +80,159 @@ class Timed:
         setattr(obj, name, wrapper)
 
 
-# --- (a) one env ------------------------------------------------------------------------------
-def run_single(env, decisions: int, tasks: list[int], p_high: float) -> float:
-    """Decisions/s of one env playing ``tasks`` in order (resets included: rollout work)."""
-    rng = np.random.default_rng(0)
-    done_decisions, k = 0, 0
-    t0 = time.perf_counter()
-    while done_decisions < decisions:
-        env.reset(seed=k, options={"task_index": tasks[k % len(tasks)]})
-        k += 1
-        done = False
-        while not done and done_decisions < decisions:
-            _, _, term, trunc, _ = env.step(int(router_actions(rng, 1, p_high)[0]))
-            done_decisions += 1
-            done = term or trunc
-    return decisions / (time.perf_counter() - t0)
+# --- (a) one env: the episodes one after another -------------------------------------------------
+def play_single(env, episodes: list[int], steps: int) -> int:
+    decisions = 0
+    for k in episodes:
+        env.reset(seed=k, options={"task_index": task_of(k)})
+        for t in range(steps):
+            _, _, term, trunc, _ = env.step(action(k, t))
+            decisions += 1
+            if term or trunc:
+                break
+    return decisions
 
 
-# --- (b), (c) the batched env ------------------------------------------------------------------
-def run_batched(vec, decisions: int, tasks: list[int], p_high: float, first_task: int = 0) -> float:
-    """Decisions/s of a batched env; slot i starts on task ``tasks[first_task + i]``."""
-    rng = np.random.default_rng(0)
+# --- (b), (c), (d): a batched env over episodes first..first+n-1 ---------------------------------
+def play_batched(vec, first: int, steps: int) -> int:
     n = vec.num_envs
-    start = [tasks[(first_task + i) % len(tasks)] for i in range(n)]
-    t0 = time.perf_counter()
-    vec.reset(seed=first_task, options={"task_index": start})
-    done_decisions = 0
-    while done_decisions < decisions:
-        _, _, _, _, info = vec.step(router_actions(rng, n, p_high))
-        done_decisions += int(np.sum(info.get("_action", np.zeros(n, bool))))
-    return done_decisions / (time.perf_counter() - t0)
+    ks = list(range(first, first + n))
+    vec.reset(seed=first, options={"task_index": [task_of(k) for k in ks]})  # slot i: seed first+i
+    decisions = 0
+    for t in range(steps):
+        _, _, _, _, info = vec.step(np.array([action(k, t) for k in ks], dtype=np.int64))
+        parked = info.get("parked", np.zeros(n, bool)) & info.get("_parked", np.zeros(n, bool))
+        stepped = info["_action"] & ~parked.astype(bool)
+        decisions += int(stepped.sum())
+        if parked.all() or not stepped.any():
+            break
+    return decisions
 
 
-def make_vec(workers: int, encoder: SentenceEncoder, num_envs: int):
+def make_vec(num_envs: int, workers: int):
     return gym.make_vec(
         "DMR-ALFWorld-v0",
         num_envs=num_envs,
         vectorization_mode="vector_entry_point",
         workers=workers,
-        encoder=encoder,
+        park_finished=True,  # an episode plays once, then waits for the others
+        encoder=SentenceEncoder(),
     )
 
 
-# --- (d) Ray actors ----------------------------------------------------------------------------
 class RolloutActor:
-    """One Ray actor: a batched env over its share of the N episodes."""
+    """One Ray actor: a batched env over its share of the episodes."""
 
-    def __init__(self, num_envs: int, first_task: int, tasks: list[int], p_high: float) -> None:
+    def __init__(self, num_envs: int, first: int) -> None:
         configure_torch_threads(1)
-        self.vec = make_vec(0, SentenceEncoder(), num_envs)
-        self.args = (tasks, p_high, first_task)
+        self.vec, self.first = make_vec(num_envs, 0), first
 
-    def run(self, decisions: int) -> float:
-        return run_batched(self.vec, decisions, *self.args)
+    def play(self, steps: int) -> int:
+        return play_batched(self.vec, self.first, steps)
 
 
-# --- (e) a real server: batched vs one request at a time ---------------------------------------
-def run_http(
-    base_url: str, n: int, steps: int, tasks: list[int], p_high: float
-) -> tuple[float, float]:
+def timed_twice(play, after_cold=None) -> tuple[float, float, float]:
+    """(cold decisions/s, warm decisions/s, cold wall time) of ``play()`` run twice."""
+    rates, walls = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        decisions = play()
+        walls.append(time.perf_counter() - t0)
+        rates.append(decisions / walls[-1])
+        if after_cold is not None and len(walls) == 1:
+            after_cold()
+    return rates[0], rates[1], walls[0]
+
+
+def run_config(only: str, n: int, w: int, steps: int) -> str:
+    """One of (a)-(d) in this (fresh) process; returns its result line."""
+    configure_torch_threads(1)
+    share = 0.0
+    if only == "a":
+        env = gym.make("DMR-ALFWorld-v0", encoder=SentenceEncoder())
+        timer = Timed(env.unwrapped.encoder, "encode")
+        cold, warm, cold_wall = timed_twice(
+            lambda: play_single(env, list(range(n)), steps),
+            after_cold=lambda: setattr(timer, "cold", timer.total),
+        )
+        share = timer.cold / cold_wall
+        env.close()
+    elif only in ("b", "c"):
+        vec = make_vec(n, 0 if only == "b" else w)  # workers started (and ready) here
+        cold, warm, _ = timed_twice(lambda: play_batched(vec, 0, steps))
+        vec.close()
+    else:
+        import ray
+
+        ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False)
+        per = n // w
+        actors = [ray.remote(num_cpus=1)(RolloutActor).remote(per, a * per) for a in range(w)]
+        ray.get([a.__ray_ready__.remote() for a in actors])  # built: env and encoder loaded
+        cold, warm, _ = timed_twice(lambda: sum(ray.get([a.play.remote(steps) for a in actors])))
+        ray.shutdown()
+    return f"RESULT {only} {cold:.4f} {warm:.4f} {share:.4f}"
+
+
+# --- (e) a real server: batched vs one request at a time -----------------------------------------
+def run_http(base_url: str, n: int, steps: int) -> tuple[float, float]:
     from precision_gym.backends.openai_backend import OpenAIBackend
     from precision_gym.tiers import PrecisionTier
 
     def tiers():  # two tiers on one server: the same model, labelled as two precisions
         return [
-            PrecisionTier(n, OpenAIBackend(base_url, "tiny", name=n, timeout_s=120))
-            for n in ("bf16", "w4")
+            PrecisionTier(name, OpenAIBackend(base_url, "tiny", name=name, timeout_s=120))
+            for name in ("bf16", "w4")
         ]
 
-    kwargs = {"latency": "alfworld-qwen3-4b-awq-w4", "max_steps": 50}
-    rng = np.random.default_rng(0)
-    plan = [router_actions(rng, n, p_high) for _ in range(steps)]
-    # sequential: N single envs, one request at a time
-    enc, ts = SentenceEncoder(), tiers()
-    envs = [gym.make("DMR-ALFWorld-v0", tiers=ts, encoder=enc, **kwargs) for _ in range(n)]
-    for i, e in enumerate(envs):
-        e.reset(seed=i, options={"task_index": tasks[i % len(tasks)]})
+    kwargs = {"latency": "alfworld-qwen3-4b-awq-w4", "encoder": SentenceEncoder()}
+    vec = BatchedAgentVectorEnv(num_envs=n, tiers=tiers(), park_finished=True, **kwargs)
     t0 = time.perf_counter()
-    done = 0
-    for actions in plan:
-        for e, a in zip(envs, actions, strict=True):
-            if not e.unwrapped._episode.done:
-                e.step(int(a))
-                done += 1
-    sequential = done / (time.perf_counter() - t0)
-    for e in envs:
-        e.close()
-    # batched: one vector env, each tier's requests in one call, all in flight
-    vec = BatchedAgentVectorEnv(num_envs=n, tiers=tiers(), encoder=SentenceEncoder(), **kwargs)
-    vec.reset(seed=0, options={"task_index": [tasks[i % len(tasks)] for i in range(n)]})
-    t0 = time.perf_counter()
-    done = 0
-    for actions in plan:
-        _, _, _, _, info = vec.step(actions)
-        done += int(np.sum(info["_action"]))
-    batched = done / (time.perf_counter() - t0)
+    batched = play_batched(vec, 0, steps) / (time.perf_counter() - t0)
     vec.close()
+    kwargs["encoder"] = SentenceEncoder()
+    env = gym.make("DMR-ALFWorld-v0", tiers=tiers(), **kwargs)
+    t0 = time.perf_counter()
+    sequential = play_single(env, list(range(n)), steps) / (time.perf_counter() - t0)
+    env.close()
     return sequential, batched
 
 
-# --- the run (under the __main__ guard: worker processes import this file) ----------------
+# --- the run (under the __main__ guard: worker processes import this file) -----------------------
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-envs", type=int, default=8, help="N: episodes stepped together")
+    parser.add_argument("--num-envs", type=int, default=8, help="N: episodes (played together)")
     parser.add_argument("--workers", type=int, default=2, help="W: worker processes / Ray actors")
-    parser.add_argument("--decisions", type=int, default=160, help="router decisions per config")
-    parser.add_argument("--tasks", type=int, default=20, help="valid_unseen tasks cycled through")
-    parser.add_argument("--p-high", type=float, default=0.4, help="random router's P(high)")
-    parser.add_argument("--http-steps", type=int, default=6, help="(e): steps per episode")
+    parser.add_argument("--steps", type=int, default=20, help="decisions per episode (at most)")
+    parser.add_argument("--http-steps", type=int, default=6, help="(e): decisions per episode")
     parser.add_argument("--no-ray", action="store_true", help="skip (d)")
     parser.add_argument("--no-vllm", action="store_true", help="skip (e)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--only", choices="abcd", help=argparse.SUPPRESS)  # one config, here
     args = parser.parse_args()
     if args.quick:
-        args.num_envs, args.decisions, args.tasks, args.http_steps = 2, 6, 2, 2
-    configure_torch_threads(1)
-    N, W, P = args.num_envs, args.workers, args.p_high
-    TASKS = [(k * 7) % 134 for k in range(args.tasks)]  # spread over valid_unseen's 134 games
+        args.num_envs, args.steps, args.http_steps = 2, 3, 2
+    N, W = args.num_envs, args.workers
+    if args.only:
+        print(run_config(args.only, N, W, args.steps), flush=True)
+        sys.exit(0)
 
-    results: dict[str, tuple[float, float]] = {}
-
-    env = gym.make("DMR-ALFWorld-v0", encoder=SentenceEncoder())
-    timer = Timed(env.unwrapped.encoder, "encode")
-    t_start = time.perf_counter()
-    cold = run_single(env, args.decisions, TASKS, P)
-    encoder_share = timer.total / (time.perf_counter() - t_start)
-    results["a"] = (cold, run_single(env, args.decisions, TASKS, P))
-    env.close()
-
-    for key, workers in (("b", 0), ("c", W)):
-        vec = make_vec(workers, SentenceEncoder(), N)
-        results[key] = tuple(run_batched(vec, args.decisions, TASKS, P) for _ in range(2))
-        vec.close()
-
-    ray_note = "skipped (--no-ray)"
+    results: dict[str, tuple[float, float, float]] = {}
+    notes = {"d": "skipped (--no-ray)"}
+    configs = "abc" + ("" if args.no_ray else "d")
     if not args.no_ray:
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
-            ray, ray_note = None, "skipped: ray is not installed (pip install 'precision-gym[ray]')"
-        if ray is not None:
-            ray.init(num_cpus=W, include_dashboard=False, log_to_driver=False)
-            share = N // W
-            actor = ray.remote(num_cpus=1)(RolloutActor)
-            actors = [actor.remote(share, a * share, TASKS, P) for a in range(W)]
-            ray.get([a.__ray_ready__.remote() for a in actors])  # built: env, encoder loaded
-            per_actor = args.decisions // W
-            rates = []
-            for _phase in ("cold", "warm"):
-                t0 = time.perf_counter()
-                ray.get([a.run.remote(per_actor) for a in actors])
-                rates.append(per_actor * W / (time.perf_counter() - t0))
-            results["d"] = (rates[0], rates[1])
-            for a in actors:
-                ray.kill(a)
-            ray.shutdown()
-            ray_note = f"{W} actors x {share} episodes"
+            configs, notes["d"] = "abc", "skipped: ray is not installed (the ray extra)"
+    for only in configs:  # each in a fresh process: cold means cold
+        cmd = [sys.executable, __file__, "--only", only, "--num-envs", str(N)]
+        cmd += ["--workers", str(W), "--steps", str(args.steps)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode != 0 or not line:
+            raise SystemExit(f"config {only} failed:\n{out.stderr[-3000:]}")
+        _, _, cold, warm, share = line[-1].split()
+        results[only] = (float(cold), float(warm), float(share))
 
     http_note, http = "skipped (--no-vllm)", (math.nan, math.nan)
     if not args.no_vllm:
@@ -237,29 +246,31 @@ if __name__ == "__main__":
                 model = build_tiny_qwen3(Path(tmp) / "tiny-qwen3")
                 server = VLLMServer(python, model, Path(tmp) / "vllm.log", name="tiny").start()
                 try:
-                    http = run_http(server.base_url, N, args.http_steps, TASKS, P)
+                    http = run_http(server.base_url, N, args.http_steps)
                     http_note = (
                         "CPU vLLM, tiny random Qwen3 (2 layers): plumbing speed, not results"
                     )
                 finally:
                     server.stop()
 
-    # --- report -------------------------------------------------------------------------------------
+    # --- report --------------------------------------------------------------------------------
     labels = {
         "a": "(a) one env",
         "b": f"(b) batched N={N}, 1 process",
         "c": f"(c) batched N={N}, {W} worker processes",
         "d": f"(d) N={N} over {W} Ray actors",
     }
-    print(f"routing decisions/s, random router p_high={args.p_high}, SIMULATED tiers, ALFWorld")
-    print(f"{'config':<40} {'cold':>8} {'warm':>8} {'cold/(a)':>9}")
+    print(f"routing decisions/s: {N} episodes x <= {args.steps} decisions, random router")
+    print(f"p_high={P_HIGH}, SIMULATED tiers, DMR-ALFWorld-v0 valid_unseen")
+    print(f"{'config':<40} {'cold':>8} {'warm':>8} {'cold/(a)':>9} {'warm/(a)':>9}")
+    a_cold, a_warm = results["a"][0], results["a"][1]
     for key, label in labels.items():
         if key not in results:
-            print(f"{label:<40} {ray_note}")
+            print(f"{label:<40} {notes[key]}")
             continue
-        c, w = results[key]
-        print(f"{label:<40} {c:>8.2f} {w:>8.2f} {c / results['a'][0]:>9.2f}")
-    print(f"encoder share of a cold step in (a): {encoder_share:.3f}  (target <= 0.15)")
+        c, w, _ = results[key]
+        print(f"{label:<40} {c:>8.2f} {w:>8.2f} {c / a_cold:>9.2f} {w / a_warm:>9.2f}")
+    print(f"encoder share of a cold step in (a): {results['a'][2]:.3f}  (target <= 0.15)")
     print(f"(e) HTTP, N={N}: sequential {http[0]:.2f} /s, batched {http[1]:.2f} /s  [{http_note}]")
-    print(f"speedup_workers={results['c'][0] / results['a'][0]:.2f}")
+    print(f"speedup_workers={results['c'][0] / a_cold:.2f}")
     print(f"speedup_batched_http={http[1] / http[0]:.2f}")
