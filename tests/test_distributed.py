@@ -26,9 +26,10 @@ def sequential():
     return run_distributed(SPEC, JOBS, workers=1)
 
 
-def test_shares_are_contiguous_and_cover_every_job():
-    assert shares(list(range(5)), 2) == [[0, 1], [2, 3, 4]]
-    assert shares([1], 4) == [[1]]
+def test_shares_keep_a_task_on_one_worker_and_cover_every_job():
+    assert shares(JOBS, 2) == [[0, 2, 3], [1, 4]]  # tasks 0, 15 | task 7
+    assert shares(JOBS, 8) == [[0, 3], [1, 4], [2]]  # at most one worker per task
+    assert shares([(0, 5)], 4) == [[0]]
 
 
 def test_two_worker_processes_give_the_same_records(sequential):

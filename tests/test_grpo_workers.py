@@ -7,30 +7,15 @@ import json
 
 import pytest
 import torch
+from test_grpo import _cfg as grpo_cfg
 
 from precision_gym.envs.vector import BatchedAgentVectorEnv
 from precision_gym.error import ConfigError
-from training.grpo import GRPOConfig, GRPOTrainer, train_grpo
+from training.grpo import GRPOTrainer, train_grpo
 
 
 def _cfg(out, **kw):
-    base = dict(
-        env_id="DMR-WebShop-v0",
-        split="train",
-        pool_size=4,
-        tasks_per_batch=2,
-        group_size=3,
-        max_updates=2,
-        lr=1e-3,
-        d_model=16,
-        n_layers=1,
-        n_heads=2,
-        calibration_episodes=0,
-        tensorboard=False,
-        progress=False,
-        out=str(out),
-    )
-    return GRPOConfig(**{**base, **kw})
+    return grpo_cfg(out, **{"tasks_per_batch": 2, "group_size": 3, **kw})
 
 
 def _log(path):

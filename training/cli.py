@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=int,
             default=1,
-            help="rollout worker processes (episodes split into contiguous shares; the "
+            help="rollout worker processes (each task's episodes on one worker; the "
             "records are identical whatever the count)",
         )
         p.add_argument(

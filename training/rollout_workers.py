@@ -1,10 +1,10 @@
 """Evaluation episodes spread over rollout workers: local processes or Ray actors.
 
-The driver cuts the ordered list of ``(seed, task_index)`` episodes into ``workers``
-contiguous shares; each worker builds its own env and policy from a plain, picklable
+The driver deals the ordered ``(seed, task_index)`` episodes to ``workers`` shares, all
+episodes of a task to one worker (its game memo then serves every seed); each worker builds its own env and policy from a plain, picklable
 :class:`RolloutSpec` (it imports the package itself, so ids are registered, and sets one
 torch thread), plays its share with :func:`training.evaluation.rollout` and returns the
-records; the driver concatenates them in share order. An episode's result depends only on
+records; the driver puts them back in the original order. An episode's result depends only on
 its reset seed (derived from seed and task) and the policy, so the records are identical
 whatever the worker count: same seeds, same tasks, same order.
 
@@ -45,11 +45,17 @@ class RolloutSpec:
     trust_checkpoint: bool = False
 
 
-def shares(jobs: Sequence[Any], workers: int) -> list[list[Any]]:
-    """``jobs`` cut into at most ``workers`` contiguous, near-equal, non-empty shares."""
-    n = max(1, min(workers, len(jobs)))
-    bounds = [round(w * len(jobs) / n) for w in range(n + 1)]
-    return [list(jobs[bounds[w] : bounds[w + 1]]) for w in range(n)]
+def shares(jobs: Sequence[tuple[int, int]], workers: int) -> list[list[int]]:
+    """Indices of ``jobs`` (``(seed, task_index)``) for at most ``workers`` workers.
+
+    Every episode of one task goes to the same worker (its game translation and planner memo
+    then serve all seeds, as in one process); tasks are dealt round-robin in sorted order.
+    Each share keeps the jobs' original order; the driver puts the records back in job order.
+    """
+    tasks = sorted({task for _, task in jobs})
+    n = max(1, min(workers, len(tasks)))
+    owner = {task: k % n for k, task in enumerate(tasks)}
+    return [[j for j, (_, task) in enumerate(jobs) if owner[task] == w] for w in range(n)]
 
 
 def _build(spec: RolloutSpec) -> tuple[Any, Any]:
@@ -118,9 +124,11 @@ def run_distributed(
 ) -> list[EpisodeRecord]:
     """The records of ``jobs`` in order, played by ``workers`` local processes or Ray actors."""
     _check(spec, workers, ray_address)
-    parts = shares(list(jobs), workers)
+    jobs = list(jobs)
+    index_parts = shares(jobs, workers)
+    parts = [[jobs[j] for j in part] for part in index_parts]
     if ray_address is not None:
-        return _run_ray(spec, parts, ray_address)
+        return _in_job_order(index_parts, _run_ray(spec, parts, ray_address))
     if len(parts) == 1:
         return run_share(spec, parts[0])
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
@@ -136,10 +144,20 @@ def run_distributed(
             for fut in concurrent.futures.as_completed(futures):
                 bar.update(len(parts[futures.index(fut)]))
             bar.close()
-        return [rec for fut in futures for rec in fut.result()]
+        return _in_job_order(index_parts, [fut.result() for fut in futures])
 
 
-def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[EpisodeRecord]:
+def _in_job_order(
+    index_parts: list[list[int]], results: list[list[EpisodeRecord]]
+) -> list[EpisodeRecord]:
+    out: list[EpisodeRecord | None] = [None] * sum(len(p) for p in index_parts)
+    for part, recs in zip(index_parts, results, strict=True):
+        for j, rec in zip(part, recs, strict=True):
+            out[j] = rec
+    return out  # type: ignore[return-value]
+
+
+def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[list[EpisodeRecord]]:
     try:
         import ray
     except ImportError:
@@ -158,11 +176,10 @@ def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[Ep
         actor_cls = ray.remote(num_cpus=1)(RolloutActor)
         actors = [actor_cls.remote(spec) for _ in parts]
         try:
-            results = ray.get([a.run.remote(part) for a, part in zip(actors, parts, strict=True)])
+            return ray.get([a.run.remote(part) for a, part in zip(actors, parts, strict=True)])
         finally:
             for a in actors:
                 ray.kill(a)
-        return [rec for part in results for rec in part]
     finally:
         if started:
             ray.shutdown()
