@@ -117,7 +117,7 @@ def test_registration_spaces_and_autoreset_mode():
         ({"num_envs": 0}, "num_envs must be an integer >= 1, got 0"),
         ({"num_envs": 2, "workers": 3}, "workers must be <= num_envs"),
         ({"num_envs": 2, "workers": -1}, "workers must be an integer >= 0, got -1"),
-        ({"num_envs": 2, "max_steps": 0}, "max_steps must be >= 1, got 0"),
+        ({"num_envs": 2, "max_steps": 0}, "max_steps must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_arguments_fail_before_work(kwargs, match):
