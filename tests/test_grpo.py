@@ -216,3 +216,92 @@ def test_sample_budget_bias_centres_the_policy_on_the_calibrated_threshold(tmp_p
         _budget_bias(str(path), 0.7)
     with pytest.raises(ConfigError, match=r"sample_budget must be in \(0, 1\) or None, got 1.5"):
         GRPOConfig(sample_budget=1.5)
+
+
+# ----------------------------------------------------------------------------- options (issue 11)
+
+
+def test_advantage_norms_on_known_numbers():
+    from training.grpo import compute_advantages
+
+    returns = [1.0, 0.98, 0.5, 0.5, 0.0, 1.0]  # all-success, flat, mixed
+    group = compute_advantages(returns, 2, "group-std")
+    assert np.allclose(group, [1, -1, 0, 0, -1, 1], atol=1e-3)  # 0.02 blown up to +-1
+    none = compute_advantages(returns, 2, "none")
+    assert np.allclose(none, [0.01, -0.01, 0, 0, -0.5, 0.5])  # the reward's own scale
+    batch = compute_advantages(returns, 2, "batch-std")
+    assert np.allclose(batch, none / none.std(), atol=1e-6)
+    assert abs(batch[0] / batch[5]) == pytest.approx(0.02)  # cost vs success ratio kept
+    with pytest.raises(ConfigError, match=r"advantage norm must be one of .*got 'std'"):
+        compute_advantages(returns, 2, "std")
+
+
+def test_lr_schedules():
+    from training.grpo import lr_at
+
+    assert lr_at(7, 10, 1e-3, "constant", 0.1) == 1e-3
+    assert lr_at(1, 11, 1.0, "linear", 0.1) == pytest.approx(1.0)
+    assert lr_at(6, 11, 1.0, "linear", 0.1) == pytest.approx(0.55)
+    assert lr_at(11, 11, 1.0, "linear", 0.1) == pytest.approx(0.1)
+    assert lr_at(6, 11, 1.0, "cosine", 0.0) == pytest.approx(0.5)
+    assert lr_at(11, 11, 1.0, "cosine", 0.2) == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match=r"lr_schedule must be one of"):
+        lr_at(1, 2, 1.0, "step", 0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"advantage_norm": "std"},
+            r"advantage_norm must be one of \['group-std', 'none', 'batch-std'\], got 'std'",
+        ),
+        ({"lr_schedule": "exp"}, r"lr_schedule must be one of"),
+        ({"lr_final_ratio": 1.5}, r"lr_final_ratio must be in \[0, 1\], got 1.5"),
+        ({"entropy_coef": -0.1}, r"entropy_coef must be >= 0, got -0.1"),
+        ({"eval_every": -1}, r"eval_every must be >= 0 and eval_episodes >= 1, got -1 and 16"),
+    ],
+)
+def test_new_options_are_validated(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GRPOConfig(**kwargs)
+
+
+def test_keep_best_never_ships_a_worse_router(tmp_path):
+    """A destructive run (huge lr, cost-only advantages) returns its best evaluated router,
+    the start router included; the eval log resumes to the same rows."""
+    from agents.router import load_router_policy
+
+    kw = dict(
+        lr=0.5, max_updates=3, eval_every=2, eval_episodes=4, advantage_norm="group-std",
+        entropy_coef=0.01, lr_schedule="linear",
+    )  # fmt: skip
+    summary = train_grpo(_cfg(tmp_path / "a", **kw))
+    evals = summary["evaluations"]
+    assert [e["update"] for e in evals] == [0, 2, 3]  # start, every 2, after the last
+    best = max(evals, key=lambda e: e["utility"])
+    assert (
+        summary["selected_update"]
+        == next(e for e in evals if e["utility"] == best["utility"])["update"]
+    )
+    assert best["utility"] >= evals[0]["utility"]
+    final = load_router_policy(tmp_path / "a" / "router.pt")
+    chosen = load_router_policy(tmp_path / "a" / "best_router.pt")
+    for k, v in final.model.state_dict().items():
+        assert torch.equal(v, chosen.model.state_dict()[k])
+    assert final.metadata["grpo_selected"]["start_utility"] == evals[0]["utility"]
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all(r["lr"] <= 0.5 for r in rows) and rows[-1]["lr"] == pytest.approx(0.05)
+
+    first = GRPOTrainer(_cfg(tmp_path / "b", **{**kw, "max_updates": 2}))
+    first.train()
+    first.close()
+    resumed = train_grpo(_cfg(tmp_path / "b", **kw, resume=True))
+    assert [e["utility"] for e in resumed["evaluations"]] == [e["utility"] for e in evals]
+    assert resumed["selected_update"] == summary["selected_update"]
+
+
+def test_no_evaluation_keeps_the_last_router(tmp_path):
+    summary = train_grpo(_cfg(tmp_path, eval_every=0))
+    assert summary["evaluations"] == [] and summary["selected_update"] == 2
+    assert not (tmp_path / "best_router.pt").exists()

@@ -6,12 +6,21 @@ return is the env's Eq. 8 return ``success - lambda * T``; the group-relative ad
 ``(R - mean_group) / (std_group + eps)`` (zero when the group's returns are all equal) is
 given to every routing decision of the trajectory; the router is updated with the clipped
 importance-ratio objective over routing decisions (old log-probs from sampling time) and an
-optional KL penalty to the frozen KL-ST reference router. No value function is learned.
+optional KL penalty to the frozen KL-ST reference router and an optional entropy bonus. No
+value function is learned. ``advantage_norm`` chooses the paper's per-group std, mean-centring
+only, or one std over the batch (:func:`compute_advantages`); ``lr_schedule`` decays the
+learning rate (:func:`lr_at`).
+
+The router is evaluated greedily on fixed tasks of a held-out split (the calibration split by
+default) before training, every ``eval_every`` updates and after the last one
+(``eval.jsonl``); with ``keep_best`` (default) the final router is the evaluated one of best
+utility, the start router included, so a refinement that does not help on that split returns
+its start router instead of a worse one.
 
 Everything is seeded from ``(seed, update index)``, so a resumed run (``--resume``) and a
 fresh run with the same seed produce the same curve. Outputs in ``--out``:
-``checkpoint.pt`` (atomic, every update), ``log.jsonl``, ``tb/`` (TensorBoard),
-``router.pt`` (final router with calibrated budget thresholds, evaluated by
+``checkpoint.pt`` (atomic, every update), ``log.jsonl``, ``eval.jsonl``, ``best_router.pt``,
+``tb/`` (TensorBoard), ``router.pt`` (final router with calibrated budget thresholds, evaluated by
 ``precision-gym evaluate --router OUT/router.pt --budget K``).
 
 Pure pieces with their own tests: :func:`group_advantages`, :func:`grpo_loss`.
@@ -37,18 +46,30 @@ import torch
 from precision_gym.error import CheckpointError, ConfigError
 
 __all__ = [
+    "ADVANTAGE_NORMS",
+    "LR_SCHEDULES",
     "GRPOConfig",
     "GRPOTrainer",
     "ParkOnDone",
     "add_parser",
+    "compute_advantages",
     "group_advantages",
     "grpo_loss",
+    "lr_at",
     "train_grpo",
 ]
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "router.pt"
+BEST = "best_router.pt"
 LOG = "log.jsonl"
+EVAL_LOG = "eval.jsonl"
+
+#: advantage normalisations: the paper's per-group std, mean-centring only, or one std
+#: over the whole batch (keeps the scale of small cost differences in all-success groups)
+ADVANTAGE_NORMS = ("group-std", "none", "batch-std")
+#: learning-rate schedules over ``max_updates`` (see :func:`lr_at`)
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -63,6 +84,17 @@ def group_advantages(
     std is the population std (``ddof=0``). A group whose returns are all equal carries no
     learning signal and gets advantage exactly 0.
     """
+    g = _groups(returns, group_size)
+    mean = g.mean(axis=1, keepdims=True)
+    std = g.std(axis=1, keepdims=True)
+    adv = (g - mean) / (std + eps)
+    flat = np.ptp(g, axis=1) <= 1e-12
+    adv[flat] = 0.0
+    return adv.reshape(-1)
+
+
+def _groups(returns: Sequence[float] | np.ndarray, group_size: int) -> np.ndarray:
+    """``returns`` as ``[n_groups, group_size]`` (validated)."""
     r = np.asarray(returns, dtype=np.float64).reshape(-1)
     if group_size < 2:
         raise ConfigError(f"group_size must be >= 2, got {group_size}")
@@ -70,13 +102,55 @@ def group_advantages(
         raise ConfigError(
             f"len(returns) must be a multiple of group_size={group_size}, got {len(r)}"
         )
-    g = r.reshape(-1, group_size)
-    mean = g.mean(axis=1, keepdims=True)
-    std = g.std(axis=1, keepdims=True)
-    adv = (g - mean) / (std + eps)
-    flat = np.ptp(g, axis=1) <= 1e-12
-    adv[flat] = 0.0
-    return adv.reshape(-1)
+    return r.reshape(-1, group_size)
+
+
+def compute_advantages(
+    returns: Sequence[float] | np.ndarray,
+    group_size: int,
+    norm: str = "group-std",
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Advantages of trajectories laid out group by group, under normalisation ``norm``.
+
+    - ``group-std`` (the paper's): ``(R - mean_group) / (std_group + eps)``
+      (:func:`group_advantages`). In a group whose members all succeed, the returns differ
+      only by the cost term ``lambda * T`` (hundredths), and dividing by their tiny std
+      blows those hundredths up to +-1: the router is pushed hard toward cheaper routing.
+    - ``none``: ``R - mean_group``: the advantage keeps the reward's own scale, so a cost
+      difference of 0.01 stays 0.01 next to a success difference of 1.
+    - ``batch-std``: ``(R - mean_group) / (std_batch + eps)`` with one std over every
+      centred return of the batch: a global step size that keeps the ratio between cost
+      and success differences.
+
+    A group whose returns are all equal gets advantage exactly 0 in every mode.
+    """
+    if norm not in ADVANTAGE_NORMS:
+        raise ConfigError(f"advantage norm must be one of {list(ADVANTAGE_NORMS)}, got {norm!r}")
+    if norm == "group-std":
+        return group_advantages(returns, group_size, eps)
+    g = _groups(returns, group_size)
+    centred = g - g.mean(axis=1, keepdims=True)
+    centred[np.ptp(g, axis=1) <= 1e-12] = 0.0
+    if norm == "batch-std":
+        centred = centred / (centred.std() + eps)
+    return centred.reshape(-1)
+
+
+def lr_at(update: int, max_updates: int, lr: float, schedule: str, final_ratio: float) -> float:
+    """Learning rate of 1-based ``update`` of ``max_updates``: ``constant``, or decayed from
+    ``lr`` to ``lr * final_ratio`` at the last update, ``linear``-ly or along a half
+    ``cosine``. A pure function of the update index, so a resumed run uses the same rates."""
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
+    if schedule == "constant" or max_updates <= 1:
+        return lr
+    frac = min(max((update - 1) / (max_updates - 1), 0.0), 1.0)
+    if schedule == "linear":
+        scale = 1.0 - frac * (1.0 - final_ratio)
+    else:
+        scale = final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return lr * scale
 
 
 def grpo_loss(
@@ -189,7 +263,49 @@ class GRPOConfig:
     kl_coef: float = field(
         default=0.0, metadata={"help": "weight of the KL penalty to the frozen reference router"}
     )
+    advantage_norm: str = field(
+        default="group-std",
+        metadata={
+            "help": "advantage normalisation: 'group-std' (the paper's (R - mean) / std per "
+            "group), 'none' (R - group mean: keeps the cost term's scale) or 'batch-std' "
+            "(centred per group, one std over the batch)"
+        },
+    )
     adv_eps: float = field(default=1e-06, metadata={"help": "eps in (R - mean) / (std + eps)"})
+    entropy_coef: float = field(
+        default=0.0,
+        metadata={"help": "weight of the entropy bonus (mean routing entropy) in the loss"},
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "learning-rate schedule over max_updates: constant, linear or cosine"},
+    )
+    lr_final_ratio: float = field(
+        default=0.1,
+        metadata={"help": "final lr as a fraction of lr, for the linear / cosine schedules"},
+    )
+    eval_every: int = field(
+        default=10,
+        metadata={
+            "help": "evaluate the router on the evaluation split before training, every N "
+            "updates and after the last (0 = never)"
+        },
+    )
+    eval_episodes: int = field(
+        default=16, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+    )
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "evaluation split during training (None = the calibration split)"},
+    )
+    keep_best: bool = field(
+        default=True,
+        metadata={
+            "help": "the final router is the evaluated one with the best utility, the start "
+            "router included, so refinement never ships a router worse than its start on "
+            "the evaluation split (needs eval_every > 0)"
+        },
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0 = none)"})
     d_model: int = field(default=64, metadata={"help": "router width when training from scratch"})
     n_layers: int = field(default=2, metadata={"help": "router depth when training from scratch"})
@@ -263,6 +379,24 @@ class GRPOConfig:
             raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.adv_eps <= 0:
             raise ConfigError(f"adv_eps must be > 0, got {self.adv_eps}")
+        if self.advantage_norm not in ADVANTAGE_NORMS:
+            raise ConfigError(
+                f"advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
+                f"got {self.advantage_norm!r}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if not 0.0 <= self.lr_final_ratio <= 1.0:
+            raise ConfigError(f"lr_final_ratio must be in [0, 1], got {self.lr_final_ratio}")
+        if self.entropy_coef < 0:
+            raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.eval_every < 0 or self.eval_episodes < 1:
+            raise ConfigError(
+                "eval_every must be >= 0 and eval_episodes >= 1, got "
+                f"{self.eval_every} and {self.eval_episodes}"
+            )
         for name in ("max_updates", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -458,6 +592,8 @@ class GRPOTrainer:
         self.update = 0
         self.env_steps = 0
         self.vec: Any = None
+        self.evals: list[dict[str, Any]] = []  # evaluation rows (update 0 = the start router)
+        self.best: dict[str, Any] | None = None  # the best evaluation row so far
 
     # -- sampling ---------------------------------------------------------------------------
     def _logits(self, model: torch.nn.Module, emb: np.ndarray, mask: np.ndarray) -> torch.Tensor:
@@ -523,7 +659,7 @@ class GRPOTrainer:
             seeds = [_seed_int(rng) for _ in range(cfg.group_size)]
             trajs.extend(self.sample_group(task, seeds, gen))
         returns = np.array([t["ret"] for t in trajs])
-        adv = group_advantages(returns, cfg.group_size, cfg.adv_eps)
+        adv = compute_advantages(returns, cfg.group_size, cfg.advantage_norm, cfg.adv_eps)
         lengths = [len(t["act"]) for t in trajs]
         decisions = np.array([int(t["info"]["decisions"]) for t in trajs])
         return Batch(
@@ -549,8 +685,11 @@ class GRPOTrainer:
         rng = np.random.default_rng([cfg.seed, update, 1])
         mb = cfg.minibatch_size or n
         stats: list[dict[str, float]] = []
-        if not np.any(batch.advantages) and cfg.kl_coef == 0.0:
+        if not np.any(batch.advantages) and cfg.kl_coef == 0.0 and cfg.entropy_coef == 0.0:
             return {"skipped": 1.0}  # every group flat: no gradient signal
+        lr = lr_at(update, cfg.max_updates, cfg.lr, cfg.lr_schedule, cfg.lr_final_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         for _ in range(cfg.epochs):
             perm = rng.permutation(n)
             for start in range(0, n, mb):
@@ -570,6 +709,8 @@ class GRPOTrainer:
                     kl_coef=cfg.kl_coef,
                 )
                 entropy = -(logp.exp() * logp).sum(-1).mean()
+                if cfg.entropy_coef > 0.0:
+                    loss = loss - cfg.entropy_coef * entropy
                 self.optimizer.zero_grad()
                 loss.backward()
                 if cfg.max_grad_norm > 0:
@@ -578,7 +719,71 @@ class GRPOTrainer:
                 stats.append(
                     {**st, "loss": float(loss.detach()), "entropy": float(entropy.detach())}
                 )
-        return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} | {"skipped": 0.0}
+        means = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+        return means | {"skipped": 0.0, "lr": lr}
+
+    # -- evaluation during training ---------------------------------------------------------
+    def eval_split(self) -> str:
+        cfg = self.cfg
+        return cfg.eval_split or cfg.calibration_split or _default_calibration_split(self.unwrapped)
+
+    def evaluate_router(self) -> dict[str, Any]:
+        """Utility (mean Eq. 8 return), success and HP of the current router acting greedily
+        at its sampling operating point, on fixed tasks and seeds of the evaluation split."""
+        from training.evaluation import evaluate, select_tasks
+
+        split = self.eval_split()
+        tasks = select_tasks(self.unwrapped.task.num_tasks(split), self.cfg.eval_episodes)
+        result = evaluate(
+            _GreedyRouter(self),
+            self._probe,
+            split=split,
+            task_indices=tasks,
+            seeds=(self.cfg.seed,),
+            progress=False,
+        )
+        recs = result.records
+        decisions = sum(r.decisions for r in recs)
+        return {
+            "update": self.update,
+            "env_steps": self.env_steps,
+            "split": split,
+            "episodes": len(recs),
+            "utility": float(np.mean([r.episode_return for r in recs])),
+            "success_rate": float(np.mean([r.won for r in recs])),
+            "hp_fraction": sum(r.high_decisions for r in recs) / decisions if decisions else 0.0,
+        }
+
+    def _is_eval_update(self, update: int) -> bool:
+        every = self.cfg.eval_every
+        return bool(every) and (update == 0 or update % every == 0 or self._done())
+
+    def _eval_and_log(self, writer: Any) -> None:
+        """Evaluate now; keep ``best_router.pt`` (written before the row is logged)."""
+        row = self.evaluate_router()
+        if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
+            _policy(self.model, self.meta).save(self.out / BEST)
+            self.best = row
+        row["best_update"] = self.best["update"] if self.best is not None else None
+        self.evals.append(row)
+        with (self.out / EVAL_LOG).open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if writer is not None:
+            for k in ("utility", "success_rate", "hp_fraction"):
+                writer.add_scalar(f"eval/{k}", row[k], self.env_steps)
+
+    def _restore_evals(self) -> None:
+        path = self.out / EVAL_LOG
+        self.evals = [r for r in _read_jsonl(path) if r["update"] <= self.update]
+        _write_jsonl(self.evals, path)
+        self.best = None
+        if self.cfg.keep_best and self.evals and not (self.out / BEST).exists():
+            raise CheckpointError(
+                f"--resume: {path} lists evaluations but {self.out / BEST} is missing"
+            )
+        for row in self.evals:  # ties go to the earlier router (the start router first)
+            if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
+                self.best = row
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -643,10 +848,12 @@ class GRPOTrainer:
             self.load_checkpoint()
             rows = [r for r in _read_jsonl(log_path) if r["update"] <= self.update]
             _write_jsonl(rows, log_path)  # drop rows of an update that never checkpointed
+            self._restore_evals()
         else:
             _refuse_existing_run(self.out)
             rows = []
             _write_jsonl(rows, log_path)
+            _write_jsonl([], self.out / EVAL_LOG)
         writer = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -659,6 +866,9 @@ class GRPOTrainer:
             bar = tqdm(total=cfg.max_updates, initial=self.update, desc="GRPO", unit="upd")
         t0 = time.perf_counter()
         try:
+            evaluated = {r["update"] for r in self.evals}
+            if self._is_eval_update(self.update) and self.update not in evaluated:
+                self._eval_and_log(writer)  # the start router (or an eval a crash cut off)
             while not self._done():
                 update = self.update + 1
                 t_upd = time.perf_counter()
@@ -670,6 +880,8 @@ class GRPOTrainer:
                 self.save_checkpoint()
                 with log_path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
+                if self._is_eval_update(self.update):
+                    self._eval_and_log(writer)
                 if writer is not None:
                     for k, v in row.items():
                         if isinstance(v, (int, float)) and k not in ("update", "env_steps"):
@@ -715,6 +927,30 @@ class GRPOTrainer:
 
 
 # ----------------------------------------------------------------------------- utilities
+
+
+class _GreedyRouter:
+    """A trainer's router at its sampling operating point, acting greedily: the policy that
+    :meth:`GRPOTrainer.evaluate_router` scores (``predict`` contract of ``agents``)."""
+
+    name = "grpo-eval"
+    charges_router_cost = True
+
+    def __init__(self, trainer: GRPOTrainer) -> None:
+        self.trainer = trainer
+
+    def predict(
+        self,
+        obs: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        emb = np.asarray(obs["embeddings"], dtype=np.float32)[None]
+        mask = np.asarray(obs["mask"], dtype=np.float32)[None]
+        with torch.no_grad():
+            logits = self.trainer._logits(self.trainer.model, emb, mask)
+        return np.asarray(int(logits.argmax(-1)[0])), state
 
 
 def _policy(model: torch.nn.Module, meta: dict[str, Any]) -> Any:
@@ -790,7 +1026,19 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         rows = trainer.train()
         final = Path(cfg.out) / FINAL
         meta = {**trainer.meta, "trained_with": "GRPO", "grpo_config": asdict(cfg)}
-        _policy(trainer.model, meta).save(final)
+        model = trainer.model
+        if trainer.best is not None:  # keep_best: the best evaluated router, start included
+            from agents.router import load_router_policy
+
+            model = load_router_policy(Path(cfg.out) / BEST).model
+            meta["grpo_selected"] = {
+                "update": trainer.best["update"],
+                "utility": trainer.best["utility"],
+                "start_utility": trainer.evals[0]["utility"] if trainer.evals else None,
+                "last_utility": trainer.evals[-1]["utility"] if trainer.evals else None,
+                "split": trainer.best["split"],
+            }
+        _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
         if cfg.calibration_episodes:
             split = cfg.calibration_split or _default_calibration_split(trainer.unwrapped)
@@ -816,6 +1064,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         "env_steps": trainer.env_steps,
         "thresholds": thresholds,
         "final": rows[-1] if rows else None,
+        "evaluations": trainer.evals,
+        "selected_update": trainer.best["update"] if trainer.best is not None else trainer.update,
         "wall_time_s": time.perf_counter() - t0,
     }
 
@@ -881,6 +1131,15 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
         f"{summary['wall_time_s']:.0f} s; last batch: return {final.get('mean_return', math.nan):.3f}, "
         f"success {final.get('success_rate', math.nan):.2f}, HP {final.get('hp_fraction', math.nan):.2f}"
     )
+    evals = summary["evaluations"]
+    if evals:
+        chosen = next(e for e in evals if e["update"] == summary["selected_update"])
+        print(
+            f"evaluation on {chosen['split']} ({chosen['episodes']} episodes): utility "
+            f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} after update "
+            f"{evals[-1]['update']}; kept update {chosen['update']} (utility "
+            f"{chosen['utility']:.3f})"
+        )
     print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
     print(
         f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['router']} "

@@ -1,0 +1,64 @@
+"""Bootstrap confidence intervals over tasks and the headroom table (training.stats)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from precision_gym.error import ConfigError
+from training.stats import CI, bootstrap_ci, headroom, paired_bootstrap_diff, per_task
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
+    x = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    ci = bootstrap_ci(x, seed=3)
+    assert ci.lo < x.mean() < ci.hi and ci.value == pytest.approx(x.mean())
+    # ~ mean +- 1.96 sigma / sqrt(n) for a normal sample
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert (ci.hi - ci.lo) / 2 == pytest.approx(half, rel=0.1)
+    assert bootstrap_ci(x, seed=3) == ci
+    assert bootstrap_ci([0.7]) == CI(0.7, 0.7, 0.7, 0.95)
+
+
+def test_paired_difference_uses_the_pairing():
+    rng = np.random.default_rng(1)
+    task_difficulty = rng.normal(0, 5, 200)  # large between-task spread, shared by both
+    a, b = task_difficulty + 0.1, task_difficulty
+    paired = paired_bootstrap_diff(a, b)
+    assert paired.excludes_zero and paired.value == pytest.approx(0.1)
+    unpaired = bootstrap_ci(a).hi - bootstrap_ci(a).lo
+    assert paired.hi - paired.lo < unpaired / 100
+    assert not paired_bootstrap_diff(b, b).excludes_zero
+
+
+def test_errors_name_expected_and_actual():
+    with pytest.raises(ConfigError, match="expected equal lengths, got 3 and 2"):
+        paired_bootstrap_diff([1, 2, 3], [1, 2])
+    with pytest.raises(ConfigError, match="needs at least one value"):
+        bootstrap_ci([])
+    with pytest.raises(ConfigError, match="expects finite values, got 1 non-finite"):
+        bootstrap_ci([1.0, float("nan")])
+    with pytest.raises(ConfigError, match=r"level must be in \(0, 1\), got 1.5"):
+        bootstrap_ci([1.0], level=1.5)
+
+
+def test_per_task_averages_over_seeds():
+    recs = [
+        {"task_index": 3, "seed": 0, "episode_return": 1.0},
+        {"task_index": 1, "seed": 0, "episode_return": 0.0},
+        {"task_index": 3, "seed": 1, "episode_return": 0.0},
+        {"task_index": 1, "seed": 1, "episode_return": 0.5},
+    ]
+    tasks, values = per_task(recs, "episode_return")
+    assert tasks == [1, 3] and values.tolist() == [0.25, 0.5]
+
+
+def test_headroom_gap_between_start_and_ceiling():
+    start = np.array([0.9, 0.8, 1.0, 0.95] * 10)
+    table = headroom(
+        {"always-high": start - 0.05, "klst": start, "oracle": start + 0.01}, start="klst"
+    )
+    assert table["gap"]["value"] == pytest.approx(0.01)
+    assert table["routers"]["oracle"]["value"] == pytest.approx(start.mean() + 0.01)
+    with pytest.raises(ConfigError, match=r"needs the 'oracle' router's utilities; got \['klst'\]"):
+        headroom({"klst": start}, start="klst")

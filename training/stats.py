@@ -1,0 +1,160 @@
+"""Statistics for comparing routers: bootstrap confidence intervals over tasks and headroom.
+
+The resampling unit is the **task**: every router of a comparison runs the same tasks with
+the same episode seeds (``training.evaluation``), so per-task values are paired across
+routers and a difference between two routers is bootstrapped on the paired per-task
+differences. A value per task is first averaged over seeds (:func:`per_task`).
+
+Pure functions of arrays; tested on known numbers in ``tests/test_stats.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from precision_gym.error import ConfigError
+
+__all__ = [
+    "CI",
+    "bootstrap_ci",
+    "headroom",
+    "paired_bootstrap_diff",
+    "per_task",
+]
+
+
+@dataclass(frozen=True)
+class CI:
+    """A point estimate with a two-sided ``level`` confidence interval ``[lo, hi]``."""
+
+    value: float
+    lo: float
+    hi: float
+    level: float = 0.95
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0 (a significant difference)."""
+        return self.lo > 0.0 or self.hi < 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "lo": self.lo, "hi": self.hi, "level": self.level}
+
+    def fmt(self, digits: int = 3, scale: float = 1.0) -> str:
+        v, lo, hi = (x * scale for x in (self.value, self.lo, self.hi))
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _check(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ConfigError(f"{name} needs at least one value, got an empty array")
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(
+            f"{name} expects finite values, got {int((~np.isfinite(arr)).sum())} non-finite"
+        )
+    return arr
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    statistic: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> CI:
+    """Percentile bootstrap CI of ``statistic`` (default: the mean) over ``values``.
+
+    ``values`` holds one number per resampling unit (a task). Deterministic for a ``seed``.
+    A single value gives a zero-width interval.
+    """
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be >= 1, got {n_boot}")
+    x = _check(values, "bootstrap_ci")
+    stat = statistic or (lambda a: a.mean(axis=-1))
+    point = float(stat(x[None, :])[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    boots = np.asarray(stat(x[idx]), dtype=np.float64)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [alpha, 1.0 - alpha])
+    return CI(point, float(lo), float(hi), level)
+
+
+def paired_bootstrap_diff(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> CI:
+    """CI of ``mean(a - b)`` over paired units (the same tasks): the significance test of
+    "router A beats router B" used by the comparisons."""
+    xa, xb = _check(a, "paired_bootstrap_diff(a)"), _check(b, "paired_bootstrap_diff(b)")
+    if xa.shape != xb.shape:
+        raise ConfigError(
+            f"paired_bootstrap_diff needs one value per task for both routers: "
+            f"expected equal lengths, got {len(xa)} and {len(xb)}"
+        )
+    return bootstrap_ci(xa - xb, level=level, n_boot=n_boot, seed=seed)
+
+
+def per_task(
+    records: Iterable[Any], key: str | Callable[[Any], float]
+) -> tuple[list[int], np.ndarray]:
+    """Average ``key`` of evaluation records over seeds, one value per task index.
+
+    ``records`` are :class:`training.evaluation.EpisodeRecord` (or dicts with the same
+    fields); returns the sorted task indices and the per-task means.
+    """
+    get = key if callable(key) else (lambda r: _field(r, key))  # type: ignore[misc]
+    sums: dict[int, list[float]] = {}
+    for r in records:
+        sums.setdefault(int(_field(r, "task_index")), []).append(float(get(r)))
+    if not sums:
+        raise ConfigError("per_task needs at least one record, got none")
+    tasks = sorted(sums)
+    return tasks, np.array([np.mean(sums[t]) for t in tasks])
+
+
+def _field(r: Any, name: str) -> Any:
+    return r[name] if isinstance(r, Mapping) else getattr(r, name)
+
+
+def headroom(
+    utilities: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    start: str,
+    ceiling: str = "oracle",
+    level: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What an RL stage that starts from router ``start`` could gain, at most.
+
+    ``utilities`` maps router names (always-high, always-low, the oracle, the start router,
+    ...) to per-task utilities on the same tasks. Returns each router's mean utility with its
+    CI and the gap ``ceiling - start`` (paired CI): the most refinement could add. A gap whose
+    CI includes 0 means no gain can be shown on these tasks.
+    """
+    for name in (start, ceiling):
+        if name not in utilities:
+            raise ConfigError(
+                f"headroom needs the {name!r} router's utilities; got {sorted(utilities)}"
+            )
+    routers = {
+        name: bootstrap_ci(v, level=level, n_boot=n_boot, seed=seed).as_dict()
+        for name, v in utilities.items()
+    }
+    gap = paired_bootstrap_diff(
+        utilities[ceiling], utilities[start], level=level, n_boot=n_boot, seed=seed
+    )
+    return {"routers": routers, "start": start, "ceiling": ceiling, "gap": gap.as_dict()}
