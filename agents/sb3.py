@@ -31,7 +31,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["RouterFeaturesExtractor"]
+__all__ = ["RouterFeaturesExtractor", "init_action_head_from_router"]
 
 
 class RouterFeaturesExtractor(BaseFeaturesExtractor):
@@ -82,3 +82,42 @@ class RouterFeaturesExtractor(BaseFeaturesExtractor):
         if emb.dim() == 2:  # flattened layout [batch, max_len * d]
             emb = emb.reshape(emb.shape[0], self.max_len, self.embed_dim)
         return self.router(emb, mask)
+
+
+def init_action_head_from_router(
+    policy: Any, router_checkpoint: str, high_bias: float = 0.0
+) -> None:
+    """Copy a router's action head into an SB3 actor-critic policy, so it routes as the router.
+
+    ``policy`` must read the router's features directly (``RouterFeaturesExtractor`` built
+    from the same ``router_checkpoint`` and ``net_arch=dict(pi=[], vf=[...])``): its logits
+    are then exactly the router's, plus ``high_bias`` on tier 0 (the operating point of a
+    calibrated budget, as GRPO samples it). PPO and GRPO then begin from the same routing.
+    """
+    from agents.router import load_router_policy
+
+    router = load_router_policy(router_checkpoint).model
+    head = router.head
+    action_net = getattr(policy, "action_net", None)
+    latent = getattr(getattr(policy, "mlp_extractor", None), "latent_dim_pi", None)
+    expected = (router.config.d_model, router.config.n_tiers)
+    if not isinstance(action_net, nn.Linear) or latent != router.config.d_model:
+        found = (
+            (action_net.in_features, action_net.out_features)
+            if isinstance(action_net, nn.Linear)
+            else type(action_net).__name__
+        )
+        raise ValueError(
+            f"init from {router_checkpoint}: expected an actor-critic policy whose action net "
+            f"is Linear{expected} on the router's features (net_arch pi=[]), got {found} "
+            f"with a policy latent of {latent}"
+        )
+    if (action_net.in_features, action_net.out_features) != expected:
+        raise ValueError(
+            f"init from {router_checkpoint}: expected an action net Linear{expected}, got "
+            f"Linear{(action_net.in_features, action_net.out_features)}"
+        )
+    with torch.no_grad():
+        action_net.weight.copy_(head.weight)
+        action_net.bias.copy_(head.bias)
+        action_net.bias[0] += high_bias

@@ -203,7 +203,7 @@ def test_group_members_share_the_task_and_park(tmp_path):
 
 def test_sample_budget_bias_centres_the_policy_on_the_calibrated_threshold(tmp_path):
     from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
-    from training.grpo import _budget_bias
+    from training.grpo import budget_bias as _budget_bias
 
     model = TransformerRouter(RouterConfig(embed_dim=4, max_len=4, d_model=8, n_layers=1))
     path = TransformerRouterPolicy(model, thresholds={"0.4": 0.2}).save(tmp_path / "r.pt")

@@ -146,3 +146,113 @@ def test_ppo_same_seed_same_run(tmp_path):
 def test_a2c_and_dqn_train_and_save(tmp_path, algo):
     summary = train_sb3(_tiny(tmp_path, algo, algo))
     assert summary["env_steps"] >= 32 and (tmp_path / algo / "model.zip").exists()
+
+
+# ----------------------------------------------------------------------------- same start (issue 11)
+
+
+def _router_file(tmp_path, env):
+    import torch
+
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+
+    torch.manual_seed(1)
+    u = env.unwrapped
+    router = TransformerRouter(
+        RouterConfig(
+            embed_dim=u.embedding_dim, max_len=u.max_history, d_model=16, n_layers=1,
+            n_heads=2, dropout=0.0, n_tiers=int(env.action_space.n),
+        )
+    )  # fmt: skip
+    with torch.no_grad():
+        router.head.bias.copy_(torch.tensor([-1.0, 0.5]))  # a router that prefers low
+    return router, TransformerRouterPolicy(router, thresholds={"0.4": 0.3}).save(
+        tmp_path / "klst.pt"
+    )
+
+
+@pytest.mark.parametrize("budget", [None, 0.4])
+def test_ppo_starts_from_the_routers_routing(tmp_path, budget):
+    """Encoder AND action head come from the router: the SB3 policy's logits equal the
+    router's (+ the budget's operating-point bias), so PPO and GRPO start alike."""
+    import torch
+
+    from training.grpo import budget_bias
+    from training.sb3_baselines import make_model, make_sb3_vec_env
+
+    env = gym.make("DMR-WebShop-v0")
+    router, path = _router_file(tmp_path, env)
+    cfg = SB3Config(
+        env_id="DMR-WebShop-v0", pool_size=2, router_checkpoint=str(path),
+        sample_budget=budget, out=str(tmp_path / "ppo"), tensorboard=False, progress=False,
+    )  # fmt: skip
+    venv = make_sb3_vec_env(cfg)
+    try:
+        model = make_model(cfg, venv)
+    finally:
+        venv.close()
+    obs, _ = env.reset(seed=0, options={"split": "test", "task_index": 0})
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        sb3_logits = model.policy.get_distribution(obs_t).distribution.logits
+        expected = router.eval()(
+            torch.as_tensor(obs["embeddings"])[None], torch.as_tensor(obs["mask"])[None]
+        )
+    shift = budget_bias(str(path), budget) if budget else 0.0
+    expected = expected + torch.tensor([shift, 0.0])
+    torch.testing.assert_close(
+        torch.log_softmax(sb3_logits, -1), torch.log_softmax(expected, -1), atol=1e-5, rtol=0
+    )
+    # the value function has its own copy of the encoder: value regression cannot move routing
+    assert model.policy.pi_features_extractor is not model.policy.vf_features_extractor
+    env.close()
+
+
+def test_same_start_needs_a_router_and_an_actor_critic():
+    with pytest.raises(
+        ConfigError, match=r"sample_budget needs the policy initialised from a router"
+    ):
+        SB3Config(algo="dqn", router_checkpoint="r.pt", sample_budget=0.4)
+    with pytest.raises(ConfigError, match=r"eval_freq must be >= 0 and eval_episodes >= 1"):
+        SB3Config(eval_freq=-1)
+
+
+def test_ppo_keeps_its_best_evaluated_model(tmp_path):
+    """With keep_best, model.zip is the evaluated model of best utility (the start included):
+    a destructive learning rate cannot ship a model worse than the start on the eval split."""
+    cfg = _tiny(tmp_path, "ppo", "kb", learning_rate=0.5)
+    cfg.eval_freq, cfg.eval_episodes = 16, 3
+    summary = train_sb3(cfg)
+    evals = summary["evaluations"]
+    assert [e["env_steps"] for e in evals] == [0, 16, 32]
+    best = max(e["utility"] for e in evals)
+    chosen = next(e for e in evals if e["env_steps"] == summary["selected_env_steps"])
+    assert chosen["utility"] == best >= evals[0]["utility"]
+    out = tmp_path / "kb"
+    assert (out / "model.zip").read_bytes() == (out / "best_model.zip").read_bytes()
+    assert len((out / "eval.jsonl").read_text().splitlines()) == 3
+
+
+def test_router_encoder_weights_survive_sb3_init(tmp_path):
+    """SB3's orthogonal init re-drew the router encoder's Linear layers (found in issue 11):
+    with a router checkpoint the features extractor keeps the trained weights."""
+    import torch
+
+    from training.sb3_baselines import make_model, make_sb3_vec_env
+
+    env = gym.make("DMR-WebShop-v0")
+    router, path = _router_file(tmp_path, env)
+    env.close()
+    cfg = SB3Config(
+        env_id="DMR-WebShop-v0", pool_size=2, router_checkpoint=str(path), init_policy=False,
+        out=str(tmp_path / "ppo"), tensorboard=False, progress=False,
+    )  # fmt: skip
+    venv = make_sb3_vec_env(cfg)
+    try:
+        model = make_model(cfg, venv)
+    finally:
+        venv.close()
+    got = model.policy.features_extractor.router.state_dict()
+    for name, value in router.state_dict().items():
+        if not name.startswith("head."):
+            assert torch.equal(got[name], value), name

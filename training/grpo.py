@@ -52,6 +52,7 @@ __all__ = [
     "GRPOTrainer",
     "ParkOnDone",
     "add_parser",
+    "budget_bias",
     "compute_advantages",
     "group_advantages",
     "grpo_loss",
@@ -585,7 +586,7 @@ class GRPOTrainer:
         self.meta.update(task=self.unwrapped.task.name, tier_names=list(self.unwrapped.tier_names))
         self.high_bias = 0.0
         if cfg.sample_budget is not None:
-            self.high_bias = _budget_bias(cfg.init_checkpoint, cfg.sample_budget)
+            self.high_bias = budget_bias(cfg.init_checkpoint, cfg.sample_budget)
         self.model.eval()  # no dropout: ratio == 1 on the first pass, reproducible
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -969,7 +970,7 @@ def _model_from_state(state: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
-def _budget_bias(init_checkpoint: str | None, budget: float) -> float:
+def budget_bias(init_checkpoint: str | None, budget: float) -> float:
     """``log((1 - tau_K) / tau_K)``: with it added to the high tier's logit, the policy's
     ``p(high)`` crosses 1/2 exactly where the init router's calibrated ``tau_K`` routes to
     high precision, so GRPO samples around the deployed operating point instead of the

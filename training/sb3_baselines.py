@@ -13,6 +13,15 @@ other router::
 Training episodes can be restricted to a fixed pool of tasks (``--pool-size``), drawn by
 :class:`TaskPoolWrapper`; ``OUT/episodes.jsonl`` logs every training episode (env steps so
 far, return = success - lambda * T, success, episode time, high-precision fraction).
+
+From a KL-ST router (``--router-checkpoint``), PPO/A2C start from the router's *routing*, not
+only its features: the encoder (one copy for the policy, one for the value function, so value
+regression cannot disturb the routing) and the action head come from the router
+(:func:`agents.sb3.init_action_head_from_router`), with ``--sample-budget K`` adding GRPO's
+operating-point bias; PPO and GRPO then begin from the same router. The model is evaluated
+greedily on fixed tasks of a held-out split before training, every ``--eval-freq`` env steps
+and at the end (``OUT/eval.jsonl``); with ``--keep-best`` (default) ``model.zip`` is the
+evaluated model of best utility, the start included.
 """
 
 from __future__ import annotations
@@ -46,9 +55,22 @@ __all__ = [
 ALGOS = ("ppo", "a2c", "dqn")
 
 #: small-budget defaults (a few thousand env steps on a CPU); override with --algo-kwargs.
-#: gamma = 1: the env's return (Eq. 8) is undiscounted, as GRPO optimises it.
+#: gamma = 1: the env's return (Eq. 8) is undiscounted, as GRPO optimises it; PPO: Monte
+#: Carlo returns (gae_lambda = 1) for the sparse end-of-episode reward, small clip range and
+#: a target KL that stops an update's epochs once the policy moved too far, a small entropy
+#: bonus (SB3 normalises advantages per minibatch by default).
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 4, "gamma": 1.0, "learning_rate": 3e-4},
+    "ppo": {
+        "n_steps": 256,
+        "batch_size": 64,
+        "n_epochs": 4,
+        "gamma": 1.0,
+        "gae_lambda": 1.0,
+        "learning_rate": 1e-4,
+        "clip_range": 0.1,
+        "target_kl": 0.03,
+        "ent_coef": 0.001,
+    },
     "a2c": {"n_steps": 16, "gamma": 1.0, "learning_rate": 3e-4},
     "dqn": {
         "buffer_size": 2_000,  # a [64, 384] observation is 98 KB: keep the buffer small
@@ -91,6 +113,38 @@ class SB3Config:
     router_checkpoint: str | None = field(
         default=None, metadata={"help": "initialise the encoder from a router file (KL-ST)"}
     )
+    init_policy: bool = field(
+        default=True,
+        metadata={
+            "help": "with router_checkpoint (ppo/a2c): also copy the router's action head, so "
+            "the policy starts from the router's routing (separate encoder copy for the value)"
+        },
+    )
+    sample_budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "with init_policy: start at the router's calibrated budget K operating "
+            "point (add log((1 - tau_K) / tau_K) to the high tier's logit), as GRPO samples"
+        },
+    )
+    eval_freq: int = field(
+        default=2_000,
+        metadata={"help": "evaluate before training, every N env steps and at the end (0 = never)"},
+    )
+    eval_episodes: int = field(
+        default=16, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+    )
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "evaluation split (None = valid_train for ALFWorld, eval for WebShop)"},
+    )
+    keep_best: bool = field(
+        default=True,
+        metadata={
+            "help": "model.zip is the evaluated model with the best utility, the start "
+            "included (needs eval_freq > 0)"
+        },
+    )
     algo_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object overriding SB3 algorithm kwargs"}
     )
@@ -127,6 +181,30 @@ class SB3Config:
             raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
         if self.checkpoint_freq < 0:
             raise ConfigError(f"checkpoint_freq must be >= 0, got {self.checkpoint_freq}")
+        if self.eval_freq < 0 or self.eval_episodes < 1:
+            raise ConfigError(
+                "eval_freq must be >= 0 and eval_episodes >= 1, got "
+                f"{self.eval_freq} and {self.eval_episodes}"
+            )
+        if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
+            raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
+        if self.sample_budget is not None and not self.initialises_policy:
+            raise ConfigError(
+                "sample_budget needs the policy initialised from a router: expected "
+                "algo ppo|a2c, features 'router', router_checkpoint and init_policy, got "
+                f"algo={self.algo!r}, features={self.features!r}, "
+                f"router_checkpoint={self.router_checkpoint!r}, init_policy={self.init_policy}"
+            )
+
+    @property
+    def initialises_policy(self) -> bool:
+        """True when the actor's encoder and head both come from ``router_checkpoint``."""
+        return bool(
+            self.init_policy
+            and self.router_checkpoint
+            and self.features == "router"
+            and self.algo in ("ppo", "a2c")
+        )
 
 
 class TaskPoolWrapper(gym.Wrapper):
@@ -199,14 +277,21 @@ def make_model(cfg: SB3Config, venv: Any) -> Any:
             "features_extractor_class": RouterFeaturesExtractor,
             "features_extractor_kwargs": extractor_kwargs,
         }
-        if cfg.algo in ("ppo", "a2c"):
+        if cfg.router_checkpoint and cfg.algo in ("ppo", "a2c"):
+            # SB3's orthogonal init re-draws every Linear of the features extractor too: it
+            # would throw the router's trained encoder away
+            policy_kwargs["ortho_init"] = False
+        if cfg.initialises_policy:  # the action net reads the router's features directly
+            policy_kwargs["net_arch"] = {"pi": [], "vf": [64]}
+            policy_kwargs["share_features_extractor"] = False
+        elif cfg.algo in ("ppo", "a2c"):
             policy_kwargs["net_arch"] = {"pi": [64], "vf": [64]}
         else:
             policy_kwargs["net_arch"] = [64]
     cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[cfg.algo]
     kwargs = {**ALGO_DEFAULTS[cfg.algo], **cfg.algo_kwargs}
     try:
-        return cls(
+        model = cls(
             "MultiInputPolicy",
             venv,
             policy_kwargs=policy_kwargs or None,
@@ -220,6 +305,15 @@ def make_model(cfg: SB3Config, venv: Any) -> Any:
         raise ConfigError(
             f"{cls.__name__} rejected its kwargs {sorted(kwargs)}: {exc} (check --algo-kwargs)"
         ) from None
+    if cfg.initialises_policy:
+        from agents.sb3 import init_action_head_from_router
+        from training.grpo import budget_bias
+
+        bias = 0.0
+        if cfg.sample_budget is not None:
+            bias = budget_bias(cfg.router_checkpoint, cfg.sample_budget)
+        init_action_head_from_router(model.policy, str(cfg.router_checkpoint), bias)
+    return model
 
 
 def _episode_callback(path: Path) -> Any:
@@ -251,6 +345,74 @@ def _episode_callback(path: Path) -> Any:
     return EpisodeLog()
 
 
+def _eval_split(env: Any, split: str | None) -> str:
+    from training.grpo import _default_calibration_split
+
+    return split or _default_calibration_split(env.unwrapped)
+
+
+def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
+    """Evaluate the model greedily on fixed tasks of the evaluation split before training,
+    every ``eval_freq`` env steps and at the end; save the best (``best_model.zip``)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from training.evaluation import evaluate, select_tasks
+    from training.policies import SB3Policy
+
+    class EvalKeepBest(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "cost_weight": cfg.cost_weight})
+            self.split = _eval_split(self.env, cfg.eval_split)
+            n_tasks = self.env.unwrapped.task.num_tasks(self.split)
+            self.tasks = select_tasks(n_tasks, cfg.eval_episodes)
+            self.rows: list[dict[str, Any]] = []
+            self.best: dict[str, Any] | None = None
+            self.next_at = 0
+            self._evaluate()
+
+        def _evaluate(self) -> None:
+            result = evaluate(
+                SB3Policy(self.model), self.env, split=self.split, task_indices=self.tasks,
+                seeds=(cfg.seed,), progress=False,
+            )  # fmt: skip
+            recs = result.records
+            decisions = sum(r.decisions for r in recs)
+            row = {
+                "env_steps": int(self.num_timesteps),
+                "split": self.split,
+                "episodes": len(recs),
+                "utility": float(np.mean([r.episode_return for r in recs])),
+                "success_rate": float(np.mean([r.won for r in recs])),
+                "hp_fraction": sum(r.high_decisions for r in recs) / decisions
+                if decisions
+                else 0.0,
+            }
+            if cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
+                _atomic_sb3_save(self.model, out / "best_model.zip")
+                self.best = row
+            self.rows.append(row)
+            self.next_at = self.num_timesteps + cfg.eval_freq
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_at:
+                self._evaluate()
+            return True
+
+        def _on_training_end(self) -> None:
+            if self.rows[-1]["env_steps"] != self.num_timesteps:
+                self._evaluate()
+            self.env.close()
+
+    return EvalKeepBest()
+
+
+def _atomic_sb3_save(model: Any, path: Path) -> None:
+    """``model.save`` into memory, then one atomic write of ``path``."""
+    buf = io.BytesIO()
+    model.save(buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def train_sb3(cfg: SB3Config) -> dict[str, Any]:
     """Train ``cfg.algo`` and save ``OUT/model.zip``; returns a summary dict."""
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
@@ -269,6 +431,9 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
     try:
         model = make_model(cfg, venv)
         callbacks = [_episode_callback(partial)]
+        evaluator = _keep_best_callback(cfg, out) if cfg.eval_freq else None
+        if evaluator is not None:
+            callbacks.append(evaluator)
         if cfg.checkpoint_freq:
             callbacks.append(
                 CheckpointCallback(
@@ -283,15 +448,19 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
             tb_log_name=cfg.algo,
             progress_bar=cfg.progress and _has_progress_bar_deps(),
         )
-        buf = io.BytesIO()
-        model.save(buf)
-        atomic_write_bytes(out / "model.zip", buf.getvalue())
+        if evaluator is not None and evaluator.best is not None:
+            atomic_write_bytes(out / "model.zip", (out / "best_model.zip").read_bytes())
+        else:
+            _atomic_sb3_save(model, out / "model.zip")
     finally:
         venv.close()
     text = partial.read_text() if partial.exists() else ""
     rows = [json.loads(line) for line in text.splitlines() if line]
     atomic_write_text(episodes, text)
     partial.unlink(missing_ok=True)
+    evals = evaluator.rows if evaluator is not None else []
+    if evals:
+        atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in evals))
     last = rows[-20:]
     summary = {
         "algo": cfg.algo,
@@ -302,6 +471,12 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
         if last
         else float("nan"),
         "wall_time_s": time.perf_counter() - t0,
+        "evaluations": evals,
+        "selected_env_steps": (
+            evaluator.best["env_steps"]
+            if evaluator is not None and evaluator.best is not None
+            else int(model.num_timesteps)
+        ),
         "config": asdict(cfg),
     }
     from training.evaluation import write_json
@@ -327,6 +502,15 @@ def cmd_train_sb3(args: argparse.Namespace) -> int:
         f"in {summary['wall_time_s']:.0f} s; mean return of the last 20 training episodes "
         f"{summary['last_episodes_mean_return']:.3f}"
     )
+    evals = summary["evaluations"]
+    if evals:
+        chosen = next(e for e in evals if e["env_steps"] == summary["selected_env_steps"])
+        print(
+            f"evaluation on {chosen['split']} ({chosen['episodes']} episodes): utility "
+            f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} at "
+            f"{evals[-1]['env_steps']} steps; kept the model of step {chosen['env_steps']} "
+            f"(utility {chosen['utility']:.3f})"
+        )
     print(f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['model']}")
     return 0
 
