@@ -81,5 +81,9 @@ def test_demo_writes_table_and_plot(tmp_path):
     routers = {s["router"] for s in data["summaries"]}
     assert routers >= {"always-high", "always-low", "oracle"}, routers
     assert any(r.startswith("klst-router(K=0.4") for r in routers), routers
+    # every K is held online by default, with the fixed tau_K figure beside it
+    assert {"klst-router(K=0.4,online)", "klst-router(K=0.4)"} <= routers, routers
+    budgets = data["acceptance"]["budgets"]
+    assert budgets["0.4"]["control"] == "online" and 0 <= budgets["0.4"]["fixed_hp_fraction"] <= 1
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert "SIMULATED" in (tmp_path / "results.md").read_text()

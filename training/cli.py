@@ -243,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from precision_gym.io import refuse_overwrite
     from training.evaluation import format_table
     from training.kl_st import ROUTER_FILE
-    from training.sweep import run_pipeline
+    from training.sweep import _budget_lines, run_pipeline
 
     out = Path(args.out)
     if not args.overwrite:  # before any work: a rerun never replaces a trained router
@@ -268,10 +268,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         budgets=args.budgets,
         train_kwargs={"epochs": args.epochs},
+        online_step=args.online_step or None,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
     _print(format_table(result["summaries"], title=result["title"]))
+    for line in _budget_lines(result["acceptance"]):
+        print(line)
     print(result["threshold"].describe())
     print(result["calibration"].describe())
     times = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in result["times"].items())
@@ -383,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_budget_list,
         default=[0.2, 0.4, 0.7],
         help="comma-separated high-precision budgets K",
+    )
+    p.add_argument(
+        "--online-step",
+        type=float,
+        default=0.2,
+        help="hold each K on the test stream with online budget control (the fixed tau_K is "
+        "shown beside it); 0 = the fixed calibrated tau_K only (default: 0.2)",
     )
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument(
