@@ -1,31 +1,36 @@
-"""PPO vs GRPO on the same env, the same env-step budget and the same seeds (issue 5).
+"""PPO vs GRPO routers from one KL-ST start, on Pareto frontiers with 95% CIs (issue 11).
 
 SIMULATED precision pair (``precision_gym.backends.simulated``): every figure this script
 writes is simulated, not a real-LLM result.
 
 Read top to bottom (CleanRL style):
 
-1. **KL-ST warm start** (issue 4): reuse ``--klst PATH`` or build one with the KL-ST
-   pipeline (collect KL on ``train`` with the highest tier, class-weighted CE, Eq. 7
-   calibration on ``valid_train``).
-2. **Training**, for each seed, both through the ``precision-gym`` CLI, each for exactly
-   ``--env-steps`` routing decisions on the same fixed pool of ``--pool-size`` train tasks:
-   ``train-grpo`` from the KL-ST checkpoint (then calibrated at the budgets K), and
-   ``train-sb3 --algo ppo`` with the KL-ST router's encoder as features extractor (so both
-   start from the same network; PPO adds fresh policy/value heads).
-3. **Evaluation** on ``--eval-split`` (valid_unseen): always-high, always-low, KL-ST at
-   each K, GRPO at each K and PPO; seed s evaluates the routers trained with seed s on
-   the same episodes as the baselines (reset seeds from ``training.evaluation``).
-4. **Figures**: learning curves (utility = success - lambda * T of the training episodes
-   against env steps, mean +- std over seeds) as PNG; Table-1 rows; the paper's
-   average-rank criterion (Section 5.3) over the 8-point pool (3 KL-ST points, 3 GRPO
-   points, always-high, always-low) and, for the PPO comparison, the same pool + PPO;
-   utility at matched high-precision fraction (GRPO@K vs KL-ST@K).
-5. ``results.json`` / ``results.md`` in ``--out`` and the section "## PPO vs GRPO (issue 5)"
-   of ``benchmarks/RESULTS.md`` (replaced if present, else appended).
+1. **KL-ST warm start**: reuse ``--klst PATH`` or build one (collect KL on ``train``,
+   class-weighted CE), calibrated at every budget K on ``--calib-split``.
+2. **Fixed routers**, evaluated once per seed on the evaluation tasks: always-high,
+   always-low, the SIMULATED oracle, random at KL-ST's realised rate at K = 0.4, and KL-ST
+   at every K. Their training does not involve lambda, and an episode's modeled time T does
+   not depend on lambda either, so their utility ``success - lambda * T`` at every lambda
+   comes from the same episodes.
+3. **Headroom first**: per lambda, the utility of always-high, always-low, the oracle and
+   KL-ST at its best K, and the gap oracle - best KL-ST with its 95% CI: the most an RL
+   stage could add. Printed (and written) before any RL result.
+4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
+   same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
+   calibrated at every K) and ``train-sb3 --algo ppo`` (encoder and action head from the
+   router). Both evaluate on the calibration split during training and keep their best
+   router, the start included. Seed s's routers are evaluated on seed s's episodes.
+5. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
+   bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
+   and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed, all
+   as paired bootstrap CIs; the paper's average rank (Sec. 5.3); the frontier plot (success
+   vs EP time) and learning curves (mean +- std over seeds) as PNG.
 
-    python benchmarks/ppo_vs_grpo.py                 # default budget (documented below)
-    python benchmarks/ppo_vs_grpo.py --smoke --out /tmp/smoke --no-results-md
+    python benchmarks/ppo_vs_grpo.py                      # the full comparison (hours)
+    python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
+
+Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
+benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import shlex
+import subprocess
 import sys
 import time
 import warnings
@@ -52,80 +57,99 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "ALFWORLD_DATA" not in os.environ and (ROOT.parent / "shared" / "alfworld").is_dir():
     os.environ["ALFWORLD_DATA"] = str(ROOT.parent / "shared" / "alfworld")
 
-from precision_gym.io import atomic_write_text  # noqa: E402
-
-SECTION = "## PPO vs GRPO (issue 5)"
+SECTION = "## PPO vs GRPO (issue 11)"
+FIXED = ("always-high", "always-low", "oracle", "random")
 
 
 @dataclass
 class Args:
     env_id: str = "DMR-ALFWorld-v0"
-    cost_weight: float = 0.02  # lambda of Eq. 8
+    lambdas: tuple[float, ...] = (0.02, 0.1, 0.5)  # per second of modeled time (Eq. 8)
+    main_lambda: float = 0.02
     seeds: tuple[int, ...] = (0, 1, 2)
-    env_steps: int = 240  # routing decisions per algorithm per seed
-    pool_size: int = 4  # fixed train tasks (spread over the train split)
-    budgets: tuple[float, ...] = (0.2, 0.4, 0.7)
+    env_steps: int = 12_000  # routing decisions per algorithm per seed at the main lambda
+    other_env_steps: int = 4_000  # ... at the other lambdas
+    pool_size: int = 0  # train tasks (0 = the whole train split)
+    budgets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.7, 0.9)
     eval_split: str = "valid_unseen"
-    eval_episodes: int = 4  # tasks per seed (spread over the eval split)
+    eval_episodes: int = 0  # tasks per seed (0 = every task of the split: 134 on ALFWorld)
     calib_split: str = "valid_train"
-    calib_episodes: int = 4
+    calib_episodes: int = 24
     klst: str | None = None  # a KL-ST router file; None = build one
-    kl_episodes: int = 30
-    klst_epochs: int = 10
-    group_size: int = 3
-    tasks_per_batch: int = 1
-    grpo_lr: float = 5e-4
-    grpo_epochs: int = 4
-    grpo_sample_budget: float = 0.4  # GRPO samples around KL-ST's calibrated K = 0.4 point
-    ppo_n_steps: int = 64
-    ppo_batch_size: int = 32
+    kl_episodes: int = 240
+    klst_epochs: int = 14
+    sample_budget: float = 0.4  # both RL methods start at KL-ST's calibrated K = 0.4 point
+    group_size: int = 8
+    tasks_per_batch: int = 4
+    grpo_lr: float = 1e-4
+    grpo_epochs: int = 2
+    grpo_advantage_norm: str = "none"
+    grpo_kl_coef: float = 0.05
+    grpo_eval_every: int = 5
+    ppo_n_steps: int = 256
+    ppo_batch_size: int = 64
+    ppo_eval_freq: int = 2_000
+    rl_eval_episodes: int = 16  # calibration-split episodes of the keep-best evaluations
+    n_boot: int = 10_000
     out: str = "runs/ppo_vs_grpo"
-    jobs: int = 3  # seeds trained + evaluated in parallel processes
+    jobs: int = 2  # units (fixed routers of a seed, RL of a lambda x seed) run in parallel
     threads: int = 1  # torch threads per process
-    only_seed: int = -1  # internal: run one seed (used by --jobs)
+    only_unit: str = ""  # internal: run one unit (used by --jobs)
     results_md: str | None = str(ROOT / "benchmarks" / "RESULTS.md")
-    smoke: bool = False
+    quick: bool = False
 
 
-SMOKE = {  # a tiny run for the subprocess test: WebShop is ~100x faster per step
+QUICK = {  # a tiny run for the subprocess test: WebShop is ~100x faster per step
     "env_id": "DMR-WebShop-v0",
+    "lambdas": (0.02, 0.5),
     "seeds": (0,),
     "env_steps": 24,
+    "other_env_steps": 16,
     "pool_size": 3,
-    "budgets": (0.4,),
+    "budgets": (0.4, 0.7),
     "eval_split": "test",
-    "eval_episodes": 2,
+    "eval_episodes": 3,
     "calib_split": "eval",
     "calib_episodes": 2,
     "kl_episodes": 3,
     "klst_epochs": 1,
     "group_size": 2,
     "tasks_per_batch": 1,
+    "grpo_eval_every": 1,
     "ppo_n_steps": 16,
     "ppo_batch_size": 16,
+    "ppo_eval_freq": 16,
+    "rl_eval_episodes": 2,
+    "n_boot": 200,
     "jobs": 1,
 }
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
+def parse_args(argv: list[str]) -> Args:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = Args()
-    for name, value in asdict(defaults).items():
+    for name, value in asdict(Args()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            p.add_argument(flag, action="store_true")
+            p.add_argument(flag, action="store_true", default=value)
         elif isinstance(value, tuple):
             kind = type(value[0])
-            p.add_argument(flag, type=lambda s, k=kind: tuple(k(x) for x in s.split(",")))
+            p.add_argument(
+                flag, type=lambda s, k=kind: tuple(k(x) for x in s.split(",")), default=value
+            )
         else:
-            p.add_argument(flag, type=type(value) if value is not None else str)
-        p.set_defaults(**{name: value})
+            p.add_argument(flag, type=type(value) if value is not None else str, default=value)
     p.add_argument("--no-results-md", dest="results_md", action="store_const", const=None)
     ns = p.parse_args(argv)
     args = Args(**vars(ns))
-    if args.smoke:
-        given = {k for k in vars(ns) if f"--{k.replace('_', '-')}" in " ".join(argv or [])}
-        args = Args(**{**asdict(args), **{k: v for k, v in SMOKE.items() if k not in given}})
+    if args.quick:
+        given = {k for k in vars(ns) if f"--{k.replace('_', '-')}" in argv}
+        args = Args(**{**asdict(args), **{k: v for k, v in QUICK.items() if k not in given}})
+    if args.main_lambda not in args.lambdas:
+        args.main_lambda = args.lambdas[0]
+    if args.sample_budget not in args.budgets:
+        raise SystemExit(
+            f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
+        )
     return args
 
 
@@ -141,179 +165,342 @@ def cli(*argv: str) -> float:
     return time.perf_counter() - t
 
 
+def utility(record: Any, lam: float) -> float:
+    """Eq. 8 for one episode at ``lam``: the record's modeled time does not depend on it."""
+    from precision_gym.cost import trajectory_return
+
+    return trajectory_return(float(record.won), record.episode_time_s, lam)
+
+
 # ----------------------------------------------------------------------------- 1. KL-ST
-def klst_router(args: Args, out: Path, env: Any) -> tuple[Path, float]:
+def klst_router(args: Args, out: Path, env: Any) -> Path:
+    from agents.router import TransformerRouterPolicy, _budget_key
     from training.calibrate import calibrate_router
     from training.kl_collect import CollectConfig, collect_kl
     from training.kl_st import TrainConfig, train_klst
 
-    t = time.perf_counter()
     if args.klst:
         path = Path(args.klst)
     else:
-        env_kwargs = {"cost_weight": args.cost_weight}
-        collect_kl(
-            out / "kl",
-            CollectConfig(
-                env_id=args.env_id,
-                split="train",
-                episodes=args.kl_episodes,
-                seed=0,
-                shard_size=10,
-                env_kwargs=env_kwargs,
-            ),
-            env=env,
-            progress=True,
-        )
-        result = train_klst(
-            TrainConfig(
-                data=str(out / "kl"),
-                out=str(out / "klst"),
-                epochs=args.klst_epochs,
-                patience=4,
-                d_model=64,
-                seed=0,
-            ),
-            progress=True,
-            resume=(out / "klst").exists(),
-        )
-        path = Path(result.router_path)
-    from agents.router import TransformerRouterPolicy, _budget_key
-
+        path = out / "klst" / "router.pt"
+        if not path.exists():
+            collect_kl(
+                out / "kl",
+                CollectConfig(env_id=args.env_id, split="train", episodes=args.kl_episodes,
+                              seed=0, shard_size=10),
+                env=env,
+                progress=True,
+            )  # fmt: skip
+            train_klst(
+                TrainConfig(data=str(out / "kl"), out=str(out / "klst"), epochs=args.klst_epochs,
+                            patience=4, d_model=64, seed=0),
+                progress=True,
+                resume=(out / "klst" / "checkpoint.pt").exists(),
+            )  # fmt: skip
     have = TransformerRouterPolicy.load(path).thresholds
     if any(_budget_key(k) not in have for k in args.budgets):
         calibrate_router(
-            path,
-            env,
-            split=args.calib_split,
-            episodes=args.calib_episodes,
-            budgets=args.budgets,
-            seed=0,
-            out_dir=out / "klst_calibration",
-        )
-    return path, time.perf_counter() - t
+            path, env, split=args.calib_split, episodes=args.calib_episodes,
+            budgets=args.budgets, seed=0, out_dir=out / "klst_calibration",
+        )  # fmt: skip
+    return path
 
 
-# ----------------------------------------------------------------------------- 2. training
-def train_both(args: Args, out: Path, klst: Path, seed: int) -> dict[str, Any]:
-    common = ["--env-id", args.env_id, "--seed", str(seed), "--pool-size", str(args.pool_size)]
-    common += ["--cost-weight", str(args.cost_weight), "--no-progress"]
-    budgets = ",".join(str(k) for k in args.budgets)
-    grpo_out, ppo_out = out / f"grpo_s{seed}", out / f"ppo_s{seed}"
-    grpo_argv = [
-        "train-grpo", *common, "--init-checkpoint", str(klst), "--out", str(grpo_out),
-        "--total-env-steps", str(args.env_steps), "--max-updates", "100000",
-        "--group-size", str(args.group_size), "--tasks-per-batch", str(args.tasks_per_batch),
-        "--lr", str(args.grpo_lr), "--epochs", str(args.grpo_epochs), "--budgets", budgets,
-        "--sample-budget", str(args.grpo_sample_budget),
-        "--calibration-split", args.calib_split,
-        "--calibration-episodes", str(args.calib_episodes),
-    ]  # fmt: skip
-    if (grpo_out / "checkpoint.pt").exists():
-        grpo_argv.append("--resume")
-    ppo_kwargs = {"n_steps": args.ppo_n_steps, "batch_size": args.ppo_batch_size}
-    ppo_argv = [
-        "train-sb3", "--algo", "ppo", *common, "--features", "router",
-        "--router-checkpoint", str(klst), "--out", str(ppo_out),
-        "--total-timesteps", str(args.env_steps), "--algo-kwargs", json.dumps(ppo_kwargs),
-    ]  # fmt: skip
-    if (ppo_out / "model.zip").exists():
-        ppo_argv.append("--overwrite")  # SB3 does not resume: a rerun retrains this seed
-    return {
-        "grpo_s": cli(*grpo_argv),
-        "ppo_s": cli(*ppo_argv),
-        "grpo_cmd": "precision-gym " + shlex.join(grpo_argv),
-        "ppo_cmd": "precision-gym " + shlex.join(ppo_argv),
-    }
+# ----------------------------------------------------------------------------- 2.+4. units
+def eval_tasks(args: Args, env: Any) -> list[int]:
+    from training.evaluation import select_tasks
+
+    n = env.unwrapped.task.num_tasks(args.eval_split)
+    return select_tasks(n, args.eval_episodes or None)
 
 
-# ----------------------------------------------------------------------------- 3. evaluation
-def evaluate_seed(args: Args, out: Path, klst: Path, env: Any, seed: int) -> dict[str, Any]:
-    """Every point of the comparison on the eval tasks with episode seeds of ``seed``
-    (the routers trained with ``seed``); name -> EvalResult."""
-    from agents import make_baseline
-    from agents.router import load_router_policy
+def evaluate_all(args: Args, env: Any, policies: dict[str, Any], seed: int) -> dict[str, Any]:
     from training.evaluation import evaluate
-    from training.policies import load_policy_file
 
-    policies: dict[str, Any] = {n: make_baseline(n, env) for n in ("always-high", "always-low")}
-    for k in args.budgets:
-        policies[f"KL-ST K={k:g}"] = load_router_policy(klst, budget=k)
-    for k in args.budgets:
-        policies[f"GRPO K={k:g}"] = load_router_policy(out / f"grpo_s{seed}/router.pt", k)
-    # this run's own PPO model (an SB3 archive is unpickled: trusted because we wrote it)
-    policies["PPO"] = load_policy_file(out / f"ppo_s{seed}/model.zip", env, trust_checkpoint=True)
+    tasks = eval_tasks(args, env)
     return {
-        name: evaluate(
-            policy,
-            env,
-            env_id=args.env_id,
-            split=args.eval_split,
-            episodes=args.eval_episodes,
-            seeds=[seed],
-            router_name=name,
+        name: asdict(
+            evaluate(
+                policy,
+                env,
+                env_id=args.env_id,
+                split=args.eval_split,
+                task_indices=tasks,
+                seeds=[seed],
+                router_name=name,
+            )
         )
         for name, policy in policies.items()
     }
 
 
-def run_seed(args: Args, out: Path, klst: Path, env: Any, seed: int) -> Path:
-    """Train both algorithms with ``seed``, evaluate every point; write ``seed_<s>.json``."""
+def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
+    """Step 2: the routers that are not trained with lambda, on seed ``seed``'s episodes."""
+    from agents import make_baseline
+    from agents.router import load_router_policy
+
+    policies = {n: make_baseline(n, env) for n in ("always-high", "always-low")}
+    if env.unwrapped.simulated:
+        policies["oracle"] = make_baseline("oracle", env)
+    klst_points = {f"KL-ST K={k:g}": load_router_policy(klst, budget=k) for k in args.budgets}
+    results = evaluate_all(args, env, {**policies, **klst_points}, seed)
+    ref = results[f"KL-ST K={args.sample_budget:g}"]
+    decisions = sum(r["decisions"] for r in ref["records"])
+    rate = sum(r["high_decisions"] for r in ref["records"]) / max(decisions, 1)
+    rnd = make_baseline("random", env, p_high=rate, seed=seed)
+    results.update(evaluate_all(args, env, {"random": rnd}, seed))
+    results["random"]["p_high"] = rate
+    return {"results": results}
+
+
+def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) -> dict[str, Any]:
+    """Step 4: GRPO and PPO trained at ``lam`` with ``seed``, then evaluated."""
+    from agents.router import load_router_policy
+    from training.policies import load_policy_file
+
+    steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
+    tag = f"l{lam:g}_s{seed}"
+    common = ["--env-id", args.env_id, "--seed", str(seed), "--cost-weight", str(lam)]
+    common += ["--no-progress", "--sample-budget", str(args.sample_budget)]
+    common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
+    if args.pool_size:
+        common += ["--pool-size", str(args.pool_size)]
+    grpo_out, ppo_out = out / f"grpo_{tag}", out / f"ppo_{tag}"
+    grpo_argv = [
+        "train-grpo", *common, "--init-checkpoint", str(klst), "--out", str(grpo_out),
+        "--total-env-steps", str(steps), "--max-updates", "100000",
+        "--group-size", str(args.group_size), "--tasks-per-batch", str(args.tasks_per_batch),
+        "--lr", str(args.grpo_lr), "--epochs", str(args.grpo_epochs),
+        "--advantage-norm", args.grpo_advantage_norm, "--kl-coef", str(args.grpo_kl_coef),
+        "--eval-every", str(args.grpo_eval_every),
+        "--budgets", ",".join(f"{k:g}" for k in args.budgets),
+        "--calibration-split", args.calib_split,
+        "--calibration-episodes", str(args.calib_episodes),
+    ]  # fmt: skip
+    if (grpo_out / "checkpoint.pt").exists():
+        grpo_argv.append("--resume")  # the unit was interrupted: GRPO resumes
+    ppo_kwargs = {"n_steps": args.ppo_n_steps, "batch_size": args.ppo_batch_size}
+    ppo_argv = [
+        "train-sb3", "--algo", "ppo", *common, "--features", "router",
+        "--router-checkpoint", str(klst), "--out", str(ppo_out),
+        "--total-timesteps", str(steps), "--algo-kwargs", json.dumps(ppo_kwargs),
+        "--eval-freq", str(args.ppo_eval_freq),
+    ]  # fmt: skip
+    if (ppo_out / "model.zip").exists():
+        ppo_argv.append("--overwrite")  # SB3 does not resume: an interrupted unit retrains
+    times = {"grpo_s": cli(*grpo_argv), "ppo_s": cli(*ppo_argv)}
+    t = time.perf_counter()
+    policies = {
+        f"GRPO K={k:g}": load_router_policy(grpo_out / "router.pt", budget=k) for k in args.budgets
+    }
+    # this run's own PPO model (an SB3 archive is unpickled: trusted because we wrote it)
+    policies["PPO"] = load_policy_file(ppo_out / "model.zip", env, trust_checkpoint=True)
+    results = evaluate_all(args, env, policies, seed)
+    times["eval_s"] = time.perf_counter() - t
+    return {
+        "results": results,
+        "times": times,
+        "commands": ["precision-gym " + shlex.join(a) for a in (grpo_argv, ppo_argv)],
+    }
+
+
+def units(args: Args) -> list[str]:
+    fixed = [f"fixed_s{s}" for s in args.seeds]
+    return fixed + [f"rl_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
+
+
+def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     from training.evaluation import write_json
 
-    done = out / f"seed_{seed}.json"
-    if done.exists():  # finished before (a rerun only rebuilds the report)
-        return done
-    times = train_both(args, out, klst, seed)
+    done = out / f"{unit}.json"
+    if done.exists():
+        return
     t = time.perf_counter()
-    results = evaluate_seed(args, out, klst, env, seed)
-    times["eval_s"] = time.perf_counter() - t
-    return write_json(
-        {"times": times, "results": {n: asdict(r) for n, r in results.items()}},
-        out / f"seed_{seed}.json",
+    if unit.startswith("fixed_s"):
+        data = fixed_unit(args, env, klst, int(unit.removeprefix("fixed_s")))
+    else:
+        lam, seed = unit.removeprefix("rl_l").split("_s")
+        data = rl_unit(args, out, env, klst, float(lam), int(seed))
+    write_json({**data, "wall_s": time.perf_counter() - t}, done)
+
+
+def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo: list[str]):
+    """Units in ``--jobs`` local processes (each one thread), or here one after another."""
+    todo = [u for u in todo if not (out / f"{u}.json").exists()]
+    if args.jobs <= 1:
+        for unit in todo:
+            run_unit(args, out, env, klst, unit)
+        return
+    base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
+    running: list[subprocess.Popen] = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            unit = todo.pop(0)
+            log = (out / f"{unit}.log").open("w")
+            cmd = [*base, "--only-unit", unit, "--no-results-md"]
+            running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            if proc.returncode:
+                raise SystemExit(f"{shlex.join(proc.args)} failed ({proc.returncode})")
+
+
+# ----------------------------------------------------------------------------- 5. statistics
+def load_records(out: Path, unit_names: list[str]) -> dict[str, list[Any]]:
+    """Router name -> its episode records over the seeds; RL routers keyed ``name@lambda``."""
+    from training.evaluation import EpisodeRecord
+
+    records: dict[str, list[Any]] = {}
+    for unit in unit_names:
+        data = json.loads((out / f"{unit}.json").read_text())
+        suffix = "" if unit.startswith("fixed") else "@" + unit.split("_")[1].removeprefix("l")
+        for name, res in data["results"].items():
+            recs = [EpisodeRecord(**r) for r in res["records"]]
+            records.setdefault(name + suffix, []).extend(recs)
+    return records
+
+
+def point(recs: list[Any], lam: float, n_boot: int) -> dict[str, Any]:
+    """One router point at ``lam``: success, EP time on successes, HP, utility, each a mean
+    over tasks (of per-task means over seeds) with its 95% bootstrap CI over tasks."""
+    from training.stats import bootstrap_ci, per_task
+
+    _, succ = per_task(recs, lambda r: float(r.won))
+    _, util = per_task(recs, lambda r: utility(r, lam))
+    hp_tasks, high = per_task(recs, lambda r: r.high_decisions)
+    _, dec = per_task(recs, lambda r: r.decisions)
+    hp = np.where(dec > 0, high / np.maximum(dec, 1e-9), 0.0)
+    won = [r for r in recs if r.won]
+    out = {
+        "success": bootstrap_ci(succ, n_boot=n_boot).as_dict(),
+        "utility": bootstrap_ci(util, n_boot=n_boot).as_dict(),
+        "hp": bootstrap_ci(hp, n_boot=n_boot).as_dict(),
+        "ep_time": None,
+        "tasks": len(hp_tasks),
+        "episodes": len(recs),
+    }
+    if won:
+        _, times = per_task(won, lambda r: r.episode_time_s)
+        out["ep_time"] = bootstrap_ci(times, n_boot=n_boot).as_dict()
+    return out
+
+
+def per_task_utility(recs: list[Any], lam: float) -> np.ndarray:
+    from training.stats import per_task
+
+    return per_task(recs, lambda r: utility(r, lam))[1]
+
+
+def headroom_table(args: Args, records: dict[str, list[Any]], lam: float) -> dict[str, Any]:
+    """Step 3: how far the oracle is above KL-ST at its best K, on the same tasks."""
+    from training.stats import headroom
+
+    klst = {f"KL-ST K={k:g}": per_task_utility(records[f"KL-ST K={k:g}"], lam)
+            for k in args.budgets}  # fmt: skip
+    best = max(klst, key=lambda n: klst[n].mean())
+    utilities = {n: per_task_utility(records[n], lam) for n in FIXED if n in records}
+    utilities[best] = klst[best]
+    ceiling = "oracle" if "oracle" in utilities else "always-high"
+    table = headroom(utilities, start=best, ceiling=ceiling, n_boot=args.n_boot)
+    table["lambda"] = lam
+    return table
+
+
+def matched_hp_diff(
+    args: Args, records: dict[str, list[Any]], name: str, lam: float, hp: float
+) -> dict[str, Any]:
+    """``name`` minus KL-ST at the same realised HP (per-task utilities interpolated between
+    the two KL-ST points whose HP brackets ``hp``), as a paired bootstrap CI over tasks."""
+    from training.stats import paired_bootstrap_diff
+
+    curve = sorted(
+        (point_hp(records[f"KL-ST K={k:g}"]), per_task_utility(records[f"KL-ST K={k:g}"], lam))
+        for k in args.budgets
     )
+    xs = [c[0] for c in curve]
+    if hp < xs[0] or hp > xs[-1] or len(xs) == 1:  # outside the curve: its nearest end
+        i = 0 if hp <= xs[0] else len(curve) - 1
+        ref, inside = curve[i][1], hp == xs[i]
+    else:
+        j = min(max(int(np.searchsorted(xs, hp)), 1), len(xs) - 1)
+        w = (hp - xs[j - 1]) / max(xs[j] - xs[j - 1], 1e-12)
+        ref, inside = (1 - w) * curve[j - 1][1] + w * curve[j][1], True
+    diff = paired_bootstrap_diff(per_task_utility(records[name], lam), ref, n_boot=args.n_boot)
+    return {**diff.as_dict(), "interpolated": inside}
 
 
-def merge_seeds(args: Args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """EvalResults over all seeds (from the per-seed files) and the per-seed times."""
-    from training.evaluation import EpisodeRecord, EvalResult
-
-    merged: dict[str, Any] = {}
-    times = []
-    for seed in args.seeds:
-        data = json.loads((out / f"seed_{seed}.json").read_text())
-        times.append(data["times"])
-        for name, r in data["results"].items():
-            records = [EpisodeRecord(**x) for x in r.pop("records")]
-            if name not in merged:
-                merged[name] = EvalResult(**{**r, "seeds": []})
-            merged[name].seeds.append(seed)
-            merged[name].records.extend(records)
-    return merged, times
+def point_hp(recs: list[Any]) -> float:
+    decisions = sum(r.decisions for r in recs)
+    return sum(r.high_decisions for r in recs) / decisions if decisions else 0.0
 
 
-# ----------------------------------------------------------------------------- 4. figures
-def average_ranks(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Paper Sec. 5.3: rank by success (desc) and by episode time (asc), ties share the mean
-    rank; a point's score is the mean of its two ranks (lower is better)."""
+def average_ranks(points: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Paper Sec. 5.3: rank by success (desc) and by EP time (asc), ties share the mean rank;
+    a point's score is the mean of its two ranks (lower is better)."""
 
     def ranks(values: np.ndarray) -> np.ndarray:
         order = values.argsort(kind="stable")
         r = np.empty(len(values))
         r[order] = np.arange(1, len(values) + 1)
-        for v in np.unique(values):  # average ties
+        for v in np.unique(values):
             r[values == v] = r[values == v].mean()
         return r
 
-    success = np.array([-round(r["success_rate"], 6) for r in rows])
-    times = np.array([r["mean_success_episode_time_s"] for r in rows], dtype=float)
-    times = np.where(np.isnan(times), np.inf, np.round(times, 6))
+    names = list(points)
+    success = np.array([-round(points[n]["success"]["value"], 6) for n in names])
+    times = np.array(
+        [round(points[n]["ep_time"]["value"], 6) if points[n]["ep_time"] else np.inf
+         for n in names]
+    )  # fmt: skip
     avg = (ranks(success) + ranks(times)) / 2.0
-    return {r["router"]: float(a) for r, a in zip(rows, avg, strict=True)}
+    return {n: float(a) for n, a in zip(names, avg, strict=True)}
 
 
-def learning_curves(args: Args, out: Path) -> dict[str, Any]:
-    """Utility of training episodes vs env steps, binned, mean +- std over seeds."""
+def analyse(args: Args, out: Path) -> dict[str, Any]:
+    from training.stats import paired_bootstrap_diff
+
+    records = load_records(out, units(args))
+    by_lambda: dict[str, Any] = {}
+    for lam in args.lambdas:
+        tag = f"@{lam:g}"
+        names = [n for n in records if "@" not in n] + [n for n in records if n.endswith(tag)]
+        points = {n.removesuffix(tag): point(records[n], lam, args.n_boot) for n in names}
+        grpo_vs_klst = {}
+        for k in args.budgets:
+            g, kl = f"GRPO K={k:g}{tag}", f"KL-ST K={k:g}"
+            grpo_vs_klst[f"{k:g}"] = {
+                "same_k": paired_bootstrap_diff(
+                    per_task_utility(records[g], lam), per_task_utility(records[kl], lam),
+                    n_boot=args.n_boot,
+                ).as_dict(),
+                "matched_hp": matched_hp_diff(args, records, g, lam, point_hp(records[g])),
+                "grpo_hp": point_hp(records[g]),
+                "klst_hp": point_hp(records[kl]),
+            }  # fmt: skip
+        start = f"KL-ST K={args.sample_budget:g}"
+        ppo_vs_start = {}
+        for seed in args.seeds:  # PPO starts exactly at KL-ST's sample-budget point
+            ppo = [r for r in records[f"PPO{tag}"] if r.seed == seed]
+            ref = [r for r in records[start] if r.seed == seed]
+            ppo_vs_start[str(seed)] = paired_bootstrap_diff(
+                per_task_utility(ppo, lam), per_task_utility(ref, lam), n_boot=args.n_boot
+            ).as_dict()
+        pool = {n: p for n, p in points.items() if n.startswith(("KL-ST", "GRPO"))}
+        pool |= {n: points[n] for n in ("always-high", "always-low")}
+        by_lambda[f"{lam:g}"] = {
+            "headroom": headroom_table(args, records, lam),
+            "points": points,
+            "grpo_vs_klst": grpo_vs_klst,
+            "ppo_vs_start": ppo_vs_start,
+            "avg_rank": average_ranks(pool),
+            "avg_rank_with_ppo": average_ranks({**pool, "PPO": points["PPO"]}),
+        }
+    return by_lambda
+
+
+# ----------------------------------------------------------------------------- 5. figures
+def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,215 +508,200 @@ def learning_curves(args: Args, out: Path) -> dict[str, Any]:
 
     from training.evaluation import save_figure
 
-    used = [
-        json.loads((out / f"{algo}_s{seed}/summary.json").read_text())["env_steps"]
-        for algo in ("grpo", "ppo")
-        for seed in args.seeds
-    ]
-    edges = np.linspace(0, max([args.env_steps, *used]), 7)  # the last update/rollout too
+    fig, axes = plt.subplots(1, len(by_lambda), figsize=(5.2 * len(by_lambda), 4.6), squeeze=False)
+    styles = {"KL-ST": ("C0", "o"), "GRPO": ("C1", "s"), "PPO": ("C2", "D")}
+    for ax, (lam, data) in zip(axes[0], by_lambda.items(), strict=True):
+        for family in ("KL-ST", "GRPO"):  # each family's frontier over K
+            pts = sorted(
+                (p["ep_time"]["value"], 100 * p["success"]["value"])
+                for n, p in data["points"].items()
+                if n.startswith(family) and p["ep_time"]
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "-", color=styles[family][0], alpha=0.5)
+        for i, (name, p) in enumerate(data["points"].items()):
+            if not p["ep_time"]:
+                continue
+            family = name.split()[0]
+            color, marker = styles.get(family, (f"C{3 + i % 6}", "^"))
+            x, s = p["ep_time"], p["success"]
+            ax.errorbar(
+                x["value"], 100 * s["value"],
+                xerr=[[x["value"] - x["lo"]], [x["hi"] - x["value"]]],
+                yerr=[[100 * (s["value"] - s["lo"])], [100 * (s["hi"] - s["value"])]],
+                fmt=marker, color=color, capsize=2, ms=4, label=name,
+            )  # fmt: skip
+        ax.set_title(f"lambda = {lam}/s")
+        ax.set_xlabel("EP time on successes (s, modeled)")
+        ax.set_ylabel("success (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    fig.suptitle(f"{args.env_id} / {args.eval_split}: frontiers with 95% CIs [SIMULATED]")
+    save_figure(fig, path, dpi=120)
+
+
+def learning_curves(args: Args, out: Path, path: Path) -> dict[str, Any]:
+    """Training-episode utility vs env steps, binned, mean +- std over seeds, per lambda."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.evaluation import save_figure
+
     curves: dict[str, Any] = {}
-    for algo in ("GRPO", "PPO"):
-        per_seed = []
-        for seed in args.seeds:
-            if algo == "GRPO":
-                rows = [json.loads(x) for x in (out / f"grpo_s{seed}/log.jsonl").open()]
-                # one point per trajectory: the update's env steps, its batch mean return
-                steps = np.array([r["env_steps"] for r in rows], dtype=float)
-                util = np.array([r["mean_return"] for r in rows], dtype=float)
-                weight = np.array([r["episodes"] for r in rows], dtype=float)
-            else:
-                rows = [json.loads(x) for x in (out / f"ppo_s{seed}/episodes.jsonl").open()]
-                steps = np.array([r["env_steps"] for r in rows], dtype=float)
-                util = np.array([r["return"] for r in rows], dtype=float)
-                weight = np.ones(len(rows))
-            binned = []
-            for lo, hi in itertools.pairwise(edges):
-                sel = (steps > lo) & (steps <= hi)
-                binned.append(np.average(util[sel], weights=weight[sel]) if sel.any() else np.nan)
-            per_seed.append(binned)
-        arr = np.array(per_seed, dtype=float)
-        with warnings.catch_warnings():  # a bin no seed reached stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            curves[algo] = {
-                "env_steps": edges[1:].tolist(),
-                "mean": np.nanmean(arr, axis=0).tolist(),
-                "std": np.nanstd(arr, axis=0).tolist(),
-            }
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for algo, c in curves.items():
-        x, m, s = np.array(c["env_steps"]), np.array(c["mean"]), np.array(c["std"])
-        ax.plot(x, m, marker="o", label=algo)
-        ax.fill_between(x, m - s, m + s, alpha=0.2)
-    ax.set_xlabel("env steps (routing decisions)")
-    ax.set_ylabel(f"utility = success - {args.cost_weight:g} * T (training episodes)")
-    ax.set_title(f"{args.env_id}: PPO vs GRPO, {len(args.seeds)} seeds [SIMULATED]")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, out / "learning_curves.png", dpi=120)  # atomic; closes the figure
+    fig, axes = plt.subplots(1, len(args.lambdas), figsize=(5.0 * len(args.lambdas), 3.8),
+                             squeeze=False)  # fmt: skip
+    for ax, lam in zip(axes[0], args.lambdas, strict=True):
+        steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
+        edges = np.linspace(0, steps * 1.1, 9)
+        curves[f"{lam:g}"] = {}
+        for algo in ("GRPO", "PPO"):
+            per_seed = []
+            for seed in args.seeds:
+                run = out / f"{algo.lower()}_l{lam:g}_s{seed}"
+                if algo == "GRPO":
+                    rows = [json.loads(x) for x in (run / "log.jsonl").open()]
+                    x = np.array([r["env_steps"] for r in rows], dtype=float)
+                    y = np.array([r["mean_return"] for r in rows], dtype=float)
+                    w = np.array([r["episodes"] for r in rows], dtype=float)
+                else:
+                    rows = [json.loads(x) for x in (run / "episodes.jsonl").open()]
+                    x = np.array([r["env_steps"] for r in rows], dtype=float)
+                    y = np.array([r["return"] for r in rows], dtype=float)
+                    w = np.ones(len(rows))
+                binned = []
+                for lo, hi in itertools.pairwise(edges):
+                    sel = (x > lo) & (x <= hi)
+                    binned.append(np.average(y[sel], weights=w[sel]) if sel.any() else np.nan)
+                per_seed.append(binned)
+            arr = np.array(per_seed, dtype=float)
+            with warnings.catch_warnings():  # a bin no seed reached stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(arr, axis=0), np.nanstd(arr, axis=0)
+            curves[f"{lam:g}"][algo] = {
+                "env_steps": edges[1:].tolist(), "mean": mean.tolist(), "std": std.tolist(),
+            }  # fmt: skip
+            ax.plot(edges[1:], mean, marker="o", ms=3, label=algo)
+            ax.fill_between(edges[1:], mean - std, mean + std, alpha=0.2)
+        ax.set_title(f"lambda = {lam:g}/s")
+        ax.set_xlabel("env steps (routing decisions)")
+        ax.set_ylabel("training-episode utility")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{args.env_id}: learning curves, mean ± std over seeds [SIMULATED]")
+    save_figure(fig, path, dpi=120)
     return curves
 
 
-def fmt(x: float, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+# ----------------------------------------------------------------------------- 5. report
+def ci(d: dict[str, float] | None, digits: int = 3, scale: float = 1.0) -> str:
+    if not d:
+        return "-"
+    return f"{scale * d['value']:.{digits}f} [{scale * d['lo']:.{digits}f}, {scale * d['hi']:.{digits}f}]"
 
 
-def write_report(
-    args: Args, out: Path, summaries: list[dict[str, Any]], curves: dict[str, Any],
-    extra: dict[str, Any],
-) -> str:  # fmt: skip
-    from training.evaluation import markdown_table, pareto_plot, write_json
-
-    by = {s["router"]: s for s in summaries}
-    pool8 = [by[n] for n in by if n != "PPO"]
-    ranks8 = average_ranks(pool8)
-    ranks9 = average_ranks(summaries)
-    routers = {n: r for n, r in ranks8.items() if n.startswith(("KL-ST", "GRPO"))}
-    best_score = min(routers.values())
-    best_points = sorted(n for n, r in routers.items() if r == best_score)
-    families = {n.split()[0] for n in best_points}
-    best = " = ".join(best_points)
-    attributed = "tie between KL-ST and GRPO" if len(families) > 1 else families.pop()
-
-    def klst_utility_at(hp: float) -> float:
-        """KL-ST's utility interpolated at a realized HP fraction along its operating curve
-        (its K points, anchored by always-low at its HP and always-high at HP 1)."""
-        pts = sorted(
-            (by[n]["hp_fraction"], by[n]["mean_return"])
-            for n in by
-            if n.startswith("KL-ST") or n in ("always-low", "always-high")
-        )
-        xs, ys = zip(*pts, strict=True)
-        return float(np.interp(hp, xs, ys))
-
-    matched = [
-        {
-            "K": k,
-            "klst_utility": by[f"KL-ST K={k:g}"]["mean_return"],
-            "grpo_utility": by[f"GRPO K={k:g}"]["mean_return"],
-            "klst_hp": by[f"KL-ST K={k:g}"]["hp_fraction"],
-            "grpo_hp": by[f"GRPO K={k:g}"]["hp_fraction"],
-            "klst_success": by[f"KL-ST K={k:g}"]["success_rate"],
-            "grpo_success": by[f"GRPO K={k:g}"]["success_rate"],
-            "klst_utility_at_grpo_hp": klst_utility_at(by[f"GRPO K={k:g}"]["hp_fraction"]),
-        }
-        for k in args.budgets
+def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Headroom (before any RL result)",
+        "",
+        "| lambda | always-high | always-low | oracle | KL-ST at its best K | gap: ceiling - best "
+        "KL-ST (95% CI) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    title = (
-        f"{args.env_id} / {args.eval_split} ({len(summaries[0]['task_indices'])} tasks x "
-        f"{len(args.seeds)} seeds) [SIMULATED]"
-    )
-    pareto_plot(summaries, out / "pareto.png", title=title)
-    write_json(
-        {
-            "args": asdict(args),
-            "summaries": summaries,
-            "avg_rank_8": ranks8,
-            "avg_rank_with_ppo": ranks9,
-            "best_router_point": best,
-            "best_router_attributed_to": attributed,
-            "matched_hp": matched,
-            "curves": curves,
-            **extra,
-        },
-        out / "results.json",
-    )
-    klst_note = (
-        f"reused `{extra['klst_checkpoint']}` (--klst)"
-        if args.klst
-        else f"built here ({args.kl_episodes} KL episodes on train, {args.klst_epochs} epochs)"
-    )
+    for lam, data in by_lambda.items():
+        h = data["headroom"]
+        r = h["routers"]
+        lines.append(
+            f"| {lam} | {ci(r.get('always-high'))} | {ci(r.get('always-low'))} | "
+            f"{ci(r.get('oracle'))} | {h['start']}: {ci(r[h['start']])} | "
+            f"{h['ceiling']} - start: {ci(h['gap'])} |"
+        )
+    return lines
+
+
+def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[str, Any]) -> str:
+    from precision_gym.io import atomic_write_text
+    from training.evaluation import write_json
+
+    write_json({"args": asdict(args), "by_lambda": by_lambda, **extra}, out / "results.json")
+    n_tasks = next(iter(by_lambda.values()))["points"]["always-high"]["tasks"]
     lines = [
         SECTION,
         "",
-        f"SIMULATED precision pair ({extra['tiers']}): not real-LLM results. "
-        f"Produced by `benchmarks/ppo_vs_grpo.py` on {extra['machine']}.",
+        f"SIMULATED precision pair ({extra['tiers']}): not real-LLM results. Produced by "
+        f"`benchmarks/ppo_vs_grpo.py` on {extra['machine']}.",
         "",
         f"Command: `{extra['command']}`  ",
-        f"Wall time: {extra['wall_time_s'] / 60:.1f} min in total "
-        f"(KL-ST warm start {extra['klst_s'] / 60:.1f} min, GRPO training "
-        f"{sum(extra['grpo_train_s']) / 60:.1f} min, PPO training "
-        f"{sum(extra['ppo_train_s']) / 60:.1f} min, evaluation "
-        f"{sum(extra['seed_eval_s']) / 60:.1f} min, summed over seeds; seeds ran "
-        f"{args.jobs} at a time and took {extra['seeds_s'] / 60:.1f} min of wall time).",
+        f"Wall time: {extra['wall_time_s'] / 60:.1f} min. Evaluation: {n_tasks} {args.eval_split} "
+        f"tasks x seeds {list(args.seeds)}; values are means over tasks (each averaged over "
+        "seeds) with 95% percentile-bootstrap CIs over tasks; differences are paired over tasks.",
         "",
-        f"Budget: {args.env_steps} env steps (routing decisions) per algorithm per seed, seeds "
-        f"{list(args.seeds)}, on a fixed pool of {args.pool_size} train tasks; lambda = "
-        f"{args.cost_weight:g}/s. GRPO: G = {args.group_size}, {args.tasks_per_batch} tasks per "
-        f"update, lr {args.grpo_lr:g}, {args.grpo_epochs} epochs, clip 0.2, no KL penalty, from "
-        f"the KL-ST router, sampling around its calibrated K = {args.grpo_sample_budget:g} point "
-        "(high-tier logit + log((1 - tau_K) / tau_K)). PPO (SB3): n_steps "
-        f"{args.ppo_n_steps}, batch {args.ppo_batch_size}, gamma 1, encoder = the KL-ST "
-        f"router's. KL-ST: {klst_note}. Calibration: "
-        f"{args.calib_episodes} {args.calib_split} episodes. Evaluation: {args.eval_episodes} "
-        f"{args.eval_split} tasks per seed; per-seed routers evaluated on their own seed.",
+        f"Budget: {args.env_steps} routing decisions per algorithm per seed at lambda = "
+        f"{args.main_lambda:g} ({args.other_env_steps} at the other lambdas). Both RL methods "
+        f"start from the same KL-ST router at its calibrated K = {args.sample_budget:g} point; "
+        f"GRPO: G = {args.group_size}, {args.tasks_per_batch} tasks per update, lr "
+        f"{args.grpo_lr:g}, advantage norm {args.grpo_advantage_norm}, KL coef "
+        f"{args.grpo_kl_coef:g}; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
+        "encoder and action head from the router. Both keep their best router on "
+        f"{args.rl_eval_episodes} {args.calib_split} episodes (start included).",
         "",
-        "Per-seed training wall time (s): GRPO "
-        + ", ".join(f"{t:.0f}" for t in extra["grpo_train_s"])
-        + "; PPO "
-        + ", ".join(f"{t:.0f}" for t in extra["ppo_train_s"])
-        + ". CLI commands of seed "
-        + f"{args.seeds[0]}: `{extra['cli_commands'][0]}` and `{extra['cli_commands'][1]}`.",
+        *headroom_lines(by_lambda),
         "",
-        f"Env steps actually used per seed (an update / an SB3 rollout is not cut short): GRPO "
-        f"{extra['env_steps_used']['GRPO']}, PPO {extra['env_steps_used']['PPO']}.",
-        "",
-        "### Final table (mean ± std over seeds)",
-        "",
-        markdown_table(summaries),
-        "",
-        "Utility (mean return = success - lambda*T over all eval episodes): "
-        + ", ".join(f"{s['router']} {fmt(s['mean_return'])}" for s in summaries)
-        + ".",
-        "",
-        "### Average rank (paper Sec. 5.3; lower is better)",
-        "",
-        "| point | success % | EP time (s) | avg rank (8-point pool) | avg rank (pool + PPO) |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for s in summaries:
-        n = s["router"]
-        lines.append(
-            f"| {n} | {100 * s['success_rate']:.1f} | {fmt(s['mean_success_episode_time_s'], 2)}"
-            f" | {fmt(ranks8.get(n, math.nan), 2)} | {fmt(ranks9[n], 2)} |"
-        )
-    lines += [
-        "",
-        f"Best router point of the 8-point pool: **{best}** "
-        f"(average rank {best_score:.2f}; attributed to {attributed}).",
-        "",
-        "### GRPO vs KL-ST at matched high-precision fraction",
-        "",
-        "Realized HP fractions on the eval split differ from K (calibration pool shift), so "
-        "besides the same-K comparison the last two columns compare GRPO with KL-ST's utility "
-        "interpolated at GRPO's realized HP fraction (KL-ST curve anchored by always-low and "
-        "always-high).",
-        "",
-        "| K | KL-ST HP | GRPO HP | KL-ST success | GRPO success | KL-ST utility | GRPO utility "
-        "| delta (same K) | KL-ST utility at GRPO's HP | delta (matched HP) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in matched:
-        lines.append(
-            f"| {m['K']:g} | {m['klst_hp']:.2f} | {m['grpo_hp']:.2f} | "
-            f"{100 * m['klst_success']:.1f} | {100 * m['grpo_success']:.1f} | "
-            f"{m['klst_utility']:.3f} | {m['grpo_utility']:.3f} | "
-            f"{m['grpo_utility'] - m['klst_utility']:+.3f} | "
-            f"{m['klst_utility_at_grpo_hp']:.3f} | "
-            f"{m['grpo_utility'] - m['klst_utility_at_grpo_hp']:+.3f} |"
-        )
-    lines += ["", "### Learning curves (training-episode utility, mean ± std over seeds)", ""]
-    lines += ["| env steps | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
-    for i, x in enumerate(curves["GRPO"]["env_steps"]):
-        cells = [f"{fmt(c['mean'][i])} ± {fmt(c['std'][i])}" for c in curves.values()]
-        lines.append(f"| {x:.0f} | " + " | ".join(cells) + " |")
-    lines += ["", f"Plots: `{out}/learning_curves.png`, `{out}/pareto.png`.", ""]
+    for lam, data in by_lambda.items():
+        lines += [
+            f"### lambda = {lam}/s",
+            "",
+            "| router | success % | EP time (s, successes) | HP fraction | utility | avg rank "
+            "| avg rank (+ PPO) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, p in data["points"].items():
+            rank = data["avg_rank"].get(name)
+            lines.append(
+                f"| {name} | {ci(p['success'], 1, 100)} | {ci(p['ep_time'], 2)} | "
+                f"{ci(p['hp'], 2)} | {ci(p['utility'])} | "
+                f"{_rank(rank)} | {_rank(data['avg_rank_with_ppo'].get(name))} |"
+            )
+        lines += [
+            "",
+            "GRPO - KL-ST utility (95% CI; * = excludes 0):",
+            "",
+            "| K | KL-ST HP | GRPO HP | same K | matched HP |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for k, g in data["grpo_vs_klst"].items():
+            same, matched = g["same_k"], g["matched_hp"]
+            lines.append(
+                f"| {k} | {g['klst_hp']:.2f} | {g['grpo_hp']:.2f} | {ci(same)}{_star(same)} | "
+                f"{ci(matched)}{_star(matched)}"
+                f"{'' if matched['interpolated'] else ' (outside the KL-ST curve)'} |"
+            )
+        lines += [
+            "",
+            f"PPO - its start (KL-ST K={args.sample_budget:g}) per seed: "
+            + ", ".join(f"seed {s}: {ci(d)}{_star(d)}" for s, d in data["ppo_vs_start"].items()),
+            "",
+        ]
+    lines += [f"Plots: `{out}/frontiers.png`, `{out}/learning_curves.png`.", ""]
     text = "\n".join(lines)
     atomic_write_text(out / "results.md", text)
     return text
 
 
+def _rank(rank: float | None) -> str:
+    return "-" if rank is None else f"{rank:.2f}"
+
+
+def _star(d: dict[str, float]) -> str:
+    return "*" if d["lo"] > 0 or d["hi"] < 0 else ""
+
+
 def update_results_md(path: Path, section: str) -> None:
     """Replace this benchmark's section of RESULTS.md (up to the next '## ') or append it."""
+    from precision_gym.io import atomic_write_text
+
     old = path.read_text() if path.exists() else "# Benchmark results\n"
     start = old.find(SECTION)
     if start < 0:
@@ -548,75 +720,34 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    from precision_gym.threads import configure_torch_threads
     from training.cli import make_env
 
-    env = make_env(args.env_id, {"cost_weight": args.cost_weight})
-    if args.only_seed >= 0:  # a worker of --jobs
-        run_seed(args, out, Path(args.klst or ""), env, args.only_seed)
+    configure_torch_threads(args.threads)
+    env = make_env(args.env_id, None)
+    if args.only_unit:  # a worker of --jobs
+        run_unit(args, out, env, Path(args.klst or ""), args.only_unit)
         return 0
-    rebuilt = all((out / f"seed_{s}.json").exists() for s in args.seeds)
-    previous = out / "results.json"
-    klst, klst_s = klst_router(args, out, env)
-    print(f"KL-ST router: {klst} ({klst_s:.0f} s)", flush=True)
-    t_seeds = time.perf_counter()
-    if args.jobs > 1:
-        import subprocess
-
-        base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
-        pending = list(args.seeds)
-        running: list[Any] = []
-        while pending or running:
-            while pending and len(running) < args.jobs:
-                seed = pending.pop(0)
-                if (out / f"seed_{seed}.json").exists():
-                    continue
-                log = (out / f"seed_{seed}.log").open("w")
-                cmd = [*base, "--only-seed", str(seed), "--no-results-md"]
-                running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-            time.sleep(2)
-            for proc in [p for p in running if p.poll() is not None]:
-                running.remove(proc)
-                if proc.returncode:
-                    raise SystemExit(f"{shlex.join(proc.args)} failed ({proc.returncode})")
-    else:
-        for seed in args.seeds:
-            run_seed(args, out, klst, env, seed)
-    seeds_s = time.perf_counter() - t_seeds
-    results, times = merge_seeds(args, out)
-    ref = results["always-high"]
-    summaries = [r.summary(ref) for r in results.values()]
-    curves = learning_curves(args, out)
+    klst = klst_router(args, out, env)
+    print(f"KL-ST router: {klst}", flush=True)
+    # fixed routers first: the headroom is known before any RL result
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("fixed")])
+    records = load_records(out, [u for u in units(args) if u.startswith("fixed")])
+    pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
+    print("\n".join(headroom_lines(pre)), flush=True)
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
+    by_lambda = analyse(args, out)
+    frontier_plot(args, by_lambda, out / "frontiers.png")
+    curves = learning_curves(args, out, out / "learning_curves.png")
     extra = {
         "command": "python benchmarks/ppo_vs_grpo.py " + shlex.join(argv),
-        "machine": f"{os.cpu_count()} CPU cores (shared with other jobs), no GPU",
-        "klst_checkpoint": str(klst),
+        "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "tiers": ", ".join(env.unwrapped.tier_names),
-        "env_steps_used": {
-            "GRPO": [
-                json.loads((out / f"grpo_s{s}/summary.json").read_text())["env_steps"]
-                for s in args.seeds
-            ],
-            "PPO": [
-                json.loads((out / f"ppo_s{s}/summary.json").read_text())["env_steps"]
-                for s in args.seeds
-            ],
-        },
-        "klst_s": klst_s,
-        "grpo_train_s": [t["grpo_s"] for t in times],
-        "ppo_train_s": [t["ppo_s"] for t in times],
-        "seed_eval_s": [t["eval_s"] for t in times],
-        "seeds_s": seeds_s,
-        "cli_commands": [c for t in times for c in (t["grpo_cmd"], t["ppo_cmd"])],
+        "klst_checkpoint": str(klst),
+        "curves": curves,
         "wall_time_s": time.perf_counter() - t0,
     }
-    if rebuilt and previous.exists():  # report-only rerun: keep the run's own timings
-        old = json.loads(previous.read_text())
-        for key in ("wall_time_s", "seeds_s", "klst_s", "command"):
-            extra[key] = old.get(key, extra[key])
-    text = write_report(args, out, summaries, curves, extra)
+    text = write_report(args, out, by_lambda, extra)
     print(text)
     if args.results_md:
         update_results_md(Path(args.results_md), text)

@@ -35,14 +35,23 @@ def test_reinforce_example_trains_and_evaluates_through_the_cli(tmp_path):
 
 
 def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
-    """The benchmark end to end on a tiny WebShop budget (KL-ST built, both trained from the
-    CLI, every point evaluated, ranks and plots written)."""
-    _run("benchmarks/ppo_vs_grpo.py", "--smoke", "--out", str(tmp_path), "--no-results-md")
+    """The benchmark end to end on a tiny WebShop budget (KL-ST built, headroom printed before
+    any RL result, both trained from the CLI at two lambdas, every point evaluated with CIs,
+    ranks and plots written)."""
+    proc = _run("benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md")
+    assert proc.stdout.index("### Headroom") < proc.stdout.index("$ precision-gym train-grpo")
     results = json.loads((tmp_path / "results.json").read_text())
-    names = {s["router"] for s in results["summaries"]}
-    assert {"always-high", "always-low", "KL-ST K=0.4", "GRPO K=0.4", "PPO"} <= names
-    assert set(results["avg_rank_8"]) == names - {"PPO"}
-    assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "pareto.png").exists()
+    assert set(results["by_lambda"]) == {"0.02", "0.5"}
+    data = results["by_lambda"]["0.02"]
+    names = set(data["points"])
+    assert {"always-high", "always-low", "oracle", "random", "KL-ST K=0.4", "GRPO K=0.4"} <= names
+    assert "PPO" in names and set(data["avg_rank"]) == names - {"PPO", "oracle", "random"}
+    for p in data["points"].values():
+        assert p["utility"]["lo"] <= p["utility"]["value"] <= p["utility"]["hi"]
+    assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"} and set(data["ppo_vs_start"]) == {"0"}
+    assert data["headroom"]["ceiling"] == "oracle"
+    assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "frontiers.png").exists()
+    assert "SIMULATED" in (tmp_path / "results.md").read_text()
 
 
 def test_soak_benchmark_smoke():
