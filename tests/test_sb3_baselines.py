@@ -171,6 +171,20 @@ def _router_file(tmp_path, env):
     )
 
 
+def _ppo_from_router(tmp_path, path, **kw):
+    from training.sb3_baselines import make_model, make_sb3_vec_env
+
+    cfg = SB3Config(
+        env_id="DMR-WebShop-v0", pool_size=2, router_checkpoint=str(path),
+        out=str(tmp_path / "ppo"), tensorboard=False, progress=False, **kw,
+    )  # fmt: skip
+    venv = make_sb3_vec_env(cfg)
+    try:
+        return make_model(cfg, venv)
+    finally:
+        venv.close()
+
+
 @pytest.mark.parametrize("budget", [None, 0.4])
 def test_ppo_starts_from_the_routers_routing(tmp_path, budget):
     """Encoder AND action head come from the router: the SB3 policy's logits equal the
@@ -178,19 +192,10 @@ def test_ppo_starts_from_the_routers_routing(tmp_path, budget):
     import torch
 
     from training.grpo import budget_bias
-    from training.sb3_baselines import make_model, make_sb3_vec_env
 
     env = gym.make("DMR-WebShop-v0")
     router, path = _router_file(tmp_path, env)
-    cfg = SB3Config(
-        env_id="DMR-WebShop-v0", pool_size=2, router_checkpoint=str(path),
-        sample_budget=budget, out=str(tmp_path / "ppo"), tensorboard=False, progress=False,
-    )  # fmt: skip
-    venv = make_sb3_vec_env(cfg)
-    try:
-        model = make_model(cfg, venv)
-    finally:
-        venv.close()
+    model = _ppo_from_router(tmp_path, path, sample_budget=budget)
     obs, _ = env.reset(seed=0, options={"split": "test", "task_index": 0})
     obs_t, _ = model.policy.obs_to_tensor(obs)
     with torch.no_grad():
@@ -238,20 +243,10 @@ def test_router_encoder_weights_survive_sb3_init(tmp_path):
     with a router checkpoint the features extractor keeps the trained weights."""
     import torch
 
-    from training.sb3_baselines import make_model, make_sb3_vec_env
-
     env = gym.make("DMR-WebShop-v0")
     router, path = _router_file(tmp_path, env)
     env.close()
-    cfg = SB3Config(
-        env_id="DMR-WebShop-v0", pool_size=2, router_checkpoint=str(path), init_policy=False,
-        out=str(tmp_path / "ppo"), tensorboard=False, progress=False,
-    )  # fmt: skip
-    venv = make_sb3_vec_env(cfg)
-    try:
-        model = make_model(cfg, venv)
-    finally:
-        venv.close()
+    model = _ppo_from_router(tmp_path, path, init_policy=False)
     got = model.policy.features_extractor.router.state_dict()
     for name, value in router.state_dict().items():
         if not name.startswith("head."):
