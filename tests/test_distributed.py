@@ -87,3 +87,51 @@ def test_cli_evaluate_workers_2_matches_workers_1(tmp_path):
         outs.append(json.loads(out.read_text()))
     assert outs[0] == outs[1]
     assert outs[0]["episodes"] == 3 and len(outs[0]["per_seed"]) == 2
+
+
+def test_sweep_workers_2_matches_workers_1(tmp_path):
+    """sweep --workers: every fixed point played by 2 worker processes, the online point here
+    as one stream; the same summaries as one process."""
+    import gymnasium as gym
+    import torch
+
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+    from training.sweep import run_sweep
+
+    env = gym.make("DMR-WebShop-v0")
+    u = env.unwrapped
+    torch.manual_seed(0)
+    model = TransformerRouter(
+        RouterConfig(
+            embed_dim=u.embedding_dim, max_len=u.max_history, d_model=16, n_layers=1,
+            n_heads=2, dropout=0.0, n_tiers=int(env.action_space.n),
+        )
+    )  # fmt: skip
+    path = TransformerRouterPolicy(model, thresholds={"0.4": 0.5}).save(tmp_path / "r.pt")
+    kw = dict(
+        env_id="DMR-WebShop-v0", split="test", episodes=3, seeds=(0, 1), budgets=(0.4,),
+        progress=False,
+    )  # fmt: skip
+    one = run_sweep(path, env, **kw)
+    two = run_sweep(path, env, workers=2, **kw)
+    env.close()
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    names = [s["router"] for s in one]
+    assert names[2].endswith("(K=0.4,online)") and names[4].endswith("(K=0.4)"), names
+    assert names[-1] == "oracle"
+    with pytest.raises(ValueError, match="needs env_id"):
+        run_sweep(path, env, **{**kw, "env_id": ""}, workers=2)
+
+
+def test_collect_kl_on_ray_actors_matches_one_process(local_ray, tmp_path):
+    import numpy as np
+
+    from training.kl_collect import CollectConfig, collect_kl, load_kl_dataset
+
+    cfg = CollectConfig(env_id="DMR-WebShop-v0", split="test", episodes=3, seed=2, shard_size=1)
+    collect_kl(tmp_path / "one", cfg, progress=False)
+    collect_kl(tmp_path / "ray", cfg, progress=False, workers=2, ray_address="auto")
+    a, b = load_kl_dataset(tmp_path / "one"), load_kl_dataset(tmp_path / "ray")
+    for name in ("vectors", "ep_start", "episode", "t", "step", "kl", "kind", "task_id"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert local_ray.is_initialized()  # the caller's instance is left to the caller

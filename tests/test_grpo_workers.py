@@ -49,3 +49,21 @@ def test_batched_group_parks_finished_members(tmp_path):
 def test_workers_validated():
     with pytest.raises(ConfigError, match=r"workers must be in \[0, group_size=3\], got 4"):
         _cfg("x", workers=4)
+
+
+def test_same_curve_with_task_engines_on_ray_actors(tmp_path):
+    """train-grpo --workers 2 --ray-address: the group's task engines on 2 Ray actors of a
+    local Ray instance (started and ended here): the same curve as in one process."""
+    ray = pytest.importorskip(
+        "ray", reason="Ray is not installed: pip install 'precision-gym[ray]' (the ray extra)"
+    )
+    train_grpo(_cfg(tmp_path / "w0", workers=0))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        train_grpo(_cfg(tmp_path / "ray", workers=2, ray_address="auto"))
+        assert ray.is_initialized()  # the caller's instance is left to the caller
+    finally:
+        ray.shutdown()
+    assert _log(tmp_path / "ray") == _log(tmp_path / "w0")
+    with pytest.raises(ConfigError, match=r"expected workers >= 1 \(the number of actors\), got 0"):
+        _cfg("x", workers=0, ray_address="auto")

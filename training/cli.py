@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "add_workers_args", "build_parser", "load_policy", "main"]
 
 #: modules that add their own subcommand: each defines ``add_parser(subparsers)`` which
 #: registers a parser with ``set_defaults(func=...)``; ``func(args) -> int``.
@@ -107,6 +107,23 @@ def env_kwarg_names(env_id: str) -> set[str] | None:
         return None
     names = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
     return names | {"max_episode_steps", "disable_env_checker"}  # gym.make's own
+
+
+def add_workers_args(p: argparse.ArgumentParser) -> None:
+    """``--workers`` / ``--ray-address`` of the commands whose episodes rollout workers play."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="rollout worker processes (each task's episodes on one worker; the "
+        "records are identical whatever the count)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="run the rollout workers as Ray actors on this cluster ('auto', "
+        "'ray://host:10001', or 'local' to start one here); needs the ray extra",
+    )
 
 
 def load_policy(
@@ -309,21 +326,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    def workers_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--workers",
-            type=int,
-            default=1,
-            help="rollout worker processes (each task's episodes on one worker; the "
-            "records are identical whatever the count)",
-        )
-        p.add_argument(
-            "--ray-address",
-            default=None,
-            help="run the rollout workers as Ray actors on this cluster ('auto', "
-            "'ray://host:10001', or 'local' to start one here); needs the ray extra",
-        )
-
     p = sub.add_parser("evaluate", help="evaluate a router (Table-1 style) and write JSON")
     env_args(p)
     p.add_argument(
@@ -357,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.policies import TRUST_HELP
 
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
-    workers_args(p)
+    add_workers_args(p)
     p.add_argument(
         "--no-reference",
         action="store_true",

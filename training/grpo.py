@@ -324,6 +324,14 @@ class GRPOConfig:
             "engines in N worker processes; the same records whatever N"
         },
     )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "run the group's task engines as `workers` Ray actors on this cluster "
+            "('auto', 'ray://host:10001', 'local'; the ray extra) instead of local processes; "
+            "the same curve"
+        },
+    )
     budgets: tuple[float, ...] = field(
         default=(0.2, 0.4, 0.7),
         metadata={"help": "high-precision budgets K calibrated after training (Eq. 7)"},
@@ -422,6 +430,11 @@ class GRPOConfig:
             raise ConfigError(
                 f"workers must be in [0, group_size={self.group_size}], got {self.workers!r}"
             )
+        if self.ray_address is not None and self.workers < 1:
+            raise ConfigError(
+                f"ray_address={self.ray_address!r} runs the task engines on Ray actors: "
+                f"expected workers >= 1 (the number of actors), got {self.workers}"
+            )
         if self.vector_env not in ("sync", "async"):
             raise ConfigError(f"vector_env must be 'sync' or 'async', got {self.vector_env!r}")
         bad = [k for k in self.budgets if not 0.0 < k < 1.0]
@@ -445,6 +458,7 @@ class GRPOConfig:
         "progress",
         "tensorboard",
         "workers",
+        "ray_address",
     )
 
 
@@ -505,6 +519,7 @@ def make_group_env(cfg: GRPOConfig, encoder: Any = None) -> Any:
             vectorization_mode="vector_entry_point",
             workers=cfg.workers,
             park_finished=True,
+            ray_address=cfg.ray_address,
             **kwargs,
         )
     if cfg.vector_env == "sync":

@@ -161,6 +161,90 @@ def _run_episode(env: Any, split: str, seed: int, task_index: int) -> dict[str, 
     }
 
 
+_WORKER_ENV: Any = None  # a worker process's env (built once by _worker_init)
+
+
+def _worker_init(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    global _WORKER_ENV
+    from precision_gym.threads import configure_torch_threads
+    from training.cli import make_env
+
+    configure_torch_threads(explicit=False)
+    _WORKER_ENV = make_env(env_id, env_kwargs)
+
+
+def _worker_shard(split: str, seed: int, tasks: list[int]) -> list[dict[str, Any]]:
+    return [_run_episode(_WORKER_ENV, split, seed, ti) for ti in tasks]
+
+
+class _ShardActor:
+    """A Ray actor holding one env, rolling out the shards it is sent."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
+        _worker_init(env_id, env_kwargs)
+
+    def run(self, split: str, seed: int, tasks: list[int]) -> list[dict[str, Any]]:
+        return _worker_shard(split, seed, tasks)
+
+
+def _shard_episodes(
+    cfg: CollectConfig,
+    todo: list[tuple[int, list[int]]],
+    workers: int,
+    ray_address: str | None,
+    local: Any,
+    bar: Any,
+) -> Any:
+    """``(shard index, episodes)`` of every shard of ``todo``, in shard order: rolled out here
+    (``local``), by ``workers`` processes (forkserver) or by ``workers`` Ray actors, which
+    finish shards side by side."""
+    if ray_address is not None and todo:
+        from precision_gym.distributed import ray_session
+
+        with ray_session(ray_address) as ray:
+            actor_cls = ray.remote(num_cpus=1)(_ShardActor)
+            n = min(workers, len(todo))
+            actors = [actor_cls.remote(cfg.env_id, dict(cfg.env_kwargs)) for _ in range(n)]
+            try:
+                refs = [
+                    (si, actors[k % n].run.remote(cfg.split, cfg.seed, tasks))
+                    for k, (si, tasks) in enumerate(todo)
+                ]
+                for si, ref in refs:  # in order: the index grows as with one process
+                    episodes = ray.get(ref)
+                    if bar is not None:
+                        bar.update(len(episodes))
+                    yield si, episodes
+            finally:
+                for a in actors:
+                    ray.kill(a)
+        return
+    if workers == 1 or len(todo) < 2:
+        for si, tasks in todo:
+            yield si, local(tasks)
+        return
+    import concurrent.futures
+    import multiprocessing as mp
+
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=mp.get_context(method),
+        initializer=_worker_init,
+        initargs=(cfg.env_id, dict(cfg.env_kwargs)),
+    ) as pool:
+        futures = [(si, pool.submit(_worker_shard, cfg.split, cfg.seed, t)) for si, t in todo]
+        try:
+            for si, fut in futures:  # in order: the index grows as with one process
+                episodes = fut.result()
+                if bar is not None:
+                    bar.update(len(episodes))
+                yield si, episodes
+        finally:
+            for _, fut in futures:
+                fut.cancel()
+
+
 def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
     vectors = [e["vectors"] for e in episodes]
     offsets = np.cumsum([0] + [len(v) for v in vectors]).astype(np.int64)
@@ -216,6 +300,8 @@ def collect_kl(
     env: Any = None,
     progress: bool = True,
     max_new_shards: int | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> Path:
     """Collect KL supervision into ``out_dir`` (resumes a partial run there).
 
@@ -225,11 +311,18 @@ def collect_kl(
         env: an already-built env for ``config.env_id`` (built when None).
         progress: show a tqdm bar (episodes).
         max_new_shards: stop after writing this many new shards (budgeted/incremental runs).
+        workers: local worker processes that roll out shards side by side (each builds its
+            own env from ``config``); shards are written in order, with the same content as
+            one process (an episode depends only on its seed and task).
+        ray_address: run those workers as Ray actors on this cluster (``"auto"``, an
+            address, or ``"local"``), ``workers`` of them (the ``ray`` extra).
 
     Returns the folder. Raises :class:`CheckpointError` when the folder holds a collection
     with a different configuration.
     """
     cfg = config or CollectConfig()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     own_env = env is None
@@ -279,21 +372,22 @@ def collect_kl(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(tasks), initial=done_eps, desc="collect KL", unit="ep")
-    written = 0
     n_low = len(u.tiers) - 1
+    todo = [(si, t) for si, t in enumerate(shards) if str(si) not in index["shards"]]
+    if max_new_shards is not None:
+        todo = todo[:max_new_shards]
+
+    def local(shard_tasks: list[int]) -> list[dict[str, Any]]:
+        episodes = []
+        for ti in shard_tasks:
+            episodes.append(_run_episode(env, cfg.split, cfg.seed, ti))
+            if bar is not None:
+                bar.update()
+        return episodes
+
     try:
-        for si, shard_tasks in enumerate(shards):
-            entry = index["shards"].get(str(si))
+        for si, episodes in _shard_episodes(cfg, todo, workers, ray_address, local, bar):
             fname = f"shard_{si:05d}.npz"
-            if entry is not None:  # verified above
-                continue
-            if max_new_shards is not None and written >= max_new_shards:
-                break
-            episodes = []
-            for ti in shard_tasks:
-                episodes.append(_run_episode(env, cfg.split, cfg.seed, ti))
-                if bar is not None:
-                    bar.update()
             n_states, digest = _save_shard(out / fname, episodes, n_low)
             index["shards"][str(si)] = {
                 "file": fname,
@@ -303,7 +397,6 @@ def collect_kl(
                 "won": int(sum(e["won"] for e in episodes)),
             }
             _write_index(out, index)
-            written += 1
     finally:
         if bar is not None:
             bar.close()
@@ -422,7 +515,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         env_kwargs=args.env_kwargs or {},
     )
-    out = collect_kl(args.out, cfg, progress=not args.quiet, max_new_shards=args.max_shards)
+    out = collect_kl(
+        args.out, cfg, progress=not args.quiet, max_new_shards=args.max_shards,
+        workers=args.workers, ray_address=args.ray_address,
+    )  # fmt: skip
     ds = load_kl_dataset(out)
     index = _read_index(out) or {}
     if index.get("simulated"):
@@ -438,7 +534,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from training.cli import _json_kwargs
+    from training.cli import _json_kwargs, add_workers_args
 
     p = sub.add_parser(
         "collect-kl",
@@ -452,5 +548,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--shard-size", type=int, default=20, help="episodes per shard file")
     p.add_argument("--out", default="runs/kl", help="output folder (reruns resume it)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    add_workers_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from precision_gym.distributed import ray_session
 from precision_gym.error import ConfigError
 from training.evaluation import EpisodeRecord, rollout
 
-__all__ = ["RolloutSpec", "run_distributed", "run_share", "shares"]
+__all__ = ["RolloutSpec", "ray_session", "run_distributed", "run_share", "shares"]
 
 
 @dataclass(frozen=True)
@@ -158,21 +159,7 @@ def _in_job_order(
 
 
 def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[list[EpisodeRecord]]:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(
-            f"--ray-address {address} needs Ray: install the ray extra "
-            "(pip install 'precision-gym[ray]', Ray core >= 2.9)"
-        ) from None
-    started = False
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-        started = True
-    try:
+    with ray_session(address) as ray:
         actor_cls = ray.remote(num_cpus=1)(RolloutActor)
         actors = [actor_cls.remote(spec) for _ in parts]
         try:
@@ -180,6 +167,3 @@ def _run_ray(spec: RolloutSpec, parts: list[list[Any]], address: str) -> list[li
         finally:
             for a in actors:
                 ray.kill(a)
-    finally:
-        if started:
-            ray.shutdown()

@@ -56,15 +56,43 @@ def run_sweep(
     progress: bool = True,
     partial: str | Path | None = None,
     online_step: float | None = DEFAULT_ONLINE_STEP,
+    env_kwargs: dict[str, Any] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Summaries (``EvalResult.summary`` JSON, speedup vs always-high) of every router:
     always-high, always-low, then per budget (K = 0.4 first) the router (holding K online
     when ``online_step``), the random router at its realized rate and, with online control,
     the router at the fixed ``tau_K`` beside it; then the oracle. ``partial``: a JSON file
-    rewritten after every router, so an interrupted sweep keeps what it measured."""
+    rewritten after every router, so an interrupted sweep keeps what it measured.
+
+    ``workers`` / ``ray_address``: every router point except the online ones is played by
+    rollout workers (``training.rollout_workers``; the env is rebuilt there from ``env_id``
+    and ``env_kwargs``), with the same records as here; online points adapt their threshold
+    across episodes in order, so they always run here, as one stream."""
     from agents import make_baseline
     from agents.router import load_router_policy
     from training.evaluation import EpisodeRecord, EvalResult, evaluate, write_json
+
+    parallel = workers != 1 or ray_address is not None
+    if parallel and not env_id:
+        raise ValueError("sweep with --workers/--ray-address needs env_id (workers rebuild it)")
+
+    def runner(router: str, **spec: Any) -> Any:
+        """Rollout workers for one router point (None: play it here, in order)."""
+        if not parallel or spec.get("online_step") is not None:
+            return None
+        from functools import partial as bind
+
+        from training.rollout_workers import RolloutSpec, run_distributed
+
+        rs = RolloutSpec(
+            env_id=env_id, split=split, router=str(router), env_kwargs=dict(env_kwargs or {}),
+            **spec,
+        )  # fmt: skip
+        return bind(
+            run_distributed, rs, workers=workers, ray_address=ray_address, progress=progress
+        )
 
     common = dict(env_id=env_id, split=split, episodes=episodes, seeds=seeds, progress=progress)
     results: list[Any] = []
@@ -76,30 +104,34 @@ def run_sweep(
             recs = [EpisodeRecord(**r) for r in d.pop("records")]
             done.append(EvalResult(**d, records=recs))
 
-    def run(policy: Any, name: str | None = None) -> Any:
+    def run(policy: Any, name: str | None = None, remote: Any = None) -> Any:
         i = len(results)
         prev = done[i] if i < len(done) else None
         if prev is not None and prev.router == (name or policy.name) and prev.seeds == list(seeds):
             res = prev  # measured before the interruption: same router, same episodes
         else:
-            res = evaluate(policy, env, router_name=name, **common)
+            res = evaluate(policy, env, router_name=name, runner=remote, **common)
         results.append(res)
         if partial is not None:  # survive an interruption: every result so far
             write_json({"summaries": _summaries(results), "results": results}, partial)
         return res
 
-    run(make_baseline("always-high", env))
-    run(make_baseline("always-low", env))
+    for name in ("always-high", "always-low"):
+        run(make_baseline(name, env), remote=runner(name))
     # the key budget first, so an interrupted sweep still has it
     for k in sorted(budgets, key=lambda b: (abs(b - 0.4), b)):
-        res = run(load_router_policy(router_path, budget=k, online_step=online_step))
+        res = run(
+            load_router_policy(router_path, budget=k, online_step=online_step),
+            remote=runner(router_path, budget=k, online_step=online_step),
+        )
         rate = res.summary()["hp_fraction"]
         rnd = make_baseline("random", env, p_high=rate, seed=seeds[0])
-        run(rnd, f"random(p_high={rate:.2f}, K={k:g})")
+        spec = {"p_high": rate, "policy_seed": seeds[0]}
+        run(rnd, f"random(p_high={rate:.2f}, K={k:g})", remote=runner("random", **spec))
         if online_step is not None:  # the fixed-threshold figure beside the held one
-            run(load_router_policy(router_path, budget=k))
+            run(load_router_policy(router_path, budget=k), remote=runner(router_path, budget=k))
     if oracle and env.unwrapped.simulated:
-        run(make_baseline("oracle", env))
+        run(make_baseline("oracle", env), remote=runner("oracle"))
     return _summaries(results)
 
 
@@ -360,6 +392,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         partial=Path(args.out) / "partial.json",
         online_step=args.online_step or None,
+        env_kwargs=args.env_kwargs,
+        workers=args.workers,
+        ray_address=args.ray_address,
     )
     n = len(summaries[0]["task_indices"])
     title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
@@ -396,9 +431,10 @@ def _report(acc: dict[str, Any], out: str) -> None:
 
 
 def add_parser(sub: Any) -> None:
-    from training.cli import _json_kwargs, _seeds
+    from training.cli import _json_kwargs, _seeds, add_workers_args
 
     p = sub.add_parser("sweep", help="K-sweep of a calibrated router vs baselines (+ Pareto plot)")
+    add_workers_args(p)
     p.add_argument("--router", default=None, help="calibrated router checkpoint")
     p.add_argument(
         "--merge", nargs="+", default=None, help="merge sweep folders run on disjoint seeds"

@@ -21,7 +21,7 @@ from precision_gym.envs.agent_step import LocalTaskSlots, TaskStart
 from precision_gym.error import ConfigError, PrecisionGymError
 from precision_gym.tasks.base import TaskObservation, TextTask
 
-__all__ = ["WorkerTaskSlots"]
+__all__ = ["RayTaskSlots", "WorkerTaskSlots"]
 
 
 _COMMANDS = ("reset", "step", "expert_commands", "forced_pending")
@@ -122,6 +122,18 @@ class WorkerTaskSlots:
         return len(self._procs)
 
     # -- batched calls -------------------------------------------------------------
+    def _exchange(self, cmd: str, parts: dict[int, list[Any]]) -> dict[int, tuple[bool, Any]]:
+        """Send each worker its part at once, then collect ``(ok, result)`` per worker."""
+        for w, part in parts.items():
+            self._conns[w].send((cmd, part))
+        answers = {}
+        for w in parts:
+            try:
+                answers[w] = self._conns[w].recv()
+            except EOFError:
+                answers[w] = (False, PrecisionGymError(f"task worker {w} died"))
+        return answers
+
     def _call(self, cmd: str, items: Sequence[Any], slot_of: Any) -> list[Any]:
         """Send each worker its part of ``items`` at once, then gather in item order."""
         if self._closed:
@@ -130,15 +142,11 @@ class WorkerTaskSlots:
         for k, item in enumerate(items):
             w, local = self._where[slot_of(item)]
             parts.setdefault(w, []).append((k, self._localise(item, local)))
-        for w, part in parts.items():
-            self._conns[w].send((cmd, [x for _, x in part]))
+        answers = self._exchange(cmd, {w: [x for _, x in part] for w, part in parts.items()})
         out: list[Any] = [None] * len(items)
         error: BaseException | None = None
         for w, part in parts.items():
-            try:
-                ok, result = self._conns[w].recv()
-            except EOFError:
-                ok, result = False, PrecisionGymError(f"task worker {w} died")
+            ok, result = answers[w]
             if not ok:
                 error = error or result
                 continue
@@ -191,3 +199,82 @@ class WorkerTaskSlots:
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):
             self.close()
+
+
+class _TaskActor:
+    """A Ray actor owning ``n_slots`` copies of the task (one torch thread)."""
+
+    def __init__(self, task_blob: bytes, n_slots: int) -> None:
+        from precision_gym.threads import configure_torch_threads
+
+        configure_torch_threads(explicit=False)
+        self.local = LocalTaskSlots([pickle.loads(task_blob) for _ in range(n_slots)])
+
+    def call(self, cmd: str, payload: Any) -> Any:
+        if cmd not in _COMMANDS:
+            raise PrecisionGymError(f"unknown task-worker command {cmd!r}: expected {_COMMANDS}")
+        return getattr(self.local, cmd)(payload)
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class RayTaskSlots(WorkerTaskSlots):
+    """``num_slots`` task instances spread over ``workers`` Ray actors (contiguous blocks), on
+    the cluster at ``ray_address`` (:func:`precision_gym.distributed.ray_session`): the same
+    answers as :class:`WorkerTaskSlots`, the engines anywhere in the cluster."""
+
+    def __init__(self, task: TextTask, num_slots: int, workers: int, ray_address: str) -> None:
+        if not 1 <= workers <= num_slots:
+            raise ConfigError(
+                f"workers must be in [1, num_envs={num_slots}] for Ray actors, got {workers}"
+            )
+        from precision_gym.distributed import ray_session
+
+        self.task_name = task.name
+        self._proto = task
+        self.num_slots = num_slots
+        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
+        self._where = {
+            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
+        }
+        self._session = ray_session(ray_address)
+        self._ray = self._session.__enter__()
+        self._closed = False
+        self._conns, self._procs = [], []
+        try:
+            actor_cls = self._ray.remote(num_cpus=1)(_TaskActor)
+            blob = pickle.dumps(task)
+            self._actors = [
+                actor_cls.remote(blob, bounds[w + 1] - bounds[w]) for w in range(workers)
+            ]
+        except BaseException:
+            self._session.__exit__(None, None, None)
+            raise
+
+    @property
+    def workers(self) -> int:
+        return len(self._actors)
+
+    def _exchange(self, cmd: str, parts: dict[int, list[Any]]) -> dict[int, tuple[bool, Any]]:
+        refs = {w: self._actors[w].call.remote(cmd, part) for w, part in parts.items()}
+        answers = {}
+        for w, ref in refs.items():
+            try:
+                answers[w] = (True, self._ray.get(ref))
+            except Exception as exc:  # a RayTaskError carries the worker's exception
+                cause = getattr(exc, "cause", None)
+                answers[w] = (False, cause if isinstance(cause, BaseException) else exc)
+        return answers
+
+    def close(self) -> None:
+        """End every actor (idempotent) and the Ray instance if it was started here."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                self._ray.get(actor.close.remote(), timeout=30)
+            with contextlib.suppress(Exception):
+                self._ray.kill(actor)
+        self._session.__exit__(None, None, None)

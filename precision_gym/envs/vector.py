@@ -52,6 +52,9 @@ class BatchedAgentVectorEnv(VectorEnv):
         num_envs: episodes stepped together (N).
         workers: processes that run the task engines (0: all in this process; else
             ``1 <= workers <= num_envs``, each owning a contiguous share of the slots).
+        ray_address: run the ``workers`` task engines as Ray actors on this cluster
+            (``"auto"``, ``"ray://host:10001"``, or ``"local"`` to start one here; the ``ray``
+            extra) instead of local processes: the same trajectories.
         park_finished: instead of autoresetting, keep a finished slot *parked* until the next
             ``reset()``: ``step`` returns its final observation again with reward 0,
             ``terminated=True`` and ``info["parked"]``, and does no work for it (a GRPO group
@@ -66,12 +69,22 @@ class BatchedAgentVectorEnv(VectorEnv):
     metadata: dict[str, Any] = {"autoreset_mode": NEXT_STEP, "render_modes": []}  # noqa: RUF012
 
     def __init__(
-        self, num_envs: int = 1, workers: int = 0, park_finished: bool = False, **env_kwargs: Any
+        self,
+        num_envs: int = 1,
+        workers: int = 0,
+        park_finished: bool = False,
+        ray_address: str | None = None,
+        **env_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+        if ray_address is not None and workers < 1:
+            raise ConfigError(
+                f"ray_address={ray_address!r} runs the task engines on Ray actors: expected "
+                f"workers >= 1 (the number of actors), got {workers}"
+            )
         if workers > num_envs:
             raise ConfigError(
                 f"workers must be <= num_envs ({num_envs}): each worker owns at least one "
@@ -98,6 +111,10 @@ class BatchedAgentVectorEnv(VectorEnv):
             self.tasks = LocalTaskSlots(
                 [copy.deepcopy(self.template.task) for _ in range(num_envs)]
             )
+        elif ray_address is not None:
+            from precision_gym.envs.task_workers import RayTaskSlots
+
+            self.tasks = RayTaskSlots(self.template.task, num_envs, workers, ray_address)
         else:
             from precision_gym.envs.task_workers import WorkerTaskSlots
 
