@@ -83,14 +83,7 @@ class WorkerTaskSlots:
         if context is None:
             context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(context)
-        self.task_name = task.name
-        self._proto = task
-        self.num_slots = num_slots
-        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
-        #: slot -> (worker, index inside the worker)
-        self._where = {
-            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
-        }
+        bounds = self._lay_out(task, num_slots, workers)
         blob = pickle.dumps(task)
         self._conns: list[Any] = []
         self._procs: list[Any] = []
@@ -116,6 +109,18 @@ class WorkerTaskSlots:
             self._closed = False
             self.close()
             raise
+
+    def _lay_out(self, task: TextTask, num_slots: int, workers: int) -> list[int]:
+        """Contiguous blocks of slots per worker: sets ``_where`` (slot -> (worker, index
+        inside the worker)) and returns the block bounds."""
+        self.task_name = task.name
+        self._proto = task
+        self.num_slots = num_slots
+        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
+        self._where = {
+            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
+        }
+        return bounds
 
     @property
     def workers(self) -> int:
@@ -231,13 +236,7 @@ class RayTaskSlots(WorkerTaskSlots):
             )
         from precision_gym.distributed import ray_session
 
-        self.task_name = task.name
-        self._proto = task
-        self.num_slots = num_slots
-        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
-        self._where = {
-            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
-        }
+        bounds = self._lay_out(task, num_slots, workers)
         self._session = ray_session(ray_address)
         self._ray = self._session.__enter__()
         self._closed = False
