@@ -64,6 +64,9 @@ FIXED = ("always-high", "always-low", "oracle", "random")
 @dataclass
 class Args:
     env_id: str = "DMR-ALFWorld-v0"
+    # JSON env kwargs for every stage, e.g. '{"task_kwargs": {"force_high_on_search": false}}'
+    # (WebShop with search steps routed, as the paper's GRPO does)
+    env_kwargs: str = ""
     lambdas: tuple[float, ...] = (0.02, 0.1, 0.5)  # per second of modeled time (Eq. 8)
     main_lambda: float = 0.02
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -153,6 +156,16 @@ def parse_args(argv: list[str]) -> Args:
     return args
 
 
+def env_kwargs(args: Args) -> dict[str, Any]:
+    """``--env-kwargs`` as a dict (validated: a JSON object)."""
+    if not args.env_kwargs:
+        return {}
+    value = json.loads(args.env_kwargs)
+    if not isinstance(value, dict):
+        raise SystemExit(f"--env-kwargs expects a JSON object, got {args.env_kwargs!r}")
+    return value
+
+
 def cli(*argv: str) -> float:
     """Run one ``precision-gym`` command in-process (exactly what the shell runs); seconds."""
     from training.cli import main
@@ -186,7 +199,8 @@ def klst_router(args: Args, out: Path, env: Any) -> Path:
         if not path.exists():
             collect_kl(
                 out / "kl",
-                CollectConfig(env_id=args.env_id, split="train", episodes=args.kl_episodes,
+                CollectConfig(env_id=args.env_id, env_kwargs=env_kwargs(args),
+                              split="train", episodes=args.kl_episodes,
                               seed=0, shard_size=10),
                 env=env,
                 progress=True,
@@ -261,6 +275,8 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
     tag = f"l{lam:g}_s{seed}"
     common = ["--env-id", args.env_id, "--seed", str(seed), "--cost-weight", str(lam)]
+    if args.env_kwargs:
+        common += ["--env-kwargs", args.env_kwargs]
     common += ["--no-progress", "--sample-budget", str(args.sample_budget)]
     common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
     if args.pool_size:
@@ -724,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.cli import make_env
 
     configure_torch_threads(args.threads)
-    env = make_env(args.env_id, None)
+    env = make_env(args.env_id, env_kwargs(args))
     if args.only_unit:  # a worker of --jobs
         run_unit(args, out, env, Path(args.klst or ""), args.only_unit)
         return 0

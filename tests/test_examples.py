@@ -38,7 +38,12 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     """The benchmark end to end on a tiny WebShop budget (KL-ST built, headroom printed before
     any RL result, both trained from the CLI at two lambdas, every point evaluated with CIs,
     ranks and plots written)."""
-    proc = _run("benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md")
+    routed_search = '{"task_kwargs": {"force_high_on_search": false}}'  # part 5: GRPO routes search
+    proc = _run(
+        "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
+        "--env-kwargs", routed_search,
+    )  # fmt: skip
+    assert f"--env-kwargs '{routed_search}'" in proc.stdout  # every stage gets the env kwargs
     assert proc.stdout.index("### Headroom") < proc.stdout.index("$ precision-gym train-grpo")
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["by_lambda"]) == {"0.02", "0.5"}
