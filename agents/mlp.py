@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from agents.base import RouterPolicy
-from agents.router import atomic_torch_save, load_torch_checkpoint
 from precision_gym.envs.layouts import convert_observation
 from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.io import atomic_torch_save, load_torch_checkpoint
 
 __all__ = ["ACTIVATIONS", "MLP_CHECKPOINT_FORMAT", "MLPPolicy"]
 

@@ -14,9 +14,9 @@ file written atomically.
 
 from __future__ import annotations
 
-import io
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from agents.base import RouterPolicy
+from precision_gym import io as _io
 from precision_gym.error import CheckpointError, ConfigError
-from precision_gym.io import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -138,28 +138,26 @@ class TransformerRouter(nn.Module):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename: a crash never
-    leaves a truncated checkpoint."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    """Deprecated alias of :func:`precision_gym.io.atomic_torch_save` (moved there beside the
+    other atomic writers); this name goes in the next release."""
+    _moved("atomic_torch_save")
+    return _io.atomic_torch_save(obj, path)
 
 
 def load_torch_checkpoint(path: Path, expected_format: str, what: str) -> dict[str, Any]:
-    """A tensors-only torch checkpoint (``weights_only``: nothing unpickled) whose
-    ``format`` entry is ``expected_format``; :class:`CheckpointError` naming ``what`` else."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{what} {path} is corrupt or not a torch file ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{path} is not a {what}: expected format {expected_format!r}, found {found!r}"
-        )
-    return ckpt
+    """Deprecated alias of :func:`precision_gym.io.load_torch_checkpoint`; this name goes in
+    the next release."""
+    _moved("load_torch_checkpoint")
+    return _io.load_torch_checkpoint(path, expected_format, what)
+
+
+def _moved(name: str) -> None:
+    warnings.warn(
+        f"agents.router.{name} moved to precision_gym.io.{name}; the old name goes in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _budget_key(budget: float) -> str:
@@ -329,7 +327,7 @@ class TransformerRouterPolicy(RouterPolicy):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write weights + config + calibrated thresholds + metadata to ONE file, atomically."""
         out = Path(path)
-        atomic_torch_save(self.state(), out)
+        _io.atomic_torch_save(self.state(), out)
         return out
 
     @classmethod
@@ -340,7 +338,7 @@ class TransformerRouterPolicy(RouterPolicy):
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
-        ckpt = load_torch_checkpoint(p, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
+        ckpt = _io.load_torch_checkpoint(p, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
         known = {f.name for f in fields(RouterConfig)}
         cfg = RouterConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
         model = TransformerRouter(cfg)

@@ -2,23 +2,31 @@
 goes through a temp file in the same folder, fsync, then ``os.replace``, so a crash never
 leaves a truncated file behind. Files get the usual ``0666 & ~umask`` mode (0644 under the
 common umask 022), not ``mkstemp``'s private 0600, so a shared results folder stays readable.
+
+Torch checkpoints are written the same way (:func:`atomic_torch_save`) and read back
+tensors-only (:func:`load_torch_checkpoint`: ``torch.load(weights_only=True)``), so a planted
+file cannot run code.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from precision_gym.error import ConfigError
+from precision_gym.error import CheckpointError, ConfigError
 
 __all__ = [
+    "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output_path",
     "current_umask",
+    "load_torch_checkpoint",
     "refuse_overwrite",
 ]
 
@@ -62,6 +70,38 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` of ``obj`` (tensors, numbers, strings, lists and dicts of them: what
+    :func:`load_torch_checkpoint` reads back) to ``path``, atomically."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_checkpoint(
+    path: str | os.PathLike[str], expected_format: str, what: str
+) -> dict[str, Any]:
+    """A tensors-only torch checkpoint (``weights_only``: nothing is unpickled) whose
+    ``format`` entry is ``expected_format``; :class:`CheckpointError` naming ``what`` else."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or code-carrying file
+        raise CheckpointError(
+            f"{what} {path} is corrupt or not a torch file, or not a tensors-only file: "
+            f"expected a tensors-only torch file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path} is not a {what}: expected format {expected_format!r}, found {found!r}"
+        )
+    return ckpt
+
+
 def check_output_path(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
     """Check an output file path before any work: not empty, not a folder, its folder
     creatable and writable. Raises :class:`ConfigError` naming what was expected."""
@@ -91,6 +131,7 @@ def refuse_overwrite(
     found = [name for name in artefacts if (root / name).exists()]
     if found:
         raise ConfigError(
-            f"{root} already holds a trained run ({', '.join(found)}): expected an empty or "
-            f"new output folder; pass {flags} to use it, or choose another --out"
+            f"{root} already holds a trained run ({', '.join(found)}): {found[0]} exists: "
+            f"pass {flags} to use it, or choose another --out (expected an empty or new "
+            "output folder)"
         )
