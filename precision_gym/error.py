@@ -14,6 +14,7 @@ __all__ = [
     "DataNotFoundError",
     "InvalidActionError",
     "PrecisionGymError",
+    "ResumeConfigError",
 ]
 
 
@@ -58,3 +59,8 @@ class BackendError(PrecisionGymError, RuntimeError):
 
 class CheckpointError(PrecisionGymError):
     """A checkpoint file is missing, truncated or of an unexpected format."""
+
+
+class ResumeConfigError(CheckpointError, ConfigError):
+    """``--resume`` with settings that differ from those the checkpoint was written with;
+    the message names each differing field with the checkpoint's value and the new one."""

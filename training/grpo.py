@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from precision_gym.error import CheckpointError, ConfigError
+from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
     "ADVANTAGE_NORMS",
@@ -559,14 +559,30 @@ def _seed_int(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**31 - 1))
 
 
-class GRPOTrainer:
-    """Runs GRPO updates on ``cfg``; see the module docstring."""
+class GRPOTrainer(Trainer):
+    """Runs GRPO updates on ``cfg``; see the module docstring. A step of the
+    :class:`~training.trainer.Trainer` skeleton is one update (sample a batch of groups,
+    optimise); the checkpoint holds the router, the reference router and the optimizer."""
+
+    checkpoint_file = CHECKPOINT
+    checkpoint_format = "precision-gym/grpo-checkpoint/v2"
+    checkpoint_what = "GRPO checkpoint"
+    artefacts = (CHECKPOINT, FINAL)
+    overwrite_flags = "--resume"
+    resumable_fields = GRPOConfig.RESUMABLE_CHANGES
+    log_file = LOG
+    tensorboard_prefix = "grpo"
+    tensorboard_exclude = ("update", "env_steps")
+    progress_desc = "GRPO"
+    progress_unit = "upd"
 
     def __init__(self, cfg: GRPOConfig) -> None:
+        super().__init__(
+            cfg, cfg.out, resume=cfg.resume, progress=cfg.progress, tensorboard=cfg.tensorboard
+        )
         import precision_gym  # noqa: F401
 
         self.cfg = cfg
-        self.out = Path(cfg.out)
         probe = gym.make(cfg.env_id, **cfg.env_make_kwargs())
         self.unwrapped = probe.unwrapped
         self.n_tiers = int(probe.action_space.n)
@@ -605,7 +621,6 @@ class GRPOTrainer:
         self.model.eval()  # no dropout: ratio == 1 on the first pass, reproducible
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.update = 0
         self.env_steps = 0
         self.vec: Any = None
         self.evals: list[dict[str, Any]] = []  # evaluation rows (update 0 = the start router)
@@ -772,9 +787,9 @@ class GRPOTrainer:
 
     def _is_eval_update(self, update: int) -> bool:
         every = self.cfg.eval_every
-        return bool(every) and (update == 0 or update % every == 0 or self._done())
+        return bool(every) and (update == 0 or update % every == 0 or self.is_done())
 
-    def _eval_and_log(self, writer: Any) -> None:
+    def _eval_and_log(self) -> None:
         """Evaluate now; keep ``best_router.pt`` (written before the row is logged)."""
         row = self.evaluate_router()
         if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
@@ -782,16 +797,15 @@ class GRPOTrainer:
             self.best = row
         row["best_update"] = self.best["update"] if self.best is not None else None
         self.evals.append(row)
-        with (self.out / EVAL_LOG).open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if writer is not None:
+        append_jsonl(row, self.out / EVAL_LOG)
+        if self.writer is not None:
             for k in ("utility", "success_rate", "hp_fraction"):
-                writer.add_scalar(f"eval/{k}", row[k], self.env_steps)
+                self.writer.add_scalar(f"eval/{k}", row[k], self.env_steps)
 
     def _restore_evals(self) -> None:
         path = self.out / EVAL_LOG
-        self.evals = [r for r in _read_jsonl(path) if r["update"] <= self.update]
-        _write_jsonl(self.evals, path)
+        self.evals = [r for r in read_jsonl(path) if r["update"] <= self.update]
+        write_jsonl(self.evals, path)
         self.best = None
         if self.cfg.keep_best and self.evals and not (self.out / BEST).exists():
             raise CheckpointError(
@@ -801,127 +815,77 @@ class GRPOTrainer:
             if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
                 self.best = row
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path:
-        state = {
-            "format": "precision-gym-grpo-checkpoint",
-            "version": 1,
-            "update": self.update,
+    # -- the Trainer skeleton -----------------------------------------------------------------
+    @property
+    def update(self) -> int:
+        """Updates done (the skeleton's ``steps_done``)."""
+        return self.steps_done
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.max_updates
+
+    def should_stop(self) -> bool:
+        limit = self.cfg.total_env_steps
+        return limit is not None and self.env_steps >= limit
+
+    def on_train_start(self) -> None:
+        """Restore (resume) or start the evaluation log; evaluate the start router (or an
+        evaluation a crash cut off)."""
+        if self.resume:
+            self._restore_evals()
+        else:
+            write_jsonl([], self.out / EVAL_LOG)
+        evaluated = {r["update"] for r in self.evals}
+        if self._is_eval_update(self.update) and self.update not in evaluated:
+            self._eval_and_log()
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Update ``step + 1``: sample the batch of groups, optimise, return the log row."""
+        update = step + 1
+        t_upd = time.perf_counter()
+        batch = self.sample_batch(update)
+        stats = self.optimize(batch, update)
+        return self._row(batch, stats, time.perf_counter() - t_upd, update)
+
+    def after_step(self, row: dict[str, Any]) -> None:
+        if self._is_eval_update(self.update):
+            self._eval_and_log()
+
+    def progress_postfix(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "steps": self.env_steps,
+            "ret": f"{row['mean_return']:.3f}",
+            "succ": f"{row['success_rate']:.2f}",
+            "hp": f"{row['hp_fraction']:.2f}",
+        }
+
+    def tensorboard_step(self) -> int:
+        return self.env_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
             "env_steps": self.env_steps,
-            "config": asdict(self.cfg),
             "router": _policy(self.model, self.meta).state(),
             "ref_router": _policy(self.ref_model, self.meta).state(),
             "optimizer": self.optimizer.state_dict(),
         }
-        from agents.router import atomic_torch_save
 
-        return atomic_torch_save(state, self.out / CHECKPOINT)
-
-    def load_checkpoint(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            raise CheckpointError(f"--resume: expected a checkpoint at {path}, found none")
-        try:
-            # tensors-only unpickler: a planted file cannot run code (issue 13, probe 5)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated / foreign / code-carrying file
-            raise CheckpointError(
-                f"cannot read GRPO checkpoint {path}: expected a tensors-only torch file "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != "precision-gym-grpo-checkpoint":
-            raise CheckpointError(f"{path} is not a precision-gym GRPO checkpoint")
-        saved, now = state["config"], asdict(self.cfg)
-        diff = {
-            k: (saved.get(k), now[k])
-            for k in now
-            if k not in GRPOConfig.RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(now[k])
-        }
-        if diff:
-            raise ConfigError(
-                "--resume with a different configuration (field: (checkpoint, now)): "
-                + ", ".join(f"{k}: {v}" for k, v in diff.items())
-            )
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model = _model_from_state(state["router"]).eval()
         self.ref_model = _model_from_state(state["ref_router"]).eval()
         self.ref_model.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.update, self.env_steps = int(state["update"]), int(state["env_steps"])
+        self.env_steps = int(state["env_steps"])
 
-    # -- the loop ---------------------------------------------------------------------------
-    def _done(self) -> bool:
-        cfg = self.cfg
-        steps_done = cfg.total_env_steps is not None and self.env_steps >= cfg.total_env_steps
-        return self.update >= cfg.max_updates or steps_done
-
-    def train(self) -> list[dict[str, Any]]:
-        """Run updates until ``max_updates`` or ``total_env_steps``; returns the log rows."""
-        cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        log_path = self.out / LOG
-        if cfg.resume:
-            self.load_checkpoint()
-            rows = [r for r in _read_jsonl(log_path) if r["update"] <= self.update]
-            _write_jsonl(rows, log_path)  # drop rows of an update that never checkpointed
-            self._restore_evals()
-        else:
-            _refuse_existing_run(self.out)
-            rows = []
-            _write_jsonl(rows, log_path)
-            _write_jsonl([], self.out / EVAL_LOG)
-        writer = None
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.update + 1)
-        bar = None
-        if cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.max_updates, initial=self.update, desc="GRPO", unit="upd")
-        t0 = time.perf_counter()
-        try:
-            evaluated = {r["update"] for r in self.evals}
-            if self._is_eval_update(self.update) and self.update not in evaluated:
-                self._eval_and_log(writer)  # the start router (or an eval a crash cut off)
-            while not self._done():
-                update = self.update + 1
-                t_upd = time.perf_counter()
-                batch = self.sample_batch(update)
-                stats = self.optimize(batch, update)
-                self.update = update
-                row = self._row(batch, stats, time.perf_counter() - t_upd)
-                rows.append(row)
-                self.save_checkpoint()
-                with log_path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                if self._is_eval_update(self.update):
-                    self._eval_and_log(writer)
-                if writer is not None:
-                    for k, v in row.items():
-                        if isinstance(v, (int, float)) and k not in ("update", "env_steps"):
-                            writer.add_scalar(f"grpo/{k}", v, self.env_steps)
-                    writer.flush()
-                if bar is not None:
-                    bar.set_postfix(
-                        steps=self.env_steps, ret=f"{row['mean_return']:.3f}",
-                        succ=f"{row['success_rate']:.2f}", hp=f"{row['hp_fraction']:.2f}",
-                    )  # fmt: skip
-                    bar.update()
-        finally:
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-        self.wall_s = time.perf_counter() - t0
-        return rows
-
-    def _row(self, batch: Batch, stats: dict[str, float], wall_s: float) -> dict[str, Any]:
+    def _row(
+        self, batch: Batch, stats: dict[str, float], wall_s: float, update: int
+    ) -> dict[str, Any]:
         g = batch.returns.reshape(-1, self.cfg.group_size)
         decisions = int(batch.decisions.sum())
         return {
-            "update": self.update,
+            "update": update,
             "env_steps": self.env_steps,
             "episodes": len(batch.returns),
             "mean_return": float(batch.returns.mean()),
@@ -1000,44 +964,10 @@ def budget_bias(init_checkpoint: str | None, budget: float) -> float:
     return float(math.log((1.0 - tau) / tau))
 
 
-def _norm(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash
-    return rows
-
-
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    from precision_gym.io import atomic_write_bytes
-
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def _refuse_existing_run(out: Path) -> None:
-    """A new (not ``--resume``) run never replaces a checkpoint or trained router."""
-    for name in (CHECKPOINT, FINAL):
-        if (out / name).exists():
-            raise ConfigError(
-                f"{out / name} exists: pass --resume to continue it or choose another --out "
-                "(expected a folder without a trained run)"
-            )
-
-
 def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     """Train, save ``OUT/router.pt`` and calibrate its budgets; returns a summary dict."""
     t0 = time.perf_counter()
-    if not cfg.resume:  # before any work
-        _refuse_existing_run(Path(cfg.out))
-    trainer = GRPOTrainer(cfg)
+    trainer = GRPOTrainer(cfg)  # refuses a folder with a trained run before any work
     try:
         rows = trainer.train()
         final = Path(cfg.out) / FINAL

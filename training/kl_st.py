@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from precision_gym.error import CheckpointError, ConfigError
-from precision_gym.io import atomic_write_text, refuse_overwrite
+from precision_gym.error import ConfigError
+from precision_gym.io import atomic_write_text
 from training.thresholds import (
     ThresholdChoice,
     balanced_accuracy,
@@ -34,8 +34,10 @@ from training.thresholds import (
     plateau_threshold,
     plot_kl_histogram,
 )
+from training.trainer import Trainer
 
 __all__ = [
+    "KLSTTrainer",
     "TrainConfig",
     "TrainResult",
     "add_parser",
@@ -114,12 +116,12 @@ class TrainConfig:
                 f"({self.n_heads})"
             )
 
+    #: fields that may differ between a run and its resumption
+    RESUMABLE_CHANGES = ("out", "threads", "epochs", "patience")
+
     def fingerprint(self) -> dict[str, Any]:
-        """Settings that must match for ``--resume`` (everything but ``out``/``threads``/``epochs``)."""
-        d = asdict(self)
-        for k in ("out", "threads", "epochs", "patience"):
-            d.pop(k)
-        return d
+        """Settings that must match for ``--resume`` (all but :attr:`RESUMABLE_CHANGES`)."""
+        return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE_CHANGES}
 
 
 @dataclass
@@ -159,12 +161,6 @@ def split_by_task(
     return ~val, val
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    from agents.router import atomic_torch_save
-
-    atomic_torch_save(obj, path)
-
-
 def _length_batches(lengths: np.ndarray, batch_size: int, seed: Any) -> list[np.ndarray]:
     """Seeded minibatches of similar sequence length (less padding, same samples per epoch):
     shuffle, sort within chunks of 16 batches by length, cut, shuffle the batch order."""
@@ -198,6 +194,196 @@ def _evaluate(
     return sum(losses) / max(denom, 1e-12), balanced_accuracy(labels, pred), p
 
 
+class KLSTTrainer(Trainer):
+    """KL-ST on the :class:`~training.trainer.Trainer` skeleton: a step is one epoch over the
+    training states; the checkpoint holds the router, the optimizer and the best epoch so far;
+    early stopping after ``patience`` epochs without a better validation balanced accuracy.
+
+    Everything up to the first epoch (data, tau_KL, labels, split, class weights, the
+    histogram plot, the seeded router) happens on construction, after the output check.
+    """
+
+    checkpoint_file = TRAIN_STATE
+    checkpoint_format = "precision-gym/klst-train-state/v2"
+    checkpoint_what = "KL-ST training state"
+    artefacts = (ROUTER_FILE, TRAIN_STATE)
+    resumable_fields = TrainConfig.RESUMABLE_CHANGES
+    resume_needs_checkpoint = False  # --resume on a fresh folder starts afresh
+    progress_desc = "train KL-ST"
+    progress_unit = "epoch"
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        progress: bool = True,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        from agents.router import RouterConfig, TransformerRouter
+        from training.kl_collect import load_kl_dataset
+
+        super().__init__(config, config.out, resume=resume, overwrite=overwrite, progress=progress)
+        cfg = self.cfg = config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ds = ds = load_kl_dataset(cfg.data)
+        n_tiers = len(ds.tier_names)
+        keep = np.ones(len(ds), dtype=bool)
+        if cfg.kinds:
+            keep = np.isin(ds.kind, cfg.kinds)
+        keep &= ~np.isnan(ds.kl).any(axis=1)
+        if not keep.any():
+            raise ConfigError(
+                f"no KL states left to train on: kinds {cfg.kinds or 'all'} among "
+                f"{sorted(set(ds.kind.tolist()))}"
+            )
+        rows_all = np.flatnonzero(keep)
+        self.choice = choice = plateau_threshold(ds.kl[rows_all, -1], tau=cfg.tau_kl)
+        labels_bin = kl_labels(ds.kl[rows_all] if n_tiers > 2 else ds.kl[rows_all, 0], choice.tau)
+        # class index = tier: binary y = 1 (needs high precision) -> tier 0, y = 0 -> tier 1
+        targets = labels_bin if n_tiers > 2 else (1 - labels_bin)
+        train_m, val_m = split_by_task(ds.task_id[rows_all], cfg.val_fraction, cfg.seed)
+        self.tr_rows, va_rows = rows_all[train_m], rows_all[val_m]
+        self.tr_y, va_y = targets[train_m], targets[val_m]
+        by_len = np.argsort(ds.t[va_rows], kind="stable")  # less padding when evaluating
+        self.va_rows, self.va_y = va_rows[by_len], va_y[by_len]
+        self.w_np = class_weights(self.tr_y, n_tiers)
+        self.tr_lengths = np.minimum(ds.t[self.tr_rows], ds.max_len)
+        self.w = torch.tensor(self.w_np, dtype=torch.float32)
+        plot_kl_histogram(
+            ds.kl[rows_all, -1], choice, self.out / "kl_hist.png", simulated=ds.simulated
+        )
+        print(choice.describe(), file=sys.stderr if not progress else sys.stdout)
+
+        torch.manual_seed(cfg.seed)
+        rcfg = RouterConfig(
+            embed_dim=int(ds.vectors.shape[1]),
+            max_len=ds.max_len,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            dropout=cfg.dropout,
+            n_tiers=n_tiers,
+        )
+        self.model = TransformerRouter(rcfg)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.best: dict[str, Any] = {
+            "epoch": -1,
+            "bal_acc": -math.inf,
+            "val_loss": math.inf,
+            "state": None,
+        }
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs
+
+    def epochs_since_best(self) -> int:
+        return len(self.history) - 1 - self.best["epoch"] if self.history else 0
+
+    def should_stop(self) -> bool:
+        return self.epochs_since_best() >= self.cfg.patience
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One epoch of class-weighted cross-entropy, then the validation metrics."""
+        cfg, model, w, epoch = self.cfg, self.model, self.w, step
+        t0 = time.perf_counter()
+        model.train()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: reproducible under resume
+        total, denom = 0.0, 0.0
+        for idx in _length_batches(self.tr_lengths, cfg.batch_size, [cfg.seed, epoch]):
+            obs = self.ds.observations(self.tr_rows[idx])
+            y = torch.from_numpy(self.tr_y[idx])
+            logits = model(torch.from_numpy(obs["embeddings"]), torch.from_numpy(obs["mask"]))
+            loss = weighted_cross_entropy(logits, y, w)
+            self.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            self.optimizer.step()
+            bw = float(w[y].sum())
+            total += float(loss.detach()) * bw
+            denom += bw
+        tr_loss = total / max(denom, 1e-12)
+        va_loss, va_acc, _ = _evaluate(model, self.ds, self.va_rows, self.va_y, w, 256)
+        if (va_acc, -va_loss) > (self.best["bal_acc"], -self.best["val_loss"]):
+            self.best = {
+                "epoch": epoch,
+                "bal_acc": va_acc,
+                "val_loss": va_loss,
+                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            }
+        return {
+            "epoch": epoch,
+            "train_loss": tr_loss,
+            "val_loss": va_loss,
+            "val_balanced_accuracy": va_acc,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def progress_postfix(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "loss": f"{row['train_loss']:.3f}",
+            "val_bacc": f"{row['val_balanced_accuracy']:.3f}",
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best = state["best"]
+
+    def finish(self) -> TrainResult:
+        """Save the best epoch's router (with its metadata) and ``history.json``."""
+        from agents.router import TransformerRouterPolicy
+
+        cfg, ds, best, history = self.cfg, self.ds, self.best, self.history
+        stopped = self.steps_done < cfg.epochs and self.should_stop()
+        if best["state"] is not None:
+            self.model.load_state_dict(best["state"])
+        train_tasks = sorted(set(ds.task_id[self.tr_rows].tolist()))
+        policy = TransformerRouterPolicy(
+            self.model,
+            metadata={
+                "trained_with": "KL-ST",
+                "simulated": ds.simulated,
+                "tier_names": ds.tier_names,
+                **({"task": ds.task} if ds.task else {}),
+                "kl_data": str(Path(cfg.data).resolve()),
+                "tau_kl": self.choice.tau,
+                "tau_kl_method": self.choice.method,
+                "kl_counts": {"below": self.choice.n_below, "above": self.choice.n_above},
+                "class_weights": self.w_np.tolist(),
+                "train_config": asdict(cfg),
+                "train_tasks": train_tasks,
+                "n_train_states": len(self.tr_rows),
+                "n_val_states": len(self.va_rows),
+                "best_epoch": best["epoch"],
+                "best_val_balanced_accuracy": best["bal_acc"],
+                "history": history,
+            },
+        )
+        router_path = policy.save(self.out / ROUTER_FILE)
+        atomic_write_text(self.out / "history.json", json.dumps(history, indent=2) + "\n")
+        return TrainResult(
+            router_path=router_path,
+            threshold=self.choice,
+            history=history,
+            best_epoch=int(best["epoch"]),
+            stopped_early=stopped,
+            n_train=len(self.tr_rows),
+            n_val=len(self.va_rows),
+        )
+
+
 def train_klst(
     config: TrainConfig, progress: bool = True, resume: bool = False, overwrite: bool = False
 ) -> TrainResult:
@@ -209,183 +395,9 @@ def train_klst(
     (or ``resume``) such a folder is refused before any work, so a rerun never wipes a
     trained and calibrated router.
     """
-    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
-    from training.kl_collect import load_kl_dataset
-
-    cfg = config
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: expected one of them")
-    out = Path(cfg.out)
-    if not (resume or overwrite):
-        refuse_overwrite(out, [ROUTER_FILE, TRAIN_STATE])
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_kl_dataset(cfg.data)
-    n_tiers = len(ds.tier_names)
-    keep = np.ones(len(ds), dtype=bool)
-    if cfg.kinds:
-        keep = np.isin(ds.kind, cfg.kinds)
-    keep &= ~np.isnan(ds.kl).any(axis=1)
-    if not keep.any():
-        raise ConfigError(
-            f"no KL states left to train on: kinds {cfg.kinds or 'all'} among "
-            f"{sorted(set(ds.kind.tolist()))}"
-        )
-    rows_all = np.flatnonzero(keep)
-    choice = plateau_threshold(ds.kl[rows_all, -1], tau=cfg.tau_kl)
-    labels_bin = kl_labels(ds.kl[rows_all] if n_tiers > 2 else ds.kl[rows_all, 0], choice.tau)
-    # class index = tier: binary y = 1 (needs high precision) -> tier 0, y = 0 -> tier 1
-    targets = labels_bin if n_tiers > 2 else (1 - labels_bin)
-    train_m, val_m = split_by_task(ds.task_id[rows_all], cfg.val_fraction, cfg.seed)
-    tr_rows, va_rows = rows_all[train_m], rows_all[val_m]
-    tr_y, va_y = targets[train_m], targets[val_m]
-    by_len = np.argsort(ds.t[va_rows], kind="stable")  # less padding when evaluating
-    va_rows, va_y = va_rows[by_len], va_y[by_len]
-    w_np = class_weights(tr_y, n_tiers)
-    tr_lengths = np.minimum(ds.t[tr_rows], ds.max_len)
-    w = torch.tensor(w_np, dtype=torch.float32)
-    plot_kl_histogram(ds.kl[rows_all, -1], choice, out / "kl_hist.png", simulated=ds.simulated)
-    print(choice.describe(), file=sys.stderr if not progress else sys.stdout)
-
-    torch.manual_seed(cfg.seed)
-    rcfg = RouterConfig(
-        embed_dim=int(ds.vectors.shape[1]),
-        max_len=ds.max_len,
-        d_model=cfg.d_model,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        dropout=cfg.dropout,
-        n_tiers=n_tiers,
-    )
-    model = TransformerRouter(rcfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, float]] = []
-    best = {"epoch": -1, "bal_acc": -math.inf, "val_loss": math.inf, "state": None}
-    start_epoch = 0
-    state_path = out / TRAIN_STATE
-    if state_path.exists() and resume:
-        try:
-            # tensors-only unpickler: a planted file cannot run code (issue 13, probe 5)
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"training state {state_path} is corrupt or not a tensors-only file "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
-        if not isinstance(st, dict) or not {"model", "optimizer", "epoch"} <= set(st):
-            raise CheckpointError(
-                f"{state_path} is not a KL-ST training state: expected a dict with model, "
-                f"optimizer and epoch, found {type(st).__name__}"
-            )
-        if st.get("fingerprint") != cfg.fingerprint():
-            raise CheckpointError(
-                f"cannot resume from {state_path}: it was trained with "
-                f"{st.get('fingerprint')}, expected {cfg.fingerprint()}"
-            )
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
-        print(f"resuming from epoch {start_epoch} ({state_path})", file=sys.stderr)
-
-    def since_best() -> int:
-        return len(history) - 1 - best["epoch"] if history else 0
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train KL-ST", unit="epoch")
-    stopped = False
-    for epoch in range(start_epoch, cfg.epochs):
-        if since_best() >= cfg.patience:
-            stopped = True
-            break
-        t0 = time.perf_counter()
-        model.train()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: reproducible under resume
-        total, denom = 0.0, 0.0
-        for idx in _length_batches(tr_lengths, cfg.batch_size, [cfg.seed, epoch]):
-            obs = ds.observations(tr_rows[idx])
-            y = torch.from_numpy(tr_y[idx])
-            logits = model(torch.from_numpy(obs["embeddings"]), torch.from_numpy(obs["mask"]))
-            loss = weighted_cross_entropy(logits, y, w)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            bw = float(w[y].sum())
-            total += float(loss.detach()) * bw
-            denom += bw
-        tr_loss = total / max(denom, 1e-12)
-        va_loss, va_acc, _ = _evaluate(model, ds, va_rows, va_y, w, 256)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": tr_loss,
-                "val_loss": va_loss,
-                "val_balanced_accuracy": va_acc,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        if (va_acc, -va_loss) > (best["bal_acc"], -best["val_loss"]):
-            best = {
-                "epoch": epoch,
-                "bal_acc": va_acc,
-                "val_loss": va_loss,
-                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            }
-        _atomic_save(
-            {
-                "fingerprint": cfg.fingerprint(),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "history": history,
-                "best": best,
-            },
-            state_path,
-        )
-        if bar is not None:
-            bar.set_postfix(loss=f"{tr_loss:.3f}", val_bacc=f"{va_acc:.3f}")
-            bar.update()
-    if bar is not None:
-        bar.close()
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    train_tasks = sorted(set(ds.task_id[tr_rows].tolist()))
-    policy = TransformerRouterPolicy(
-        model,
-        metadata={
-            "trained_with": "KL-ST",
-            "simulated": ds.simulated,
-            "tier_names": ds.tier_names,
-            **({"task": ds.task} if ds.task else {}),
-            "kl_data": str(Path(cfg.data).resolve()),
-            "tau_kl": choice.tau,
-            "tau_kl_method": choice.method,
-            "kl_counts": {"below": choice.n_below, "above": choice.n_above},
-            "class_weights": w_np.tolist(),
-            "train_config": asdict(cfg),
-            "train_tasks": train_tasks,
-            "n_train_states": len(tr_rows),
-            "n_val_states": len(va_rows),
-            "best_epoch": best["epoch"],
-            "best_val_balanced_accuracy": best["bal_acc"],
-            "history": history,
-        },
-    )
-    router_path = policy.save(out / ROUTER_FILE)
-    atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
-    return TrainResult(
-        router_path=router_path,
-        threshold=choice,
-        history=history,
-        best_epoch=int(best["epoch"]),
-        stopped_early=stopped,
-        n_train=len(tr_rows),
-        n_val=len(va_rows),
-    )
+    trainer = KLSTTrainer(config, progress=progress, resume=resume, overwrite=overwrite)
+    trainer.train()
+    return trainer.finish()
 
 
 # ----------------------------------------------------------------------------- CLI
