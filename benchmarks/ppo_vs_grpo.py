@@ -190,7 +190,7 @@ def klst_router(args: Args, out: Path, env: Any) -> Path:
     from agents.router import TransformerRouterPolicy, _budget_key
     from training.calibrate import calibrate_router
     from training.kl_collect import CollectConfig, collect_kl
-    from training.kl_st import TrainConfig, train_klst
+    from training.kl_st import TRAIN_STATE, TrainConfig, train_klst
 
     if args.klst:
         path = Path(args.klst)
@@ -209,7 +209,7 @@ def klst_router(args: Args, out: Path, env: Any) -> Path:
                 TrainConfig(data=str(out / "kl"), out=str(out / "klst"), epochs=args.klst_epochs,
                             patience=4, d_model=64, seed=0),
                 progress=True,
-                resume=(out / "klst" / "checkpoint.pt").exists(),
+                resume=(out / "klst" / TRAIN_STATE).exists(),
             )  # fmt: skip
     have = TransformerRouterPolicy.load(path).thresholds
     if any(_budget_key(k) not in have for k in args.budgets):
