@@ -227,7 +227,8 @@ class Trainer(ABC):
             raise ResumeConfigError(
                 f"cannot resume from {path}: different configuration (field: (checkpoint, "
                 f"now)): {', '.join(f'{k}: {v}' for k, v in diff.items())}; expected the "
-                f"checkpoint's settings (only {', '.join(self.resumable_fields)} may change)"
+                f"checkpoint's settings (only {', '.join(self.resumable_fields) or 'none'} "
+                "may change)"
             )
         try:
             self.load_state_dict(state)
@@ -237,7 +238,9 @@ class Trainer(ABC):
                 f"({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
         self.steps_done, self.history = int(state["steps_done"]), list(state["history"])
-        print(f"resuming after {self.progress_unit} {self.steps_done} ({path})", file=sys.stderr)
+        print(
+            f"resuming from {path} after {self.steps_done} x {self.progress_unit}", file=sys.stderr
+        )
 
 
 def config_diff(
