@@ -221,7 +221,10 @@ class Trainer(ABC):
         state = load_torch_checkpoint(path, self.checkpoint_format, self.checkpoint_what)
         missing = [k for k in ("config", "steps_done", "history") if k not in state]
         if missing:
-            raise CheckpointError(f"{path} is not a complete {self.checkpoint_what}: no {missing}")
+            raise CheckpointError(
+                f"{path} is not a complete {self.checkpoint_what}: expected the entries "
+                f"config, steps_done and history, missing {', '.join(missing)}"
+            )
         diff = config_diff(state["config"], asdict(self.config), self.resumable_fields)
         if diff:
             raise ResumeConfigError(
@@ -232,7 +235,7 @@ class Trainer(ABC):
             )
         try:
             self.load_state_dict(state)
-        except (KeyError, RuntimeError) as exc:
+        except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"{path} does not match this {self.checkpoint_what}'s model "
                 f"({type(exc).__name__}: {str(exc)[:200]})"
