@@ -1,9 +1,9 @@
 """Benchmark: the whole demo pipeline (issue 4) and the router's forward pass per decision.
 
 Reads top to bottom (CleanRL style):
-  1. run the demo pipeline (collect KL on a train sample -> train KL-ST -> calibrate on
-     valid_train -> evaluate baselines + router budgets on a valid_unseen sample), timing
-     every stage;
+  1. run ``precision-gym demo`` (collect KL on a train sample -> train KL-ST -> calibrate on
+     valid_train -> evaluate baselines + router budgets on a valid_unseen sample), which
+     times every stage (``stage_times_s`` in its results.json);
   2. time the trained router's forward pass per decision: batch 1, ``policy.predict`` as
      the evaluator calls it, median over >= 200 calls, on real observations of three
      history lengths, torch with 1 thread.
@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from precision_gym.io import atomic_write_text  # noqa: E402
-from training.sweep import run_pipeline  # noqa: E402
+from training.cli.main import main  # noqa: E402
 
 out = Path(args.out)
 figures: dict[str, object] = {
@@ -51,19 +51,17 @@ figures: dict[str, object] = {
 
 # ---------------------------------------------------------------- 1. the demo pipeline
 if not args.skip_pipeline:
+    demo = ["demo", "--out", str(out), "--kl-episodes", str(args.kl_episodes)]
+    demo += ["--calib-episodes", str(args.calib_episodes), "--episodes", str(args.episodes)]
+    if args.overwrite:
+        demo.append("--overwrite")
     t0 = time.perf_counter()
-    result = run_pipeline(
-        out,
-        kl_episodes=args.kl_episodes,
-        calib_episodes=args.calib_episodes,
-        eval_episodes=args.episodes,
-        seeds=(0,),
-        overwrite=args.overwrite,
-    )
+    if main(demo) != 0:
+        raise SystemExit(f"precision-gym {' '.join(demo)} failed")
     figures["pipeline_wall_s"] = time.perf_counter() - t0
-    figures["stage_times_s"] = result["times"]
+    figures["stage_times_s"] = json.loads((out / "results.json").read_text())["stage_times_s"]
     print(f"pipeline wall time: {figures['pipeline_wall_s']:.1f} s")
-    for stage, seconds in result["times"].items():
+    for stage, seconds in figures["stage_times_s"].items():
         print(f"  {stage:<16} {seconds:8.1f}")
 
 # ---------------------------------------------------------------- 2. router forward pass

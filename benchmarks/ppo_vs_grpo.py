@@ -168,7 +168,7 @@ def env_kwargs(args: Args) -> dict[str, Any]:
 
 def cli(*argv: str) -> float:
     """Run one ``precision-gym`` command in-process (exactly what the shell runs); seconds."""
-    from training.cli import main
+    from training.cli.main import main
 
     print("$ precision-gym " + shlex.join(argv), flush=True)
     t = time.perf_counter()
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from precision_gym.threads import configure_torch_threads
-    from training.cli import make_env
+    from training.cli.common import make_env
 
     configure_torch_threads(args.threads)
     env = make_env(args.env_id, env_kwargs(args))

@@ -10,16 +10,18 @@ from gymnasium.envs.registration import register, registry
 from precision_gym.envs.mixed_precision import MixedPrecisionAgentEnv
 
 __version__ = "0.1.0"
-__all__ = ["ENV_IDS", "MixedPrecisionAgentEnv", "__version__"]
+__all__ = ["DEFAULT_ENV_ID", "ENV_IDS", "MixedPrecisionAgentEnv", "__version__"]
 
+#: the env id commands and configs use when none is given
+DEFAULT_ENV_ID = "DMR-ALFWorld-v0"
 #: every environment id this package registers
-ENV_IDS = ("DMR-ALFWorld-v0", "DMR-WebShop-v0")
+ENV_IDS = (DEFAULT_ENV_ID, "DMR-WebShop-v0")
 
 _ENTRY = "precision_gym.envs.mixed_precision:MixedPrecisionAgentEnv"
 #: gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", workers=W, ...)
 _VECTOR_ENTRY = "precision_gym.envs.vector:BatchedAgentVectorEnv"
 _SPECS = {
-    "DMR-ALFWorld-v0": {
+    DEFAULT_ENV_ID: {
         "task": "alfworld",
         "tiers": "simulated:alfworld",
         "split": "valid_unseen",

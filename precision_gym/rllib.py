@@ -40,12 +40,12 @@ def env_creator(env_config: Mapping[str, Any] | None = None) -> gym.Env:
     ``env_config["env_id"]`` picks the id (default ``DMR-ALFWorld-v0``); every other key is
     an env kwarg (``max_steps``, ``cost_weight``, ``observation_layout``...).
     """
-    import precision_gym  # noqa: F401  (in a fresh worker: registers the ids)
+    from precision_gym import DEFAULT_ENV_ID  # (in a fresh worker: registers the ids)
     from precision_gym.threads import configure_torch_threads
 
     configure_torch_threads(explicit=False)
     kwargs = dict(env_config or {})  # EnvContext's worker_index etc. are attributes, not keys
-    env_id = kwargs.pop("env_id", "DMR-ALFWorld-v0")
+    env_id = kwargs.pop("env_id", DEFAULT_ENV_ID)
     kwargs.setdefault("observation_layout", DEFAULT_LAYOUT)
     return gym.make(f"precision_gym:{env_id}", **kwargs)
 

@@ -55,7 +55,7 @@ def test_cli_train_calibrate_evaluate(tmp_path, capsys):
     proc = _cli("train-klst", *train_args, "--n-layers", "1", "--n-heads", "2", "--quiet")
     assert "wrote" in proc.stdout and (out / "router.pt").exists()
     router = str(out / "router.pt")
-    from training.cli import main
+    from training.cli.main import main
 
     assert main(["evaluate", "--router", router, "--budget", "0.4", "--episodes", "1"]) == 2
     assert "budget K=0.4 was not calibrated for this router" in capsys.readouterr().err

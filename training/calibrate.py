@@ -41,6 +41,7 @@ import numpy as np
 
 from agents.router import logit, sigmoid
 from precision_gym.error import ConfigError
+from training.cli.common import add_command, add_env_args, add_quiet_arg, budgets, open_env
 from training.thresholds import quantile_threshold
 
 __all__ = [
@@ -455,26 +456,9 @@ def plot_refinement(report: CalibrationReport, path: str | Path, simulated: bool
     return save_figure(fig, path)
 
 
-def _budgets(text: str) -> list[float]:
-    try:
-        vals = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--budgets expects comma-separated numbers in [0, 1] like 0.2,0.4,0.7, got {text!r}"
-        ) from None
-    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
-        raise argparse.ArgumentTypeError(
-            f"--budgets expects comma-separated numbers in [0, 1] like 0.2,0.4,0.7, got {text!r}"
-        )
-    return vals
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from training.cli import SIMULATED_BANNER, make_env
-
-    env = make_env(args.env, args.env_kwargs)
-    if env.unwrapped.simulated:
-        print(SIMULATED_BANNER, file=sys.stderr)
+    """budget thresholds tau_K from a calibration pool (Eq. 7), in place"""
+    env = open_env(args.env, args.env_kwargs)
     out_dir = args.out or str(Path(args.router).parent / "calibration")
     report = calibrate_router(
         args.router,
@@ -495,14 +479,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from training.cli import _json_kwargs
-
-    p = sub.add_parser(
-        "calibrate", help="budget thresholds tau_K from a calibration pool (Eq. 7), in place"
-    )
+    p = add_command(sub, "calibrate", cmd_calibrate)
     p.add_argument("--router", required=True, help="router checkpoint (rewritten in place)")
-    p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
-    p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
+    add_env_args(p)
     p.add_argument(
         "--split",
         default=None,
@@ -511,7 +490,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--episodes", type=int, default=40, help="tasks spread over the split")
     p.add_argument(
-        "--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="comma-separated K"
+        "--budgets", type=budgets, default=list(DEFAULT_BUDGETS), help="comma-separated K"
     )
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument(
@@ -527,5 +506,4 @@ def add_parser(sub: Any) -> None:
         help="stop refining when the pool's realised hp fraction is within this of K",
     )
     p.add_argument("--out", default=None, help="plot/JSON folder (default: next to router)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_calibrate)
+    add_quiet_arg(p)

@@ -34,7 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
+from training.cli.common import add_config_parser, config_from_args, run_command
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
@@ -210,7 +212,7 @@ def grpo_loss(
 class GRPOConfig:
     """Configuration of a GRPO run (one help string per field; validated on creation)."""
 
-    env_id: str = field(default="DMR-ALFWorld-v0", metadata={"help": "registered env id"})
+    env_id: str = field(default=DEFAULT_ENV_ID, metadata={"help": "registered env id"})
     env_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "JSON object of extra env kwargs (cost_weight is set by --cost-weight)"},
@@ -1031,39 +1033,6 @@ def _default_calibration_split(env: Any) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _arg_type(type_str: str) -> dict[str, Any]:
-    base = type_str.replace(" | None", "")
-    if base == "bool":
-        return {"action": argparse.BooleanOptionalAction}
-    if base.startswith("tuple[float"):
-        return {"type": lambda s: tuple(float(x) for x in s.split(",") if x.strip())}
-    if base.startswith("dict"):
-        from training.cli import _json_kwargs
-
-        return {"type": _json_kwargs}
-    return {"type": {"int": int, "float": float, "str": str}[base]}
-
-
-def config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One ``--flag`` per dataclass field, with the field's help string and default."""
-    for f in fields(config_cls):
-        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-        kwargs = _arg_type(str(f.type))
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        flags = ["--" + f.name.replace("_", "-")] + (["--env"] if f.name == "env_id" else [])
-        parser.add_argument(
-            *flags,
-            dest=f.name,
-            default=default,
-            help=f"{f.metadata.get('help', '')} (default: {shown})",
-            **kwargs,
-        )
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
-    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
-
-
 def cmd_train_grpo(args: argparse.Namespace) -> int:
     cfg = config_from_args(GRPOConfig, args)
     summary = train_grpo(cfg)
@@ -1095,16 +1064,15 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    add_config_parser(
+        subparsers,
         "train-grpo",
+        GRPOConfig,
+        cmd_train_grpo,
         help="GRPO refinement of the router (paper Sec. 4.3), from a KL-ST checkpoint or scratch",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        doc=__doc__,
     )
-    config_arguments(p, GRPOConfig)
-    p.set_defaults(func=cmd_train_grpo)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from training.cli import main
-
-    sys.exit(main(["train-grpo", *sys.argv[1:]]))
+    sys.exit(run_command(add_parser))

@@ -31,8 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
 from precision_gym.io import atomic_write_bytes
+from training.cli.common import (
+    SIMULATED_BANNER,
+    add_command,
+    add_env_args,
+    add_quiet_arg,
+    add_workers_args,
+    make_env,
+)
 
 __all__ = [
     "CollectConfig",
@@ -51,7 +60,7 @@ FORMAT_VERSION = 1
 class CollectConfig:
     """What a collection run gathers; stored in the index and checked on resume."""
 
-    env_id: str = "DMR-ALFWorld-v0"
+    env_id: str = DEFAULT_ENV_ID
     split: str = "train"
     episodes: int = 200
     seed: int = 0
@@ -167,7 +176,6 @@ _WORKER_ENV: Any = None  # a worker process's env (built once by _worker_init)
 def _worker_init(env_id: str, env_kwargs: dict[str, Any]) -> None:
     global _WORKER_ENV
     from precision_gym.threads import configure_torch_threads
-    from training.cli import make_env
 
     configure_torch_threads(explicit=False)
     _WORKER_ENV = make_env(env_id, env_kwargs)
@@ -327,8 +335,6 @@ def collect_kl(
     out.mkdir(parents=True, exist_ok=True)
     own_env = env is None
     if own_env:
-        from training.cli import make_env
-
         env = make_env(cfg.env_id, cfg.env_kwargs)
     u = env.unwrapped
     tasks = _task_sample(u.task.num_tasks(cfg.split), cfg.episodes, cfg.seed)
@@ -505,8 +511,7 @@ def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) ->
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from training.cli import SIMULATED_BANNER
-
+    """KL supervision: highest-tier rollouts with per-state action KL (resumable)"""
     cfg = CollectConfig(
         env_id=args.env,
         split=args.split,
@@ -534,14 +539,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from training.cli import _json_kwargs, add_workers_args
-
-    p = sub.add_parser(
-        "collect-kl",
-        help="KL supervision: highest-tier rollouts with per-state action KL (resumable)",
-    )
-    p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
-    p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
+    p = add_command(sub, "collect-kl", cmd_collect)
+    add_env_args(p)
     p.add_argument("--split", default="train", help="task split to roll out on")
     p.add_argument("--episodes", type=int, default=200, help="tasks sampled from the split")
     p.add_argument("--seed", type=int, default=0, help="task sample and episode seeds")
@@ -549,5 +548,4 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default="runs/kl", help="output folder (reruns resume it)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     add_workers_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_collect)
+    add_quiet_arg(p)

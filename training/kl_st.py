@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,13 @@ import torch.nn.functional as F
 
 from precision_gym.error import ConfigError
 from precision_gym.io import atomic_write_text
+from training.cli.common import (
+    add_command,
+    add_overwrite_arg,
+    add_quiet_arg,
+    config_arguments,
+    config_from_args,
+)
 from training.thresholds import (
     ThresholdChoice,
     balanced_accuracy,
@@ -404,8 +411,8 @@ def train_klst(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    kwargs = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    cfg = TrainConfig(**kwargs)
+    """train the Transformer router on KL labels (KL-ST)"""
+    cfg = config_from_args(TrainConfig, args)
     result = train_klst(cfg, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     last = result.history[-1] if result.history else {}
     print(
@@ -420,23 +427,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("train-klst", help="train the Transformer router on KL labels (KL-ST)")
-    for f in fields(TrainConfig):
-        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata['help']} (default: {default})"
-        if f.name == "kinds":
-            p.add_argument(flag, nargs="*", default=default, help=helptext)
-        elif f.name == "tau_kl":
-            p.add_argument(flag, type=float, default=None, help=helptext)
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=helptext)
+    p = add_command(sub, "train-klst", cmd_train)
+    config_arguments(p, TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue from out/train_state.pt")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="train afresh into an --out folder that already holds a trained router "
-        "(replaces it, thresholds included); without it or --resume such a folder is refused",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    add_overwrite_arg(p, "a trained router and its thresholds", resume=True)
+    add_quiet_arg(p)

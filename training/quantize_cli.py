@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+
+from training.cli.common import add_command
 
 __all__ = ["add_parser", "cmd_quantize"]
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from precision_gym.quantization import quantize_checkpoint
+    """weight-only int4 (GPTQ format) / int3 copy of a model"""
+    from precision_gym.quantization import quantize_checkpoint  # torch: only when it runs
 
     t0 = time.perf_counter()
     out = quantize_checkpoint(
@@ -26,8 +30,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="weight-only int4 (GPTQ format) / int3 copy of a model")
+def add_parser(sub: Any) -> None:
+    p = add_command(sub, "quantize", cmd_quantize)
     p.add_argument("--model", required=True, help="local Hugging Face model folder")
     p.add_argument("--bits", type=int, choices=(3, 4), required=True, help="weight bits")
     p.add_argument("--group", type=int, default=128, help="quantization group size (64 or 128)")
@@ -41,4 +45,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("rtn", "hqq"),
         help="rounding: round-to-nearest, or HQQ (optional package, 3-bit only)",
     )
-    p.set_defaults(func=cmd_quantize)

@@ -24,6 +24,7 @@ from typing import Any
 
 from precision_gym.distributed import ray_session
 from precision_gym.error import ConfigError
+from training.cli.common import load_policy, make_env
 from training.evaluation import EpisodeRecord, rollout
 
 __all__ = ["RolloutSpec", "ray_session", "run_distributed", "run_share", "shares"]
@@ -61,7 +62,6 @@ def shares(jobs: Sequence[tuple[int, int]], workers: int) -> list[list[int]]:
 
 def _build(spec: RolloutSpec) -> tuple[Any, Any]:
     from precision_gym.threads import configure_torch_threads
-    from training.cli import load_policy, make_env
 
     configure_torch_threads(explicit=False)
     env = make_env(spec.env_id, spec.env_kwargs)

@@ -38,9 +38,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import ConfigError
 from precision_gym.io import atomic_write_bytes, atomic_write_text, refuse_overwrite
-from training.grpo import config_arguments, config_from_args
+from training.cli.common import add_config_parser, config_from_args, run_command
 
 __all__ = [
     "ALGO_DEFAULTS",
@@ -89,7 +90,7 @@ class SB3Config:
     """Configuration of an SB3 baseline run (validated on creation)."""
 
     algo: str = field(default="ppo", metadata={"help": "ppo | a2c | dqn"})
-    env_id: str = field(default="DMR-ALFWorld-v0", metadata={"help": "registered env id"})
+    env_id: str = field(default=DEFAULT_ENV_ID, metadata={"help": "registered env id"})
     env_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object of extra env kwargs"}
     )
@@ -516,16 +517,15 @@ def cmd_train_sb3(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    add_config_parser(
+        subparsers,
         "train-sb3",
+        SB3Config,
+        cmd_train_sb3,
         help="Stable-Baselines3 PPO / A2C / DQN on the env (MultiInputPolicy)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        doc=__doc__,
     )
-    config_arguments(p, SB3Config)
-    p.set_defaults(func=cmd_train_sb3)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from training.cli import main
-
-    sys.exit(main(["train-sb3", *sys.argv[1:]]))
+    sys.exit(run_command(add_parser))

@@ -18,16 +18,44 @@ this sweep.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from precision_gym.io import atomic_write_text
-from training.calibrate import DEFAULT_BUDGETS, _budgets
+from agents import make_baseline
+from agents.router import load_router_policy
+from precision_gym import DEFAULT_ENV_ID
+from precision_gym.io import atomic_write_text, refuse_overwrite
+from training.calibrate import DEFAULT_BUDGETS, calibrate_router
+from training.cli.common import (
+    add_command,
+    add_env_args,
+    add_quiet_arg,
+    add_seeds_arg,
+    add_workers_args,
+    budgets,
+    episode_kwargs,
+    make_env,
+    open_env,
+    print_rich,
+)
+from training.evaluation import (
+    EpisodeRecord,
+    EvalResult,
+    evaluate,
+    format_table,
+    markdown_table,
+    pareto_plot,
+    write_json,
+)
+from training.kl_collect import CollectConfig, collect_kl
+from training.kl_st import ROUTER_FILE, TrainConfig, train_klst
+from training.rollout_workers import RolloutSpec, run_distributed
 
 #: step (logit units) of the online budget control that sweeps and the demo hold K with
 DEFAULT_ONLINE_STEP = 0.2
@@ -70,10 +98,6 @@ def run_sweep(
     rollout workers (``training.rollout_workers``; the env is rebuilt there from ``env_id``
     and ``env_kwargs``), with the same records as here; online points adapt their threshold
     across episodes in order, so they always run here, as one stream."""
-    from agents import make_baseline
-    from agents.router import load_router_policy
-    from training.evaluation import EpisodeRecord, EvalResult, evaluate, write_json
-
     parallel = workers != 1 or ray_address is not None
     if parallel and not env_id:
         raise ValueError("sweep with --workers/--ray-address needs env_id (workers rebuild it)")
@@ -82,15 +106,11 @@ def run_sweep(
         """Rollout workers for one router point (None: play it here, in order)."""
         if not parallel or spec.get("online_step") is not None:
             return None
-        from functools import partial as bind
-
-        from training.rollout_workers import RolloutSpec, run_distributed
-
         rs = RolloutSpec(
             env_id=env_id, split=split, router=str(router), env_kwargs=dict(env_kwargs or {}),
             **spec,
         )  # fmt: skip
-        return bind(
+        return functools.partial(
             run_distributed, rs, workers=workers, ray_address=ray_address, progress=progress
         )
 
@@ -98,8 +118,6 @@ def run_sweep(
     results: list[Any] = []
     done: list[EvalResult] = []
     if partial is not None and Path(partial).exists():  # resume an interrupted sweep
-        import json
-
         for d in json.loads(Path(partial).read_text()).get("results", []):
             recs = [EpisodeRecord(**r) for r in d.pop("records")]
             done.append(EvalResult(**d, records=recs))
@@ -227,8 +245,6 @@ def write_sweep(
     summaries: Sequence[dict[str, Any]], out: str | Path, title: str, extra: dict | None = None
 ) -> dict[str, Any]:
     """results.json, results.md and pareto.png (router points included) under ``out``."""
-    from training.evaluation import markdown_table, pareto_plot, write_json
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     simulated = any(s.get("simulated") for s in summaries)
@@ -252,7 +268,7 @@ def write_sweep(
 def run_pipeline(
     out: str | Path,
     *,
-    env_id: str = "DMR-ALFWorld-v0",
+    env_id: str = DEFAULT_ENV_ID,
     env_kwargs: dict[str, Any] | None = None,
     kl_episodes: int = 30,
     calib_episodes: int = 12,
@@ -270,12 +286,6 @@ def run_pipeline(
     (``eval_split``); every stage writes under ``out`` and is timed. A folder that already
     holds a trained router or results is refused before any work unless ``overwrite``
     (the KL collection in ``out/kl`` is resumed either way)."""
-    from precision_gym.io import refuse_overwrite
-    from training.calibrate import calibrate_router
-    from training.cli import make_env
-    from training.kl_collect import CollectConfig, collect_kl
-    from training.kl_st import ROUTER_FILE, TrainConfig, train_klst
-
     out = Path(out)
     if not overwrite:
         refuse_overwrite(out, [f"klst/{ROUTER_FILE}", "results.json"], flags="--overwrite")
@@ -355,12 +365,8 @@ def run_pipeline(
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from training.cli import SIMULATED_BANNER, _print, make_env
-    from training.evaluation import format_table
-
+    """K-sweep of a calibrated router vs baselines (+ Pareto plot)"""
     if args.merge:
-        import json
-
         parts = []
         for d in args.merge:  # finished sweeps, else the partial file of an interrupted one
             f = Path(d) / "results.json"
@@ -370,26 +376,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         n = len(summaries[0]["task_indices"])
         first = summaries[0]
         title = f"{first['env']} / {first['split']} ({n} tasks x {len(first['seeds'])} seeds)"
-        _print(format_table(summaries, title=title))
+        print_rich(format_table(summaries, title=title))
         _report(write_sweep(summaries, args.out, title), args.out)
         return 0
     if not args.router:
         raise ValueError("sweep needs --router CKPT (or --merge DIR ...)")
-    env = make_env(args.env, args.env_kwargs)
+    env = open_env(args.env, args.env_kwargs)
     if args.split is None:
         args.split = env.unwrapped.task.split_for("test")
-    if env.unwrapped.simulated:
-        print(SIMULATED_BANNER, file=sys.stderr)
     summaries = run_sweep(
         args.router,
         env,
-        env_id=args.env,
-        split=args.split,
-        episodes=args.episodes,
-        seeds=args.seeds,
+        **episode_kwargs(args),
         budgets=args.budgets,
         oracle=not args.no_oracle,
-        progress=not args.quiet,
         partial=Path(args.out) / "partial.json",
         online_step=args.online_step or None,
         env_kwargs=args.env_kwargs,
@@ -398,7 +398,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     n = len(summaries[0]["task_indices"])
     title = f"{args.env} / {args.split} ({n} tasks x {len(args.seeds)} seeds)"
-    _print(format_table(summaries, title=title))
+    print_rich(format_table(summaries, title=title))
     _report(write_sweep(summaries, args.out, title), args.out)
     env.close()
     return 0
@@ -431,22 +431,19 @@ def _report(acc: dict[str, Any], out: str) -> None:
 
 
 def add_parser(sub: Any) -> None:
-    from training.cli import _json_kwargs, _seeds, add_workers_args
-
-    p = sub.add_parser("sweep", help="K-sweep of a calibrated router vs baselines (+ Pareto plot)")
+    p = add_command(sub, "sweep", cmd_sweep)
     add_workers_args(p)
     p.add_argument("--router", default=None, help="calibrated router checkpoint")
     p.add_argument(
         "--merge", nargs="+", default=None, help="merge sweep folders run on disjoint seeds"
     )
-    p.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
-    p.add_argument("--env-kwargs", type=_json_kwargs, default=None, help="JSON env kwargs")
+    add_env_args(p)
     p.add_argument(
         "--split", default=None, help="test split (default: the task's, valid_unseen for ALFWorld)"
     )
     p.add_argument("--episodes", type=int, default=20, help="tasks per seed")
-    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds")
-    p.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS), help="K list")
+    add_seeds_arg(p)
+    p.add_argument("--budgets", type=budgets, default=list(DEFAULT_BUDGETS), help="K list")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulated oracle")
     p.add_argument(
         "--online-step",
@@ -457,5 +454,4 @@ def add_parser(sub: Any) -> None:
         f"{DEFAULT_ONLINE_STEP})",
     )
     p.add_argument("--out", default="runs/sweep", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_sweep)
+    add_quiet_arg(p)
