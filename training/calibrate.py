@@ -39,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.router import logit, sigmoid
+from agents.router import DEFAULT_THRESHOLD, TransformerRouterPolicy, _budget_key, logit, sigmoid
 from precision_gym.error import ConfigError
 from training.cli.common import add_command, add_env_args, add_quiet_arg, budgets, open_env
+from training.evaluation import episode_seed, save_figure, select_tasks, write_json
+from training.kl_collect import load_kl_dataset
 from training.thresholds import quantile_threshold
 
 __all__ = [
@@ -212,8 +214,6 @@ def pool_scores(
     """Roll ``policy`` (at ``threshold``, default its current one) on the tasks; return its
     high-precision scores on every router decision, per-episode success and the realized
     hp fraction (high decisions / decisions, pooled as the evaluator pools them)."""
-    from training.evaluation import episode_seed
-
     scores: list[float] = []
     wins: list[bool] = []
     high = 0
@@ -247,8 +247,6 @@ def pool_scores(
 def training_pool_scores(policy: Any, batch_size: int = 128) -> np.ndarray | None:
     """The router's scores on its KL-ST training states (None when the data is gone)."""
     import torch
-
-    from training.kl_collect import load_kl_dataset
 
     meta = policy.metadata
     data = meta.get("kl_data")
@@ -311,8 +309,6 @@ def plot_score_shift(
         "Score shift, training vs calibration pool" + (" [SIMULATED]" if simulated else "")
     )
     ax.legend(fontsize=8)
-    from training.evaluation import save_figure
-
     return save_figure(fig, path)
 
 
@@ -336,9 +332,6 @@ def calibrate_router(
     K. The checkpoint is rewritten atomically with ``thresholds[K] = tau_K`` and the
     report in its metadata.
     """
-    from agents.router import DEFAULT_THRESHOLD, TransformerRouterPolicy, _budget_key
-    from training.evaluation import select_tasks, write_json
-
     if not budgets:
         raise ConfigError("expected at least one budget K, got none")
     bad = [k for k in budgets if not 0.0 <= float(k) <= 1.0]
@@ -451,8 +444,6 @@ def plot_refinement(report: CalibrationReport, path: str | Path, simulated: bool
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Budget calibration on {report.split}" + (" [SIMULATED]" if simulated else ""))
     ax.legend(fontsize=7, loc="upper right")
-    from training.evaluation import save_figure
-
     return save_figure(fig, path)
 
 

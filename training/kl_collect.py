@@ -42,6 +42,7 @@ from training.cli.common import (
     add_workers_args,
     make_env,
 )
+from training.evaluation import episode_seed
 
 __all__ = [
     "CollectConfig",
@@ -133,8 +134,6 @@ def _task_sample(n_tasks: int, episodes: int, seed: int) -> list[int]:
 
 def _run_episode(env: Any, split: str, seed: int, task_index: int) -> dict[str, Any]:
     """One highest-tier rollout with per-decision KLs (see the module docstring)."""
-    from training.evaluation import episode_seed
-
     u = env.unwrapped
     obs, info = env.reset(
         seed=episode_seed(seed, task_index),
