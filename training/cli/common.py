@@ -23,9 +23,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-import precision_gym
 from agents import BASELINE_NAMES, make_baseline
-from precision_gym import DEFAULT_ENV_ID
+from precision_gym import DEFAULT_ENV_ID, ENV_IDS
 from precision_gym.error import ConfigError, PrecisionGymError
 
 __all__ = [
@@ -290,10 +289,8 @@ def env_kwarg_names(env_id: str) -> set[str] | None:
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
     """``gym.make(env_id, **env_kwargs)`` after checking the id and the kwargs' names."""
-    if env_id not in precision_gym.ENV_IDS and env_id not in gym.registry:
-        raise ConfigError(
-            f"unknown env id {env_id!r}: expected one of {list(precision_gym.ENV_IDS)}"
-        )
+    if env_id not in ENV_IDS and env_id not in gym.registry:
+        raise ConfigError(f"unknown env id {env_id!r}: expected one of {list(ENV_IDS)}")
     kwargs = dict(env_kwargs or {})
     allowed = env_kwarg_names(env_id)
     unknown = sorted(set(kwargs) - allowed) if allowed is not None else []
