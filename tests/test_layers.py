@@ -130,6 +130,12 @@ def test_no_import_circle():
     assert circle is None, "import circle: " + " -> ".join(circle or [])
 
 
+def test_only_the_entry_points_import_the_cli_main():
+    importers = [m for m, deps in _import_graph().items() if "training.cli.main" in deps]
+    library = [m for m in importers if not m.startswith("benchmarks.")]
+    assert library == ["training.cli.__main__"], importers
+
+
 def test_package_and_benchmark_code_never_imports_the_tests():
     test_modules = {"tests", *(path.stem for path in (ROOT / "tests").rglob("*.py"))}
     bad = [
