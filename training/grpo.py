@@ -44,6 +44,7 @@ import torch
 
 from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
+from training.calibrate import calibrate_router  # issue 4's Eq. 7
 from training.cli.common import add_config_parser, config_from_args, run_command
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
@@ -990,8 +991,6 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         thresholds: dict[str, float] = {}
         if cfg.calibration_episodes:
             split = cfg.calibration_split or _default_calibration_split(trainer.unwrapped)
-            from training.calibrate import calibrate_router  # issue 4's Eq. 7
-
             report = calibrate_router(
                 final,
                 trainer._probe,

@@ -33,6 +33,7 @@ from training.cli.common import (
     config_arguments,
     config_from_args,
 )
+from training.kl_collect import load_kl_dataset
 from training.thresholds import (
     ThresholdChoice,
     balanced_accuracy,
@@ -227,7 +228,6 @@ class KLSTTrainer(Trainer):
         overwrite: bool = False,
     ) -> None:
         from agents.router import RouterConfig, TransformerRouter
-        from training.kl_collect import load_kl_dataset
 
         super().__init__(config, config.out, resume=resume, overwrite=overwrite, progress=progress)
         cfg = self.cfg = config
