@@ -8,7 +8,7 @@ import torch
 
 from precision_gym.backends.base import GenerationRequest, PrecisionBackend, SamplingParams
 from precision_gym.backends.transformers_backend import TransformersBackend
-from precision_gym.error import CheckpointError, ConfigError
+from precision_gym.error import BackendError, CheckpointError, ConfigError
 from precision_gym.kl import action_token_kl
 
 INTRO = (
@@ -182,3 +182,72 @@ def test_bad_arguments(tiny_qwen3_dir, tmp_path):
         TransformersBackend(tiny_qwen3_dir, "int2")
     with pytest.raises(CheckpointError, match=r"expected a model directory; got .*missing"):
         TransformersBackend(tmp_path / "missing")
+
+
+# --- one padded batch per generate call ------------------------------------------------------
+def batch_requests(params: list[SamplingParams]) -> list[GenerationRequest]:
+    """Prompts of different lengths (so rows are left-padded), one per sampling setting."""
+    ps = prompts() + [p.replace("apple", "tomato") for p in prompts()]
+    return [GenerationRequest(p, sp) for p, sp in zip(ps, params, strict=False)]
+
+
+def test_batch_greedy_equals_one_by_one(fp32_plain, fp32_cached):
+    first = fp32_plain.generate([GenerationRequest(INTRO, SamplingParams(max_tokens=12))])[0]
+    stop = first.text[3:5]  # cuts the first prompt's output: rows finish at different steps
+    params = [SamplingParams(max_tokens=12, stop=(stop,))] + [
+        SamplingParams(max_tokens=m) for m in (1, 12, 7, 20, 3, 12, 9)
+    ]
+    reqs = batch_requests(params)
+    n_before = len(fp32_plain.call_log)
+    batch = fp32_plain.generate(reqs)
+    one = [fp32_plain.generate([r])[0] for r in reqs]
+    fp32_cached.clear_cache()
+    cached = [fp32_cached.generate([r])[0] for r in reqs]  # with KV-prefix reuse
+    for b, o, c in zip(batch, one, cached, strict=True):
+        assert (b.text, b.completion_tokens) == (o.text, o.completion_tokens)
+        assert (b.text, b.completion_tokens) == (c.text, c.completion_tokens)
+        assert b.meta["finish_reason"] == o.meta["finish_reason"]
+        assert b.prompt_tokens == o.prompt_tokens and b.meta["cached_prompt_tokens"] == 0
+    assert batch[0].meta["finish_reason"] == "stop" and batch[0].text == first.text[:3]
+    assert [g.completion_tokens for g in batch][1:3] == [1, 12]
+    recs = fp32_plain.call_log[n_before : n_before + len(reqs)]
+    assert [r.wall_time_s for r in recs] == [g.wall_time_s for g in batch]
+    # each request's wall time runs from the batch start to its own last token
+    assert batch[1].wall_time_s < batch[4].wall_time_s
+
+
+def test_batch_seeded_sampling_equals_one_by_one(fp32_plain):
+    params = [SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=s) for s in range(5)]
+    reqs = batch_requests(params)
+    batch = fp32_plain.generate(reqs)
+    one = [fp32_plain.generate([r])[0] for r in reqs]
+    assert [g.text for g in batch] == [g.text for g in one]
+    assert len({g.text for g in batch}) > 1
+
+
+def test_batch_runs_one_forward_per_token(tiny_qwen3_dir):
+    def forwards(backend: TransformersBackend, reqs: list[GenerationRequest]) -> int:
+        calls = []
+        hook = backend.model.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            backend.generate(reqs)
+        finally:
+            hook.remove()
+        return len(calls)
+
+    reqs = batch_requests([SamplingParams(max_tokens=4)] * 3)
+    batched = TransformersBackend(tiny_qwen3_dir, dtype=torch.float32, prefix_cache=False)
+    assert forwards(batched, reqs) == 4  # prefill + 3 decoding steps, all rows together
+    split = TransformersBackend(tiny_qwen3_dir, dtype=torch.float32, max_batch_size=2)
+    assert forwards(split, reqs) == 4 + 4  # a batch of 2, then a single request
+    one_by_one = TransformersBackend(tiny_qwen3_dir, dtype=torch.float32, max_batch_size=1)
+    assert forwards(one_by_one, reqs) == 3 * 4
+
+
+def test_batch_bad_input(tiny_qwen3_dir, fp32_plain):
+    with pytest.raises(ConfigError, match=r"max_batch_size must be None or >= 1; got 0"):
+        TransformersBackend(tiny_qwen3_dir, max_batch_size=0)
+    n_before = len(fp32_plain.call_log)
+    with pytest.raises(BackendError, match=r"expected a non-empty prompt; .*request 1 of 2"):
+        fp32_plain.generate([GenerationRequest(INTRO), GenerationRequest("")])
+    assert len(fp32_plain.call_log) == n_before  # rejected before any forward

@@ -12,12 +12,21 @@ The ALFWorld prompt is append-only, so consecutive calls share long prefixes: th
 keeps the KV cache (``past_key_values``) of recently seen prompts and, for a new prompt,
 reuses the entry with the longest common token prefix (up to ``max_cache_entries`` entries),
 running the model only on the new suffix. Results equal the no-cache path (tested).
+
+A ``generate`` call with several requests runs them as **one padded batch** (left padding,
+attention mask, per-row positions; per-request sampling parameters, ``max_tokens`` and stop
+strings), without the prefix cache: one forward per generated token for the whole batch
+instead of one per request. Greedy outputs equal the one-by-one outputs (tested in float32).
+Each request's ``wall_time_s`` is the time from the start of the batch to its own last token,
+as the HTTP backend reports each of its in-flight requests. ``max_batch_size`` splits larger
+calls; ``max_batch_size=1`` answers requests one by one, with the prefix cache.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -61,6 +70,37 @@ def _crop_to(cache: Any, n: int) -> None:
         cache.crop(-extra)
 
 
+class _Decoding:
+    """One request's decoding: the tokens drawn so far, the text (stop strings cut, as the
+    OpenAI API does; an end-of-sequence token is not shown) and the finish reason."""
+
+    def __init__(
+        self,
+        params: SamplingParams,
+        gen: torch.Generator,
+        eos_ids: set[int],
+        decode: Any,
+    ) -> None:
+        self.params, self.gen, self._eos_ids, self._decode = params, gen, eos_ids, decode
+        self.out: list[int] = []
+        self.text = ""
+        self.finish = "length"
+        self.done = params.max_tokens <= 0
+
+    def push(self, tok: int) -> None:
+        """Append one drawn token; sets ``done`` on an end token, a stop string or the limit."""
+        self.out.append(tok)
+        if tok in self._eos_ids:
+            self.text, self.finish, self.done = self._decode(self.out[:-1]), "stop", True
+            return
+        self.text = self._decode(self.out)
+        cuts = [i for i in (self.text.find(s) for s in self.params.stop if s) if i >= 0]
+        if cuts:
+            self.text, self.finish, self.done = self.text[: min(cuts)], "stop", True
+        elif len(self.out) >= self.params.max_tokens:
+            self.done = True
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -89,7 +129,10 @@ class TransformersBackend:
         GPTQ (``sym=true``) checkpoints of :func:`~precision_gym.quantization.quantize_checkpoint`
         exactly; ``method="hqq"`` uses HQQ when the optional ``hqq`` package is installed.
     prefix_cache, max_cache_entries:
-        Reuse of the KV cache across prompts sharing a token prefix.
+        Reuse of the KV cache across prompts sharing a token prefix (single-request calls).
+    max_batch_size:
+        Most requests per padded batch (``None``: a whole ``generate`` call in one batch; ``1``:
+        one request after another, each with the prefix cache).
     """
 
     simulated = False
@@ -109,6 +152,7 @@ class TransformersBackend:
         max_cache_entries: int = 4,
         gguf_file: str | None = None,
         num_threads: int | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         if precision not in PRECISION_BITS:
             raise ConfigError(
@@ -116,6 +160,8 @@ class TransformersBackend:
             )
         if max_cache_entries < 1:
             raise ConfigError(f"max_cache_entries must be >= 1; got {max_cache_entries}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be None or >= 1; got {max_batch_size}")
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:  # pragma: no cover
@@ -149,6 +195,7 @@ class TransformersBackend:
         self.eos_ids = self._eos_ids()
         self.prefix_cache = prefix_cache
         self.max_cache_entries = max_cache_entries
+        self.max_batch_size = max_batch_size
         self._entries: list[_CacheEntry] = []
         self._lock = threading.Lock()
         self._generator = torch.Generator(device="cpu")
@@ -168,6 +215,13 @@ class TransformersBackend:
             elif isinstance(src, (list, tuple)):
                 ids.update(int(i) for i in src)
         return ids
+
+    def _pad_id(self) -> int:
+        """The token that left-pads a batch (masked out, so any id would do)."""
+        for pid in (self.tokenizer.pad_token_id, self.model.config.pad_token_id):
+            if isinstance(pid, int):
+                return pid
+        return min(self.eos_ids) if self.eos_ids else 0
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: plain text as the completion API would tokenize it (with the
@@ -251,63 +305,115 @@ class TransformersBackend:
             probs = probs / probs.sum()
         return int(torch.multinomial(probs.cpu(), 1, generator=gen))
 
-    def _generate_one(self, request: GenerationRequest) -> Generation:
-        t0 = time.perf_counter()
-        params = request.params
-        ids = self.encode_prompt(request.prompt)
-        if not ids:
-            raise BackendError(
-                "expected a non-empty prompt; got one that tokenizes to 0 tokens", retryable=False
-            )
+    def _decoding(self, params: SamplingParams) -> _Decoding:
         gen = self._generator
         if params.seed is not None:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(params.seed)
+        return _Decoding(
+            params,
+            gen,
+            self.eos_ids,
+            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+        )
+
+    def _prompt_ids(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        ids = [self.encode_prompt(r.prompt) for r in requests]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise BackendError(
+                f"expected a non-empty prompt; got one that tokenizes to 0 tokens "
+                f"(request {empty[0]} of {len(ids)})",
+                retryable=False,
+            )
+        return ids
+
+    def _result(self, row: _Decoding, ids: list[int], reused: int, wall: float) -> Generation:
+        self.call_log.append(
+            CallRecord(self.name, "generate", wall, len(row.out), len(ids), reused)
+        )
+        return Generation(
+            text=row.text,
+            completion_tokens=len(row.out),
+            wall_time_s=wall,
+            prompt_tokens=len(ids),
+            meta={
+                "cached_prompt_tokens": reused,
+                "finish_reason": row.finish,
+                "backend": self.name,
+            },
+        )
+
+    def _generate_one(self, request: GenerationRequest) -> Generation:
+        t0 = time.perf_counter()
+        (ids,) = self._prompt_ids([request])
+        row = self._decoding(request.params)
         cache, reused = self._acquire(ids, len(ids) - 1)
         try:
             logits = self._run(ids[reused:], cache)[-1]
-            out: list[int] = []
-            text = ""
-            finish = "length"
-            while len(out) < params.max_tokens:
-                tok = self._pick(logits, params, gen)
-                out.append(tok)
-                if tok in self.eos_ids:
-                    finish = "stop"
-                    break
-                text = self.tokenizer.decode(out, skip_special_tokens=True)
-                cut = min(
-                    (i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1
-                )
-                if cut >= 0:
-                    text = text[:cut]
-                    finish = "stop"
-                    break
-                if len(out) < params.max_tokens:
-                    logits = self._run([tok], cache)[-1]
-            else:
-                text = self.tokenizer.decode(out, skip_special_tokens=True)
-            if finish == "stop" and out and out[-1] in self.eos_ids:
-                text = self.tokenizer.decode(out[:-1], skip_special_tokens=True)
+            while not row.done:
+                row.push(self._pick(logits, row.params, row.gen))
+                if not row.done:
+                    logits = self._run([row.out[-1]], cache)[-1]
         except RuntimeError as exc:  # torch faults (OOM, shape errors) become backend faults
             self._entries.clear()
             raise BackendError(f"{self.name}: model forward failed: {exc}") from exc
         self._release(ids, cache)
-        wall = time.perf_counter() - t0
-        self.call_log.append(CallRecord(self.name, "generate", wall, len(out), len(ids), reused))
-        return Generation(
-            text=text,
-            completion_tokens=len(out),
-            wall_time_s=wall,
-            prompt_tokens=len(ids),
-            meta={"cached_prompt_tokens": reused, "finish_reason": finish, "backend": self.name},
+        return self._result(row, ids, reused, time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One padded batch: left padding, an attention mask over pads, positions counted
+        from each prompt's first real token; finished rows are fed pads until all are done."""
+        t0 = time.perf_counter()
+        prompts = self._prompt_ids(requests)
+        rows = [self._decoding(r.params) for r in requests]
+        walls = [0.0 if row.done else math.nan for row in rows]
+        width, pad = max(len(p) for p in prompts), self._pad_id()
+        x = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
         )
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = self._new_cache()
+        try:
+            while not all(row.done for row in rows):
+                out = self.model(
+                    input_ids=x,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1].float()
+                for i, row in enumerate(rows):
+                    if not row.done:
+                        row.push(self._pick(logits[i], row.params, row.gen))
+                        if row.done:
+                            walls[i] = time.perf_counter() - t0
+                x = torch.tensor(
+                    [[row.out[-1] if row.out else pad] for row in rows], device=self.device
+                )
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                pos = pos[:, -1:] + 1
+        except RuntimeError as exc:  # torch faults (OOM, shape errors) become backend faults
+            raise BackendError(f"{self.name}: model forward failed: {exc}") from exc
+        return [self._result(r, p, 0, w) for r, p, w in zip(rows, prompts, walls, strict=True)]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Generate one completion per request, one request after another (stop strings are
-        cut from the text, as the OpenAI API does); wall time is measured per request."""
+        """Generate one completion per request: several requests as one padded batch (split
+        by ``max_batch_size``), a single one with the prefix cache. Stop strings are cut from
+        the text, as the OpenAI API does."""
+        size = self.max_batch_size or max(len(requests), 1)
+        out: list[Generation] = []
         with self._lock:
-            return [self._generate_one(r) for r in requests]
+            for i in range(0, len(requests), size):
+                chunk = requests[i : i + size]
+                if len(chunk) == 1:
+                    out.append(self._generate_one(chunk[0]))
+                else:
+                    out.extend(self._generate_batch(chunk))
+        return out
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
