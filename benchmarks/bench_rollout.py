@@ -10,7 +10,8 @@ tiers are the SIMULATED pair for (a)-(d) and the tiny random Qwen3 model on CPU 
   (a) one env (``gym.make``), the N episodes one after another
   (b) the batched vector env, N episodes, task engines in its own process
   (c) the batched vector env, N episodes, task engines in W worker processes
-  (d) W Ray actors, each holding a batched env of N/W of the episodes
+  (d) W Ray actors, each holding a batched env of N/W of the episodes (dealt round robin, as
+      (c)'s slots are dealt to its worker processes)
   (e) the N episodes against vLLM: batched env (each tier's requests in one call, all in
       flight) vs N single envs stepped one request at a time. Both modes start cold: each in
       a fresh process, and on an empty server prefix cache (the append-only ALFWorld prompts
@@ -102,11 +103,10 @@ def play_single(env, episodes: list[int], steps: int) -> int:
     return decisions
 
 
-# --- (b), (c), (d): a batched env over episodes first..first+n-1 ---------------------------------
-def play_batched(vec, first: int, steps: int) -> int:
+# --- (b), (c), (d): a batched env over the given episodes, one per slot --------------------------
+def play_batched(vec, ks: list[int], steps: int) -> int:
     n = vec.num_envs
-    ks = list(range(first, first + n))
-    vec.reset(seed=first, options={"task_index": [task_of(k) for k in ks]})  # slot i: seed first+i
+    vec.reset(seed=ks, options={"task_index": [task_of(k) for k in ks]})  # slot i: seed ks[i]
     decisions = 0
     for t in range(steps):
         _, _, _, _, info = vec.step(np.array([action(k, t) for k in ks], dtype=np.int64))
@@ -130,14 +130,15 @@ def make_vec(num_envs: int, workers: int):
 
 
 class RolloutActor:
-    """One Ray actor: a batched env over its share of the episodes."""
+    """One Ray actor: a batched env over its share of the episodes (dealt round robin, as the
+    batched env deals its slots to worker processes)."""
 
-    def __init__(self, num_envs: int, first: int) -> None:
+    def __init__(self, episodes: list[int]) -> None:
         configure_torch_threads(1)
-        self.vec, self.first = make_vec(num_envs, 0), first
+        self.vec, self.episodes = make_vec(len(episodes), 0), episodes
 
     def play(self, steps: int) -> int:
-        return play_batched(self.vec, self.first, steps)
+        return play_batched(self.vec, self.episodes, steps)
 
 
 def timed_twice(play, after_cold=None) -> tuple[float, float, float]:
@@ -168,14 +169,14 @@ def run_config(only: str, n: int, w: int, steps: int) -> str:
         env.close()
     elif only in ("b", "c"):
         vec = make_vec(n, 0 if only == "b" else w)  # workers started (and ready) here
-        cold, warm, _ = timed_twice(lambda: play_batched(vec, 0, steps))
+        cold, warm, _ = timed_twice(lambda: play_batched(vec, list(range(n)), steps))
         vec.close()
     else:
         import ray
 
         ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False)
-        per = n // w
-        actors = [ray.remote(num_cpus=1)(RolloutActor).remote(per, a * per) for a in range(w)]
+        actor = ray.remote(num_cpus=1)(RolloutActor)
+        actors = [actor.remote(list(range(a, n, w))) for a in range(w)]
         ray.get([a.__ray_ready__.remote() for a in actors])  # built: env and encoder loaded
         cold, warm, _ = timed_twice(lambda: sum(ray.get([a.play.remote(steps) for a in actors])))
         ray.shutdown()
@@ -215,7 +216,7 @@ def run_real(backend: str, mode: str, where: str, n: int, steps: int) -> str:
             num_envs=n, tiers=real_tiers(backend, where), park_finished=True, **kwargs
         )
         t0 = time.perf_counter()
-        rate = play_batched(env, 0, steps) / (time.perf_counter() - t0)
+        rate = play_batched(env, list(range(n)), steps) / (time.perf_counter() - t0)
     else:
         env = gym.make("DMR-ALFWorld-v0", tiers=real_tiers(backend, where), **kwargs)
         t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
 
 
 class WorkerTaskSlots:
-    """``num_slots`` task instances spread over ``workers`` processes (contiguous blocks).
+    """``num_slots`` task instances spread over ``workers`` processes (dealt round robin).
 
     Args:
         task: the task prototype (not reset); every slot gets a copy made in its worker.
@@ -83,7 +83,7 @@ class WorkerTaskSlots:
         if context is None:
             context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(context)
-        bounds = self._lay_out(task, num_slots, workers)
+        counts = self._lay_out(task, num_slots, workers)
         blob = pickle.dumps(task)
         self._conns: list[Any] = []
         self._procs: list[Any] = []
@@ -92,7 +92,7 @@ class WorkerTaskSlots:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
                     target=_worker,
-                    args=(child, blob, bounds[w + 1] - bounds[w]),
+                    args=(child, blob, counts[w]),
                     name=f"precision-gym-task-worker-{w}",
                     daemon=True,
                 )
@@ -111,16 +111,19 @@ class WorkerTaskSlots:
             raise
 
     def _lay_out(self, task: TextTask, num_slots: int, workers: int) -> list[int]:
-        """Contiguous blocks of slots per worker: sets ``_where`` (slot -> (worker, index
-        inside the worker)) and returns the block bounds."""
+        """Slots dealt round robin (slot ``s`` on worker ``s % workers``): sets ``_where``
+        (slot -> (worker, index inside the worker)) and returns each worker's slot count.
+
+        Neighbouring slots tend to hold similar episodes (task indices in order, and ALFWorld's
+        games are sorted by task type, which sets much of an episode's length and load time),
+        so contiguous blocks would give one worker the long ones while the other idles: on
+        ``bench_rollout``'s 8 episodes, blocks put 64% of the task-engine CPU time on one of
+        the two workers, round robin 52%."""
         self.task_name = task.name
         self._proto = task
         self.num_slots = num_slots
-        bounds = [round(w * num_slots / workers) for w in range(workers + 1)]
-        self._where = {
-            s: (w, s - bounds[w]) for w in range(workers) for s in range(bounds[w], bounds[w + 1])
-        }
-        return bounds
+        self._where = {s: (s % workers, s // workers) for s in range(num_slots)}
+        return [len(range(w, num_slots, workers)) for w in range(workers)]
 
     @property
     def workers(self) -> int:
@@ -225,7 +228,7 @@ class _TaskActor:
 
 
 class RayTaskSlots(WorkerTaskSlots):
-    """``num_slots`` task instances spread over ``workers`` Ray actors (contiguous blocks), on
+    """``num_slots`` task instances spread over ``workers`` Ray actors (dealt round robin), on
     the cluster at ``ray_address`` (:func:`precision_gym.distributed.ray_session`): the same
     answers as :class:`WorkerTaskSlots`, the engines anywhere in the cluster."""
 
@@ -236,7 +239,7 @@ class RayTaskSlots(WorkerTaskSlots):
             )
         from precision_gym.distributed import ray_session
 
-        bounds = self._lay_out(task, num_slots, workers)
+        counts = self._lay_out(task, num_slots, workers)
         self._session = ray_session(ray_address)
         self._ray = self._session.__enter__()
         self._closed = False
@@ -244,9 +247,7 @@ class RayTaskSlots(WorkerTaskSlots):
         try:
             actor_cls = self._ray.remote(num_cpus=1)(_TaskActor)
             blob = pickle.dumps(task)
-            self._actors = [
-                actor_cls.remote(blob, bounds[w + 1] - bounds[w]) for w in range(workers)
-            ]
+            self._actors = [actor_cls.remote(blob, counts[w]) for w in range(workers)]
         except BaseException:
             self._session.__exit__(None, None, None)
             raise

@@ -51,7 +51,7 @@ class BatchedAgentVectorEnv(VectorEnv):
     Args:
         num_envs: episodes stepped together (N).
         workers: processes that run the task engines (0: all in this process; else
-            ``1 <= workers <= num_envs``, each owning a contiguous share of the slots).
+            ``1 <= workers <= num_envs``; slot ``i`` runs on worker ``i % workers``).
         ray_address: run the ``workers`` task engines as Ray actors on this cluster
             (``"auto"``, ``"ray://host:10001"``, or ``"local"`` to start one here; the ``ray``
             extra) instead of local processes: the same trajectories.
