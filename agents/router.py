@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -174,46 +175,112 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+#: pacing guard of :class:`OnlineBudgetControl` (high decisions behind / ahead of K * t)
+DEFAULT_MAX_DEFICIT = 1.5
+_ABOVE_ANY_SCORE = math.nextafter(1.0, 2.0)  # p(high) <= 1 never reaches it
+
+
 class OnlineBudgetControl:
     """Holds a high-precision budget K on the *deployed* stream of decisions.
 
     A fixed ``tau_K`` holds K only on the state distribution it was calibrated on; on an
     out-of-distribution test split (ALFWorld's unseen rooms) the router's scores shift and
-    the realised rate drifts. This controller adapts the threshold after every decision
-    with the adaptive-conformal update (Gibbs & Candes, 2021) in logit space::
+    the realised rate drifts. This controller sets the threshold for the next decision from
+    two parts, in logit space::
 
-        x <- x + step * (routed_high - K),   tau = sigmoid(x)
+        x = logit(q) + step * (H - K * t),   tau = sigmoid(x)
 
-    starting from the calibrated ``tau_K``. Routing high raises the bar, routing low lowers
-    it, so over T decisions the realised rate is within ``(range of x + step) / (step * T)``
-    of K whatever the score distribution, and the router still decides *which* steps get
-    high precision. Uses only the router's own scores, never labels or outcomes.
-    The state persists across episodes (a deployment stream); :meth:`reset` restarts it.
+    - ``q``, the **stream quantile**: the ``1 - K`` quantile of the router's own scores
+      over the last ``window`` decisions (the calibrated ``tau_K`` until ``warmup``
+      decisions have been seen). It re-calibrates Eq. 7 on the deployed scores, so a
+      shifted score distribution is absorbed after a few decisions instead of being walked
+      off step by step. ``track_quantile=False`` keeps ``q = tau_K``.
+    - the **integral term** of adaptive conformal inference (Gibbs & Candes, 2021) over the
+      ``t`` decisions so far, ``H`` of them routed high: routing high raises the bar,
+      routing low lowers it, so the realised rate is within ``(range of x + step) /
+      (step * t)`` of K whatever the score distribution.
+    - the **pacing guard** (``max_deficit``, in decisions): when the stream is
+      ``max_deficit`` or more high decisions behind ``K * t`` the next decision is routed
+      high whatever its score, and low when it is that far ahead; so ``|H - K t|`` stays
+      below ``max_deficit + 1`` and a short stream (a few episodes, tens of decisions)
+      ends near K even when its last episode scores unlike the rest. ``None`` turns it off.
+
+    The router still decides *which* steps get high precision. Uses only the router's own
+    scores, never labels or outcomes. The state persists across episodes (a deployment
+    stream); :meth:`reset` restarts it.
     """
 
-    def __init__(self, budget: float, tau0: float, step: float = 0.2) -> None:
+    def __init__(
+        self,
+        budget: float,
+        tau0: float,
+        step: float = 0.2,
+        *,
+        track_quantile: bool = True,
+        window: int = 512,
+        warmup: int | None = None,
+        max_deficit: float | None = DEFAULT_MAX_DEFICIT,
+    ) -> None:
         if not 0.0 < budget < 1.0:
             raise ValueError(f"online budget control needs K in (0, 1), got {budget}")
         if not step > 0.0:
             raise ValueError(f"online budget control step must be > 0, got {step}")
+        if window < 1:
+            raise ValueError(f"online budget control window must be >= 1, got {window}")
+        if max_deficit is not None and not max_deficit > 0.0:
+            raise ValueError(
+                f"online budget control max_deficit must be > 0 or None, got {max_deficit}"
+            )
+        self.max_deficit = None if max_deficit is None else float(max_deficit)
         self.budget, self.step, self.tau0 = float(budget), float(step), float(tau0)
+        self.track_quantile, self.window = bool(track_quantile), int(window)
+        # enough decisions that the 1 - K quantile has at least one score on each side
+        self.warmup = (
+            int(math.ceil(1.0 / min(self.budget, 1.0 - self.budget)))
+            if warmup is None
+            else int(warmup)
+        )
         self.reset()
 
     def reset(self) -> None:
-        self.x = logit(self.tau0)
         self.decisions = 0
         self.high = 0
+        self.offset = 0.0  # step * (H - K t), the integral term
+        self.scores: deque[float] = deque(maxlen=self.window)
+        self.x = logit(self.tau0)
+
+    def _base(self) -> float:
+        if self.track_quantile and len(self.scores) >= max(self.warmup, 1):
+            q = float(np.quantile(np.fromiter(self.scores, float), 1.0 - self.budget))
+            return logit(q)
+        return logit(self.tau0)
+
+    @property
+    def deficit(self) -> float:
+        """High decisions owed to the budget so far: ``K * t - H``."""
+        return self.budget * self.decisions - self.high
 
     @property
     def threshold(self) -> float:
+        if self.max_deficit is not None:
+            if self.deficit >= self.max_deficit:
+                return 0.0  # every score clears it: the next decision goes high
+            if -self.deficit >= self.max_deficit:
+                return _ABOVE_ANY_SCORE  # no score clears it: the next one goes low
         return sigmoid(self.x)
 
-    def update(self, routed_high: np.ndarray) -> float:
-        """Account for a batch of decisions; returns the threshold for the next ones."""
+    def update(self, routed_high: np.ndarray, scores: np.ndarray | None = None) -> float:
+        """Account for a batch of decisions (and, for the stream quantile, their scores
+        ``p(high)``); returns the threshold for the next ones."""
         h = np.asarray(routed_high, dtype=bool).ravel()
+        if scores is not None:
+            self.scores.extend(np.asarray(scores, dtype=float).ravel().tolist())
         for hit in h:  # one update per decision, in order
-            self.x += self.step * (float(hit) - self.budget)
-        self.x = min(max(self.x, -20.0), 20.0)
+            self.offset += self.step * (float(hit) - self.budget)
+        base = self._base()
+        # anti-windup: the threshold saturates at sigmoid(+-20) and so does the integral
+        self.offset = min(max(self.offset, -20.0 - base), 20.0 - base)
+        self.x = base + self.offset
         self.decisions += len(h)
         self.high += int(h.sum())
         return self.threshold
@@ -309,9 +376,10 @@ class TransformerRouterPolicy(RouterPolicy):
         return np.where(probs[:, 0] >= tau, 0, low).astype(np.int64)
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        actions = self.route(self.probs(obs))
+        probs = self.probs(obs)
+        actions = self.route(probs)
         if self.online is not None:
-            self.threshold = self.online.update(actions == 0)
+            self.threshold = self.online.update(actions == 0, scores=probs[:, 0])
         return actions
 
     # -- persistence ----------------------------------------------------------------

@@ -14,6 +14,8 @@ from agents.router import (
     TransformerRouter,
     TransformerRouterPolicy,
     load_router_policy,
+    logit,
+    sigmoid,
 )
 from precision_gym.error import CheckpointError, ConfigError
 
@@ -159,6 +161,67 @@ def test_online_budget_control_holds_k_under_a_score_shift():
     assert ctl.high == sum(routed) and tau > tau_k  # the bar went up
     ctl.reset()
     assert ctl.threshold == pytest.approx(tau_k) and ctl.decisions == 0
+
+
+@pytest.mark.parametrize("budget", [0.2, 0.4, 0.7])
+def test_stream_quantile_holds_k_on_a_short_shifted_stream(budget):
+    """36 decisions (6 episodes of 6, each with its own offset) whose scores sit far above
+    the calibration pool's: the integral term alone cannot walk tau_K far enough in so few
+    decisions; with the stream quantile the realised rate lands within 0.05 of K."""
+    from agents.router import OnlineBudgetControl
+
+    rng = np.random.default_rng(1)
+    tau_k = float(np.quantile(rng.beta(2, 5, size=5000), 1 - budget))
+    stream = np.concatenate(
+        [np.clip(rng.beta(4, 3, size=6) + rng.normal(0, 0.05), 0, 1) for _ in range(6)]
+    )
+
+    def realised(**kwargs):
+        ctl, tau, routed = OnlineBudgetControl(budget, tau_k, **kwargs), tau_k, []
+        for s in stream:
+            routed.append(s >= tau)
+            tau = ctl.update(np.array([routed[-1]]), scores=np.array([s]))
+        assert ctl.decisions == len(stream) == len(ctl.scores)
+        return float(np.mean(routed))
+
+    assert abs(realised(step=0.5, max_deficit=None) - budget) <= 0.05  # quantile alone
+    assert abs(realised(step=0.5) - budget) <= 0.05  # the default: with the pacing guard
+    # the controller shipped before (integral term only, step 0.2) stays far off
+    old = {"step": 0.2, "track_quantile": False, "max_deficit": None}
+    assert abs(realised(**old) - budget) > 0.1
+
+
+def test_pacing_guard_forces_the_decision_when_the_stream_is_too_far_from_k():
+    from agents.router import OnlineBudgetControl
+
+    ctl = OnlineBudgetControl(0.4, 0.99, step=0.5, max_deficit=1.5, track_quantile=False)
+    ctl.update(np.zeros(3, dtype=bool))  # deficit 1.2: the threshold still decides
+    assert 0.0 < ctl.threshold < 1.0
+    ctl.update(np.zeros(1, dtype=bool))  # deficit 1.6 >= 1.5: every score clears 0
+    assert ctl.deficit == pytest.approx(1.6) and ctl.threshold == 0.0
+    ctl.update(np.ones(4, dtype=bool))  # 4 of 8 high: 0.8 ahead, free again
+    assert 0.0 < ctl.threshold < 1.0
+    ctl.update(np.ones(2, dtype=bool))  # 6 of 10: 2.0 ahead -> no score reaches it
+    assert ctl.threshold > 1.0
+    with pytest.raises(ValueError, match="max_deficit must be > 0 or None, got 0"):
+        OnlineBudgetControl(0.4, 0.5, max_deficit=0)
+
+
+def test_stream_quantile_waits_for_warmup_and_uses_its_window():
+    from agents.router import OnlineBudgetControl
+
+    ctl = OnlineBudgetControl(0.25, 0.3, step=0.5, window=8, max_deficit=None)
+    assert ctl.warmup == 4
+    for _ in range(3):  # before warm-up: tau_K plus the integral term only
+        ctl.update(np.array([False]), scores=np.array([0.9]))
+    assert ctl.threshold == pytest.approx(sigmoid(logit(0.3) - 3 * 0.5 * 0.25))
+    ctl.update(np.array([False]), scores=np.array([0.9]))  # warm: q = 0.9
+    assert ctl.threshold == pytest.approx(sigmoid(logit(0.9) - 4 * 0.5 * 0.25))
+    ctl.update(np.zeros(8, dtype=bool), scores=np.full(8, 0.1))  # the window forgot 0.9
+    assert len(ctl.scores) == 8
+    assert ctl.threshold == pytest.approx(sigmoid(logit(0.1) - 12 * 0.5 * 0.25))
+    with pytest.raises(ValueError, match="window must be >= 1, got 0"):
+        OnlineBudgetControl(0.4, 0.5, window=0)
 
 
 def test_online_budget_control_errors():

@@ -1,7 +1,8 @@
 """Budget sweep of a calibrated router against the baselines, and the end-to-end pipeline.
 
-For each budget K: the router holding K with online budget control (default step
-:data:`DEFAULT_ONLINE_STEP`, starting at the calibrated ``tau_K``), a random router whose
+For each budget K: the router holding K with online budget control (the stream quantile
+of its own scores plus an integral term of step :data:`DEFAULT_ONLINE_STEP`, starting at
+the calibrated ``tau_K``; ``agents.router.OnlineBudgetControl``), a random router whose
 ``p_high`` is that router's *realized* high-precision fraction (same rate, no state
 information), and beside them the router at the fixed calibrated ``tau_K`` (the paper's
 protocol; its realised rate drifts from K when the test split's scores shift); plus
@@ -58,7 +59,7 @@ from training.kl_st import ROUTER_FILE, TrainConfig, train_klst
 from training.rollout_workers import RolloutSpec, run_distributed
 
 #: step (logit units) of the online budget control that sweeps and the demo hold K with
-DEFAULT_ONLINE_STEP = 0.2
+DEFAULT_ONLINE_STEP = 0.5
 
 __all__ = [
     "DEFAULT_ONLINE_STEP",

@@ -123,7 +123,9 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         help="hold K on the evaluated stream: adapt tau_K after every decision with this "
-        "step in logit units (e.g. 0.2; agents.router.OnlineBudgetControl); default: fixed tau_K",
+        "integral step in logit units (e.g. 0.5; the threshold follows the stream's 1 - K "
+        "quantile of the router's scores: agents.router.OnlineBudgetControl); default: fixed "
+        "tau_K",
     )
     p.add_argument(
         "--episodes", type=int, default=20, help="tasks per seed (spread over the split)"
