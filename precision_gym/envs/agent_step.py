@@ -348,7 +348,8 @@ class AgentStepper:
     agent: TextAgent
     tiers: list[PrecisionTier]
     latency: LatencyCoefficients
-    encoder: SentenceEncoder
+    #: embeds the step texts; None: no embeddings (callers that only play, e.g. benchmarks)
+    encoder: SentenceEncoder | None
     max_steps: int
     max_history: int
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -382,9 +383,10 @@ class AgentStepper:
                     score=float(first.score),
                 )
             )
-        vectors = self.encoder.encode([Episode.first_text(s) for s in starts])
-        for ep, vec in zip(episodes, vectors, strict=True):
-            ep.vectors.append(vec)
+        if self.encoder is not None:
+            vectors = self.encoder.encode([Episode.first_text(s) for s in starts])
+            for ep, vec in zip(episodes, vectors, strict=True):
+                ep.vectors.append(vec)
         forced = self.forced_steps(
             tasks, [(slot, ep) for (slot, *_), ep in zip(items, episodes, strict=True)]
         )
@@ -541,7 +543,7 @@ class AgentStepper:
                     p.router_call,
                 )
             )
-        if texts:
+        if texts and self.encoder is not None:
             for ep, vec in zip(text_owner, self.encoder.encode(texts), strict=True):
                 ep.vectors.append(vec)
                 if len(ep.vectors) > self.max_history:
@@ -552,6 +554,8 @@ class AgentStepper:
     def observation(self, ep: Episode, layout: Any) -> Any:
         """The episode's step-embedding history in ``layout``
         (:mod:`precision_gym.envs.layouts`)."""
+        if self.encoder is None:
+            raise ConfigError("AgentStepper.observation needs an encoder, got encoder=None")
         n = len(ep.vectors)
         emb = np.zeros((self.max_history, self.encoder.dim), dtype=np.float32)
         emb[:n] = np.stack(ep.vectors)
