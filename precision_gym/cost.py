@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from precision_gym.error import ConfigError
+from precision_gym.error import ConfigError, lookup
 
 __all__ = [
     "PRESETS",
@@ -141,12 +141,7 @@ PRESETS["alfworld-qwen3-4b-3tier"] = LatencyCoefficients(
 
 def get_preset(name: str) -> LatencyCoefficients:
     """Look a Table-3 preset up by name, with the list of names in the error."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown latency preset {name!r}: expected one of {sorted(PRESETS)}"
-        ) from None
+    return lookup(PRESETS, name, "latency preset")
 
 
 @dataclass

@@ -6,6 +6,9 @@ and each message states what was expected and what came instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 __all__ = [
     "BackendError",
     "CheckpointError",
@@ -15,7 +18,10 @@ __all__ = [
     "InvalidActionError",
     "PrecisionGymError",
     "ResumeConfigError",
+    "lookup",
 ]
+
+V = TypeVar("V")
 
 
 class PrecisionGymError(Exception):
@@ -64,3 +70,11 @@ class CheckpointError(PrecisionGymError):
 class ResumeConfigError(CheckpointError, ConfigError):
     """``--resume`` with settings that differ from those the checkpoint was written with;
     the message names each differing field with the checkpoint's value and the new one."""
+
+
+def lookup(table: Mapping[str, V], name: str, what: str) -> V:
+    """``table[name]``, or a :class:`ConfigError` that names ``what`` and the known names."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {name!r}: expected one of {sorted(table)}") from None

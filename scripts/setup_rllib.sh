@@ -11,6 +11,7 @@
 # ray's dependencies pull a CUDA torch; then ray[rllib]; then this project with the extras the
 # RLlib test needs (RLLIB_EXTRAS, default webshop: the fast synthetic-catalogue env).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/venv_lib.sh"
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
@@ -20,22 +21,12 @@ VENV="${RLLIB_VENV:-$HOME/.cache/precision-gym/rllib-venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.precision-gym-rllib-torch$TORCH_VERSION-$EXTRAS"
 
-if [[ -f "$STAMP" ]] && "$PY" -c "import ray.rllib, torch, precision_gym" >/dev/null 2>&1; then
-    echo "RLlib already set up in $VENV" >&2
-    echo "$PY"
-    exit 0
-fi
-
-BASE_PY="${BASE_PYTHON:-python3}"
-if [[ ! -x "$PY" ]]; then
-    "$BASE_PY" -m venv "$VENV"
-fi
-"$PY" -m pip install --quiet --upgrade pip >&2
+venv_reuse "$VENV" "$STAMP" "import ray.rllib, torch, precision_gym" "RLlib already set up in $VENV"
+venv_create "$VENV"
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "torch==$TORCH_VERSION" >&2
 fi
 "$PY" -m pip install --quiet "$RAY_SPEC" "torch==$TORCH_VERSION" >&2
 "$PY" -m pip install --quiet -e ".[$EXTRAS]" "torch==$TORCH_VERSION" >&2
 "$PY" -c "import ray, gymnasium, torch; print('ray', ray.__version__, 'gymnasium', gymnasium.__version__, 'torch', torch.__version__)" >&2
-touch "$STAMP"
-echo "$PY"
+venv_finish "$VENV" "$STAMP"

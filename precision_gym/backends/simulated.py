@@ -55,7 +55,7 @@ from precision_gym.backends.base import (
     Prompt,
     StepContext,
 )
-from precision_gym.error import BackendError, ConfigError
+from precision_gym.error import BackendError, ConfigError, lookup
 
 __all__ = [
     "INVALID_PREFIX",
@@ -151,24 +151,27 @@ _W3 = SimulatedTierProfile(
     critical_error=0.9,
 )
 
+#: what the ALFWorld presets share: task-type difficulty and the thinking model
+_ALF_SHARED: dict[str, Any] = {
+    "task_type_difficulty": _ALF_TYPES,
+    "think_prob": 0.2,
+    "think_tokens_mean": 20.0,
+}
+
 SIMULATED_PRESETS: dict[str, SimulatedPreset] = {
     "alfworld": SimulatedPreset(
         name="alfworld",
         description="SIMULATED bf16 / w4 pair for ALFWorld (Qwen3-4B AWQ-W4 latency, Table 3)",
         tiers=(_BF16, _W4),
-        task_type_difficulty=_ALF_TYPES,
-        think_prob=0.2,
-        think_tokens_mean=20.0,
         latency_preset="alfworld-qwen3-4b-awq-w4",
+        **_ALF_SHARED,
     ),
     "alfworld-3tier": SimulatedPreset(
         name="alfworld-3tier",
         description="SIMULATED bf16 / w4 / w3 tiers for ALFWorld (Qwen3-4B, projected W3)",
         tiers=(_BF16, _W4, _W3),
-        task_type_difficulty=_ALF_TYPES,
-        think_prob=0.2,
-        think_tokens_mean=20.0,
         latency_preset="alfworld-qwen3-4b-3tier",
+        **_ALF_SHARED,
     ),
     "webshop": SimulatedPreset(
         name="webshop",
@@ -199,12 +202,7 @@ SIMULATED_PRESETS: dict[str, SimulatedPreset] = {
 
 
 def get_simulated_preset(name: str) -> SimulatedPreset:
-    try:
-        return SIMULATED_PRESETS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown simulated preset {name!r}: expected one of {sorted(SIMULATED_PRESETS)}"
-        ) from None
+    return lookup(SIMULATED_PRESETS, name, "simulated preset")
 
 
 def _uniform(*parts: object) -> float:

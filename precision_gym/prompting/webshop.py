@@ -65,15 +65,8 @@ def parse_webshop_action(text: str, admissible: list[str]) -> tuple[str, bool]:
     return f"click[{target}]", False
 
 
-_TEMPLATE_NO_HISTORY = """You are an expert autonomous agent operating in the WebShop \
-e-commerce environment.
-Your task is to: {task}.
-Your current observation is: {observation}.
-Your admissible actions of the current situation are:
-[
-{actions}
-].
-
+#: how to answer: the end of both templates
+_INSTRUCTIONS = """
 Now it's your turn to take one action for the current step.
 You should first reason step-by-step about the current situation, then think carefully \
 which admissible action best advances the shopper's goal. This reasoning process MUST be \
@@ -82,7 +75,21 @@ Once you've finished your reasoning, you should choose an admissible action for 
 current step and present it within <action> </action> tags, e.g. \
 <action>search[red running shoes]</action> or <action>click[buy now]</action>."""
 
-_TEMPLATE = """You are an expert autonomous agent operating in the WebShop e-commerce \
+_TEMPLATE_NO_HISTORY = (
+    """You are an expert autonomous agent operating in the WebShop \
+e-commerce environment.
+Your task is to: {task}.
+Your current observation is: {observation}.
+Your admissible actions of the current situation are:
+[
+{actions}
+].
+"""
+    + _INSTRUCTIONS
+)
+
+_TEMPLATE = (
+    """You are an expert autonomous agent operating in the WebShop e-commerce \
 environment.
 Your task is to: {task}.
 Prior to this step, you have already taken {step_count} step(s). Below are the most recent \
@@ -92,14 +99,9 @@ Your admissible actions of the current situation are:
 [
 {actions}
 ].
-
-Now it's your turn to take one action for the current step.
-You should first reason step-by-step about the current situation, then think carefully \
-which admissible action best advances the shopper's goal. This reasoning process MUST be \
-enclosed within <think> </think> tags.
-Once you've finished your reasoning, you should choose an admissible action for the \
-current step and present it within <action> </action> tags, e.g. \
-<action>search[red running shoes]</action> or <action>click[buy now]</action>."""
+"""
+    + _INSTRUCTIONS
+)
 
 
 def _format_actions(admissible: list[str]) -> str:

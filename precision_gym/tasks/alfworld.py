@@ -192,6 +192,19 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[A
     raise RuntimeError(f"the planner subprocess failed (wait status {status})")
 
 
+def _observation(text: str, state: dict[str, Any], *, valid: bool = True) -> TaskObservation:
+    """A TextWorld state as a :class:`TaskObservation` (the game ends when won)."""
+    won = bool(state["won"])
+    return TaskObservation(
+        text=text,
+        admissible_commands=list(state["admissible_commands"]),
+        won=won,
+        done=won,
+        score=1.0 if won else 0.0,
+        valid=valid,
+    )
+
+
 @lru_cache(maxsize=16)
 def _list_games(split_dir: str) -> tuple[str, ...]:
     return tuple(str(p) for p in sorted(Path(split_dir).glob("*/*/game.tw-pddl")))
@@ -393,13 +406,7 @@ class ALFWorldTask(TextTask):
         text = _BANNER_RE.sub("", state["feedback"]).strip()
         match = _TASK_RE.search(text)
         self._description = match.group(1).strip() if match else ""
-        self._last = TaskObservation(
-            text=text,
-            admissible_commands=list(state["admissible_commands"]),
-            won=bool(state["won"]),
-            done=bool(state["won"]),
-            score=1.0 if state["won"] else 0.0,
-        )
+        self._last = _observation(text, state)
         return self._last
 
     def _forget_game(self) -> None:
@@ -444,14 +451,7 @@ class ALFWorldTask(TextTask):
             if plan and command == plan[0]:
                 # a suffix of an optimal plan is optimal: no need to ask the planner again
                 self._plan_memo.setdefault(key, plan[1:])
-        self._last = TaskObservation(
-            text=feedback,
-            admissible_commands=list(state["admissible_commands"]),
-            won=bool(state["won"]),
-            done=bool(state["won"]),
-            score=1.0 if state["won"] else 0.0,
-            valid=valid,
-        )
+        self._last = _observation(feedback, state, valid=valid)
         return self._last
 
     def expert_command(self) -> str | None:

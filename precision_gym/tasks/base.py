@@ -6,6 +6,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from precision_gym.error import DataNotFoundError, lookup
+
 __all__ = ["TaskObservation", "TextTask"]
 
 
@@ -52,13 +54,7 @@ class TextTask(abc.ABC):
 
     def split_for(self, role: str) -> str:
         """The split that plays ``role`` (``"train"``, ``"calibration"`` or ``"test"``)."""
-        from precision_gym.error import ConfigError
-
-        if role not in self.split_roles:
-            raise ConfigError(
-                f"unknown split role {role!r}: expected one of {sorted(self.split_roles)}"
-            )
-        return self.split_roles[role]
+        return lookup(self.split_roles, role, "split role")
 
     @abc.abstractmethod
     def splits(self) -> list[str]:
@@ -128,8 +124,6 @@ class TextTask(abc.ABC):
 
 def check_split(task: TextTask, split: str, where: str) -> None:
     """Raise a clear error when ``split`` is not one of the task's splits."""
-    from precision_gym.error import DataNotFoundError
-
     available = task.splits()
     if split not in available:
         raise DataNotFoundError(

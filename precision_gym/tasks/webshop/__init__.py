@@ -46,19 +46,11 @@ A re-implementation of the WebShop benchmark's text environment (Yao et al., 202
 
 from __future__ import annotations
 
-from precision_gym.tasks.webshop.catalogue import (
-    _CACHE as _CACHE,
-)
-from precision_gym.tasks.webshop.catalogue import (
-    _CACHE_LOCK as _CACHE_LOCK,
-)
-from precision_gym.tasks.webshop.catalogue import (
-    WebShopCatalogue,
-    load_catalogue,
-)
-from precision_gym.tasks.webshop.catalogue import (
-    _build_catalogue as _build_catalogue,
-)
+from precision_gym.tasks.webshop import catalogue as _catalogue
+from precision_gym.tasks.webshop import data as _data
+from precision_gym.tasks.webshop import goals as _goals
+from precision_gym.tasks.webshop import session as _session
+from precision_gym.tasks.webshop.catalogue import WebShopCatalogue, load_catalogue
 from precision_gym.tasks.webshop.data import (
     FILE_NAMES,
     HOW_TO_GET,
@@ -70,32 +62,18 @@ from precision_gym.tasks.webshop.data import (
     require_files,
     verify_webshop_files,
 )
-from precision_gym.tasks.webshop.data import (
-    _sha256 as _sha256,
-)
 from precision_gym.tasks.webshop.goals import (
     NO_PRICE_BOUND,
     PRICE_RANGE,
     build_human_goals,
     build_synthetic_goals,
 )
-from precision_gym.tasks.webshop.goals import (
-    _goal as _goal,
-)
-from precision_gym.tasks.webshop.goals import (
-    _price_bound as _price_bound,
-)
 from precision_gym.tasks.webshop.pages import SEP
 from precision_gym.tasks.webshop.products import build_products, parse_options, parse_pricing
 from precision_gym.tasks.webshop.search import TOP_K, option_text, tokenise
 from precision_gym.tasks.webshop.session import (
-    BACK,
-    BUY,
-    NEXT,
-    PREV,
     RESULTS_PER_PAGE,
     SEARCH_TEMPLATE,
-    SUBPAGES,
     Session,
     parse_webshop_command,
 )
@@ -109,18 +87,13 @@ from precision_gym.tasks.webshop_reward import (
 )
 
 __all__ = [
-    "BACK",
-    "BUY",
     "FILE_NAMES",
     "HOW_TO_GET",
-    "NEXT",
     "NO_PRICE_BOUND",
-    "PREV",
     "PRICE_RANGE",
     "RESULTS_PER_PAGE",
     "SEARCH_TEMPLATE",
     "SEP",
-    "SUBPAGES",
     "TOP_K",
     "WEBSHOP_DATA_ENV",
     "WEBSHOP_FILES",
@@ -149,6 +122,14 @@ __all__ = [
 ]
 
 # the names this module had before it became a package (private ones included)
+_CACHE = _catalogue._CACHE
+_CACHE_LOCK = _catalogue._CACHE_LOCK
+_build_catalogue = _catalogue._build_catalogue
+_sha256 = _data._sha256
+_goal = _goals._goal
+_price_bound = _goals._price_bound
+_BACK, _PREV, _NEXT, _BUY = _session.BACK, _session.PREV, _session.NEXT, _session.BUY
+_SUBPAGES = _session.SUBPAGES
 _FILE_NAMES = FILE_NAMES
 _HOW_TO_GET = HOW_TO_GET
 _find_file = find_file
@@ -163,4 +144,3 @@ _option_text = option_text
 _synthetic_goals = build_synthetic_goals
 _human_goals = build_human_goals
 _Session = Session
-_BACK, _PREV, _NEXT, _BUY, _SUBPAGES = BACK, PREV, NEXT, BUY, SUBPAGES
