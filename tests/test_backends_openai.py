@@ -7,7 +7,6 @@ otherwise) and start/stop their servers themselves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import threading
@@ -15,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from net_helpers import hung_server
 
 from precision_gym.backends.base import GenerationRequest, PrecisionBackend, SamplingParams
 from precision_gym.backends.openai_backend import OpenAIBackend
@@ -376,37 +376,18 @@ def test_refused_connection_is_bounded():
 
 def test_silent_server_times_out():
     """A server that accepts and never answers: the request times out, retries are bounded."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    conns = []
-    stop = threading.Event()
-
-    def accept():
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                conns.append(srv.accept()[0])
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
-        url = f"http://127.0.0.1:{srv.getsockname()[1]}"
-        with OpenAIBackend(url, "m", timeout_s=0.3, max_retries=1, backoff_s=0.05) as b:
-            t0 = time.perf_counter()
-            with pytest.raises(
-                BackendError,
-                match=r"failed after 2 attempts: .*got a timeout "
-                r"\(ReadTimeout, timeout 0.3 s\)",
-            ):
-                b.generate([req()])
-            assert time.perf_counter() - t0 < 3
-    finally:
-        stop.set()
-        t.join(2)
-        for c in conns:
-            c.close()
-        srv.close()
+    with (
+        hung_server() as (url, _conns),
+        OpenAIBackend(url, "m", timeout_s=0.3, max_retries=1, backoff_s=0.05) as b,
+    ):
+        t0 = time.perf_counter()
+        with pytest.raises(
+            BackendError,
+            match=r"failed after 2 attempts: .*got a timeout "
+            r"\(ReadTimeout, timeout 0.3 s\)",
+        ):
+            b.generate([req()])
+        assert time.perf_counter() - t0 < 3
 
 
 # ----------------------------------------------------------------------------- vLLM (CPU)

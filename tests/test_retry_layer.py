@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 
 import pytest
+from net_helpers import hung_server
 
 from precision_gym.backends.openai_backend import OpenAIBackend
 from precision_gym.envs import MixedPrecisionAgentEnv
@@ -16,33 +14,6 @@ from precision_gym.error import BackendError, ConfigError
 from precision_gym.tiers import PrecisionTier, simulated_tiers
 
 OPTS = {"split": "valid_unseen", "task_index": 0}
-
-
-@contextlib.contextmanager
-def hung_server():
-    """A real socket server on 127.0.0.1 that accepts connections and never answers."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                conns.append(srv.accept()[0])
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}", conns
-    finally:
-        stop.set()
-        t.join(2)
-        for c in conns:
-            c.close()
-        srv.close()
 
 
 def test_hung_server_costs_at_most_the_step_deadline():
