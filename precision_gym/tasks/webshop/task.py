@@ -35,7 +35,7 @@ __all__ = ["WebShopTask"]
 
 
 class WebShopTask(TextTask):
-    """WebShop goals as :class:`TextTask` games (see the module docstring for the engine).
+    """WebShop goals as :class:`TextTask` games (the engine: :mod:`precision_gym.tasks.webshop`).
 
     Args:
         data_dir: folder with the real files; None falls back to ``$WEBSHOP_DATA``, else to
