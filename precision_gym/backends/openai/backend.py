@@ -146,25 +146,8 @@ class OpenAIBackend:
         headers = dict(headers or {})
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._http = RetryingTransport(
-            self.name,
-            self.base_url,
-            timeout_s=self.timeout_s,
-            connect_timeout_s=self.connect_timeout_s,
-            max_retries=self.max_retries,
-            backoff_s=self.backoff_s,
-            backoff_max_s=self.backoff_max_s,
-            max_concurrency=self.max_concurrency,
-            headers=headers,
-            transport=transport,
-        )
-        self._scorer = ActionScorer(
-            self._http,
-            model=self.model,
-            server=self.server,
-            score_top_k=self.score_top_k,
-            echo_max_tokens=self.echo_max_tokens,
-        )
+        self._http = RetryingTransport(self, headers, transport)
+        self._scorer = ActionScorer(self._http, self)
         #: one record per HTTP-level call (generate or score), failed ones included
         self.call_log: list[CallRecord] = []
         self._closed = False

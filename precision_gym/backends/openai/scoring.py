@@ -20,7 +20,7 @@ Servers return top-k only (vLLM caps ``k`` at ``--max-logprobs``), so scores car
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from precision_gym.backends.base import ActionScore, Prompt
 from precision_gym.backends.openai.dialects import (
@@ -32,29 +32,27 @@ from precision_gym.backends.openai.dialects import (
 from precision_gym.backends.openai.transport import RetryingTransport
 from precision_gym.error import BackendError, ConfigError
 
-__all__ = ["ROUTES", "ActionScorer"]
+__all__ = ["ROUTES", "ActionScorer", "ScoringSettings"]
 
 ROUTES = ("prompt_logprobs", "stepwise", "echo")
 _COMPLETIONS = "/v1/completions"
 
 
+class ScoringSettings(Protocol):
+    """What the scorer reads from its backend at each call."""
+
+    model: str
+    server: str
+    score_top_k: int
+    echo_max_tokens: int
+
+
 class ActionScorer:
     """Scores actions on one server through ``http`` (the routes of the module docstring)."""
 
-    def __init__(
-        self,
-        http: RetryingTransport,
-        *,
-        model: str,
-        server: str,
-        score_top_k: int,
-        echo_max_tokens: int,
-    ) -> None:
+    def __init__(self, http: RetryingTransport, settings: ScoringSettings) -> None:
         self.http = http
-        self.model = model
-        self.server = server
-        self.score_top_k = score_top_k
-        self.echo_max_tokens = echo_max_tokens
+        self.settings = settings
 
     async def score(self, route: str, prompt: Prompt, action: str) -> ActionScore:
         if route == "prompt_logprobs":
@@ -65,7 +63,7 @@ class ActionScorer:
 
     # ---------------------------------------------------------------- tokens
     async def tokenize(self, prompt: Prompt, add_special_tokens: bool) -> list[int]:
-        body = tokenize_body(self.server, self.model, prompt, add_special_tokens)
+        body = tokenize_body(self.settings.server, self.settings.model, prompt, add_special_tokens)
         data, _ = await self.http.post("/tokenize", body)
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
@@ -75,7 +73,7 @@ class ActionScorer:
     async def detokenize(self, token_id: int) -> str:
         try:
             data, _ = await self.http.post(
-                "/detokenize", {"model": self.model, "tokens": [token_id]}
+                "/detokenize", {"model": self.settings.model, "tokens": [token_id]}
             )
             text = data.get("prompt") if isinstance(data, dict) else None
             return text if isinstance(text, str) else f"<id:{token_id}>"
@@ -98,14 +96,14 @@ class ActionScorer:
                 token_ids=[],
                 topk_ids=[],
                 logprobs=[],
-                topk_truncated=self.score_top_k != -1,
+                topk_truncated=self.settings.score_top_k != -1,
             )
         body = {
-            "model": self.model,
+            "model": self.settings.model,
             "prompt": p_ids + a_ids,
             "max_tokens": 1,
             "temperature": 0.0,
-            "prompt_logprobs": self.score_top_k,
+            "prompt_logprobs": self.settings.score_top_k,
         }
         path = _COMPLETIONS
         data, attempts = await self.http.post(path, body)
@@ -139,14 +137,14 @@ class ActionScorer:
             tokens=tokens,
             token_logprobs=token_lp,
             logprobs=by_text,
-            topk_truncated=self.score_top_k != -1,
+            topk_truncated=self.settings.score_top_k != -1,
             token_ids=list(a_ids),
             topk_ids=topk_ids,
             meta={
                 "route": "prompt_logprobs",
                 "prompt_tokens": len(p_ids),
                 "attempts": attempts,
-                "top_k": self.score_top_k,
+                "top_k": self.settings.score_top_k,
             },
         )
 
@@ -155,17 +153,17 @@ class ActionScorer:
         if not a_ids:
             return ActionScore([], [], token_ids=[], topk_ids=[], logprobs=[], topk_truncated=True)
         path = _COMPLETIONS
-        k = max(self.score_top_k, 1)
+        k = max(self.settings.score_top_k, 1)
         expected = "choices[0].logprobs.top_logprobs[0]: a mapping token -> logprob"
 
         async def next_token(i: int) -> tuple[dict[int | str, float], int]:
             body: dict[str, Any] = {
-                "model": self.model,
+                "model": self.settings.model,
                 "prompt": p_ids + a_ids[:i],
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": k,
-                **stepwise_extras(self.server),
+                **stepwise_extras(self.settings.server),
             }
             data, attempts = await self.http.post(path, body)
             try:
@@ -176,7 +174,7 @@ class ActionScorer:
 
         steps = await asyncio.gather(*(next_token(i) for i in range(len(a_ids))))
         by_id = all(isinstance(t, int) for top, _ in steps for t in top)
-        if by_id and detokenizes(self.server):
+        if by_id and detokenizes(self.settings.server):
             tokens = list(await asyncio.gather(*(self.detokenize(t) for t in a_ids)))
         else:
             tokens = [f"<id:{t}>" for t in a_ids]
@@ -213,12 +211,12 @@ class ActionScorer:
             )
         full = prompt + action
         body = {
-            "model": self.model,
+            "model": self.settings.model,
             "prompt": full,
-            "max_tokens": self.echo_max_tokens,
+            "max_tokens": self.settings.echo_max_tokens,
             "temperature": 0.0,
             "echo": True,
-            "logprobs": max(self.score_top_k, 1),
+            "logprobs": max(self.settings.score_top_k, 1),
         }
         path = _COMPLETIONS
         data, attempts = await self.http.post(path, body)
@@ -258,6 +256,6 @@ class ActionScorer:
                 "route": "echo",
                 "attempts": attempts,
                 "boundary_token_merged": merged,
-                "top_k": self.score_top_k,
+                "top_k": self.settings.score_top_k,
             },
         )

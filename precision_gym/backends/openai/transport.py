@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from precision_gym.error import BackendError
 
-__all__ = ["RetryingTransport", "snippet"]
+__all__ = ["HTTPSettings", "RetryingTransport", "snippet"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,21 @@ def _with_attempts(exc: BackendError, attempts: int) -> BackendError:
     return exc
 
 
+class HTTPSettings(Protocol):
+    """What the transport reads from its backend at each call (so a changed setting applies)."""
+
+    name: str
+    base_url: str
+    timeout_s: float
+    connect_timeout_s: float
+    max_retries: int
+    backoff_s: float
+    backoff_max_s: float
+    max_concurrency: int
+
+
 class RetryingTransport:
-    """POST JSON to ``base_url`` with per-request timeouts and bounded retries.
+    """POST JSON to ``settings.base_url`` with per-request timeouts and bounded retries.
 
     The client and its semaphore (``max_concurrency`` requests in flight) are created on
     first use, on the event loop that runs the coroutines.
@@ -42,26 +55,11 @@ class RetryingTransport:
 
     def __init__(
         self,
-        name: str,
-        base_url: str,
-        *,
-        timeout_s: float,
-        connect_timeout_s: float,
-        max_retries: int,
-        backoff_s: float,
-        backoff_max_s: float,
-        max_concurrency: int,
+        settings: HTTPSettings,
         headers: dict[str, str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.max_concurrency = max_concurrency
+        self.settings = settings
         self._headers = headers
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -70,31 +68,32 @@ class RetryingTransport:
     @property
     def deadline_s(self) -> float:
         """Upper bound on one request including retries and backoff (no call hangs longer)."""
-        per = self.timeout_s + self.connect_timeout_s
-        backoff = sum(
-            min(self.backoff_max_s, self.backoff_s * 2**a) for a in range(self.max_retries)
-        )
-        return (self.max_retries + 1) * per + backoff + 10.0
+        cfg = self.settings
+        per = cfg.timeout_s + cfg.connect_timeout_s
+        backoff = sum(min(cfg.backoff_max_s, cfg.backoff_s * 2**a) for a in range(cfg.max_retries))
+        return (cfg.max_retries + 1) * per + backoff + 10.0
 
     def malformed(self, path: str, expected: str, got: Any) -> BackendError:
         """The error for a response of the wrong shape (retryable)."""
+        cfg = self.settings
         return BackendError(
-            f"{self.name}: malformed response from POST {self.base_url}{path}: expected "
+            f"{cfg.name}: malformed response from POST {cfg.base_url}{path}: expected "
             f"{expected}; got {snippet(got)}"
         )
 
     async def client(self) -> httpx.AsyncClient:
+        cfg = self.settings
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+                timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
                 limits=httpx.Limits(
-                    max_connections=self.max_concurrency,
-                    max_keepalive_connections=self.max_concurrency,
+                    max_connections=cfg.max_concurrency,
+                    max_keepalive_connections=cfg.max_concurrency,
                 ),
                 headers=self._headers,
                 transport=self._transport,
             )
-            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._sem = asyncio.Semaphore(cfg.max_concurrency)
         return self._client
 
     async def aclose(self) -> None:
@@ -103,9 +102,10 @@ class RetryingTransport:
 
     async def healthy(self) -> bool:
         """Whether ``GET /health`` answers 200 (no retries)."""
+        cfg = self.settings
         client = await self.client()
         try:
-            return (await client.get(f"{self.base_url}/health")).status_code == 200
+            return (await client.get(f"{cfg.base_url}/health")).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -117,21 +117,22 @@ class RetryingTransport:
         ``deadline`` (a ``time.monotonic()`` instant) bounds all attempts together: each
         attempt's timeouts are cut to the time left and no attempt or backoff starts after it.
         """
+        cfg = self.settings
         client = await self.client()
         assert self._sem is not None
-        url = f"{self.base_url}{path}"
+        url = f"{cfg.base_url}{path}"
         last = "nothing"
         attempts = 0
         late = ""
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(cfg.max_retries + 1):
             attempts = attempt + 1
-            timeout = self.timeout_s
+            timeout = cfg.timeout_s
             request_timeout: httpx.Timeout | None = None
             if deadline is not None:
                 left = deadline - time.monotonic()
-                timeout = max(0.001, min(self.timeout_s, left))
+                timeout = max(0.001, min(cfg.timeout_s, left))
                 request_timeout = httpx.Timeout(
-                    timeout, connect=max(0.001, min(self.connect_timeout_s, left))
+                    timeout, connect=max(0.001, min(cfg.connect_timeout_s, left))
                 )
             try:
                 async with self._sem:
@@ -153,7 +154,7 @@ class RetryingTransport:
                     except ValueError:
                         raise _with_attempts(
                             BackendError(
-                                f"{self.name}: malformed response from POST {url}: expected a "
+                                f"{cfg.name}: malformed response from POST {url}: expected a "
                                 f"JSON body; got {snippet(resp.text)!r}"
                             ),
                             attempts,
@@ -164,20 +165,20 @@ class RetryingTransport:
                 else:
                     raise _with_attempts(
                         BackendError(
-                            f"{self.name}: POST {url}: expected HTTP 200; got HTTP "
+                            f"{cfg.name}: POST {url}: expected HTTP 200; got HTTP "
                             f"{resp.status_code}: {body}",
                             retryable=False,
                         ),
                         attempts,
                     )
-            if attempt < self.max_retries:
-                delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
+            if attempt < cfg.max_retries:
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2**attempt)
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     late = " before the step deadline"
                     break
                 log.warning(
                     "%s: POST %s attempt %d failed (%s); retrying in %.2f s",
-                    self.name,
+                    cfg.name,
                     url,
                     attempts,
                     last,
@@ -185,7 +186,7 @@ class RetryingTransport:
                 )
                 await asyncio.sleep(delay)
         raise BackendError(
-            f"{self.name}: POST {url} failed after {attempts} attempts{late}: expected HTTP "
+            f"{cfg.name}: POST {url} failed after {attempts} attempts{late}: expected HTTP "
             f"200 with a JSON body; got {last}",
             attempts=attempts,
         )
