@@ -96,9 +96,11 @@ def state_kls(env: Any) -> list[float]:
         return [categorical_kl(p, b.action_distribution(ctx)) for b in backends[1:]]
     from precision_gym.backends.base import GenerationRequest
 
-    prompt = u.agent.build_prompt(u.agent_state())
-    gen = backends[0].generate([GenerationRequest(prompt, u.agent.sampling, u.step_context())])[0]
-    if u.agent.is_thinking(gen.text):
+    prompt = u.prompter.build_prompt(u.agent_state())
+    gen = backends[0].generate([GenerationRequest(prompt, u.prompter.sampling, u.step_context())])[
+        0
+    ]
+    if u.prompter.is_thinking(gen.text):
         return [math.nan] * (len(backends) - 1)
     return [action_token_kl(backends[0], b, prompt, gen.text) for b in backends[1:]]
 

@@ -35,7 +35,7 @@ from precision_gym.backends.base import Generation, GenerationRequest, StepConte
 from precision_gym.cost import LatencyCoefficients, step_time_s
 from precision_gym.embedding import SentenceEncoder
 from precision_gym.error import BackendError, ConfigError
-from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.prompting.base import AgentState, TextPrompter
 from precision_gym.tasks.base import TaskObservation, TextTask
 from precision_gym.tiers import PrecisionTier
 
@@ -345,7 +345,7 @@ class _Pending:
 class AgentStepper:
     """Runs agent steps for one or many episodes (see the module docstring)."""
 
-    agent: TextAgent
+    prompter: TextPrompter
     tiers: list[PrecisionTier]
     latency: LatencyCoefficients
     #: embeds the step texts; None: no embeddings (callers that only play, e.g. benchmarks)
@@ -437,8 +437,8 @@ class AgentStepper:
         """The pending step's request: the agent's prompt and the :class:`StepContext`."""
         expert = _Expert(tasks, slot)
         ctx = step_context(tasks, slot, ep, expert)
-        prompt = self.agent.build_prompt(agent_state(ep))
-        return expert, GenerationRequest(prompt, self.agent.sampling, ctx)
+        prompt = self.prompter.build_prompt(agent_state(ep))
+        return expert, GenerationRequest(prompt, self.prompter.sampling, ctx)
 
     def propose(self, tasks: TaskSlots, slot: int, ep: Episode) -> dict[str, Any]:
         """Every tier's parsed action on the pending state, without stepping (side-effect-free
@@ -448,7 +448,7 @@ class AgentStepper:
         actions = []
         for tier in self.tiers:
             gen = tier.backend.generate([request])[0]
-            actions.append(self.agent.parse(gen.text, admissible)[0])
+            actions.append(self.prompter.parse(gen.text, admissible)[0])
         return {"expert": expert(), "actions": actions}
 
     def agent_steps(
@@ -484,8 +484,8 @@ class AgentStepper:
         for k, p in enumerate(pending):
             if isinstance(p.result, Generation):
                 admissible = list(p.ctx.admissible_commands)  # type: ignore[union-attr]
-                action, is_valid = self.agent.parse(p.result.text, admissible)
-                thinking = self.agent.is_thinking(p.result.text)
+                action, is_valid = self.prompter.parse(p.result.text, admissible)
+                thinking = self.prompter.is_thinking(p.result.text)
                 parsed[k] = (action, is_valid, thinking)
                 if is_valid and not thinking:
                     to_step.append((p.slot, action))

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from precision_gym.backends.base import StepContext
 from precision_gym.backends.cache import CachedBackend, GenerationCache
 from precision_gym.cost import LatencyCoefficients, trajectory_return
+from precision_gym.deprecation import module_aliases, renamed_attribute, renamed_kwarg
 from precision_gym.embedding import SentenceEncoder
 from precision_gym.envs.agent_step import (
     NOTHING_HAPPENS,
@@ -41,7 +42,7 @@ from precision_gym.envs.agent_step import (
 )
 from precision_gym.envs.layouts import get_layout
 from precision_gym.error import ConfigError, InvalidActionError, PrecisionGymError
-from precision_gym.prompting.base import AgentState, TextAgent
+from precision_gym.prompting.base import AgentState, TextPrompter
 from precision_gym.tasks.base import TextTask
 from precision_gym.tiers import PrecisionTier, resolve_tiers
 
@@ -50,7 +51,7 @@ __all__ = [
     "REWARD_MODES",
     "THINK_REPLY",
     "MixedPrecisionAgentEnv",
-    "make_agent",
+    "make_prompter",
     "make_task",
 ]
 
@@ -75,17 +76,19 @@ def make_task(task: TextTask | str, task_kwargs: dict[str, Any] | None = None) -
     raise ConfigError(f"unknown task {task!r}: expected 'alfworld', 'webshop' or a TextTask")
 
 
-def make_agent(task: TextTask) -> TextAgent:
-    """The default prompt builder + parser of a task family."""
+def make_prompter(task: TextTask) -> TextPrompter:
+    """The default prompter (prompt builder + parser) of a task family."""
     if task.name == "alfworld":
-        from precision_gym.prompting.alfworld import ALFWorldReActAgent
+        from precision_gym.prompting.alfworld import ALFWorldReActPrompter
 
-        return ALFWorldReActAgent()
+        return ALFWorldReActPrompter()
     if task.name == "webshop":
-        from precision_gym.prompting.webshop import WebShopAgent
+        from precision_gym.prompting.webshop import WebShopPrompter
 
-        return WebShopAgent()
-    raise ConfigError(f"no default agent for task {task.name!r}: pass agent=<TextAgent>")
+        return WebShopPrompter()
+    raise ConfigError(
+        f"no default prompter for task {task.name!r}: expected prompter=<TextPrompter>"
+    )
 
 
 def _int_arg(name: str, value: Any, minimum: int) -> int:
@@ -119,7 +122,8 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
     Args:
         task: a :class:`TextTask` or its name (``"alfworld"``, ``"webshop"``).
         task_kwargs: constructor arguments when ``task`` is a name.
-        agent: prompt builder + parser (default: the task family's agent).
+        prompter: prompt builder + parser (default: the task family's,
+            :func:`make_prompter`).
         tiers: precision tiers ordered high -> low, or ``"simulated:<preset>"``.
         latency: Table-3 preset name or :class:`LatencyCoefficients` (default: the
             simulated preset's own).
@@ -144,6 +148,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
             SB3 ``MlpPolicy``), ``"last"`` (the latest step's embedding, ``[d]``) or
             ``"mean"`` (masked mean of the history, ``[d]``).
         flatten_embeddings: deprecated alias of ``observation_layout="flat"``.
+        agent: deprecated name of ``prompter``.
         render_mode: ``None``, ``"ansi"`` (the transcript as text), ``"human"`` (the
             transcript printed at each step) or ``"rgb_array"`` (the transcript drawn as an
             image, for video recorders).
@@ -154,11 +159,14 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         "render_fps": 4,
     }
 
+    #: deprecated name of ``prompter``
+    agent = renamed_attribute("agent", "prompter")
+
     def __init__(
         self,
         task: TextTask | str = "alfworld",
         task_kwargs: dict[str, Any] | None = None,
-        agent: TextAgent | None = None,
+        prompter: TextPrompter | None = None,
         tiers: Sequence[PrecisionTier] | str = "simulated:alfworld",
         latency: LatencyCoefficients | str | None = None,
         encoder: SentenceEncoder | str | None = "all-MiniLM-L6-v2",
@@ -174,7 +182,9 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         observation_layout: str = "dict",
         flatten_embeddings: bool | None = None,
         render_mode: str | None = None,
+        agent: TextPrompter | None = None,
     ) -> None:
+        prompter = renamed_kwarg("MixedPrecisionAgentEnv", "agent", agent, "prompter", prompter)
         max_steps = _int_arg("max_steps", max_steps, 1)
         max_history = _int_arg("max_history", max_history, 1)
         cost_weight = _real_arg("cost_weight (lambda)", cost_weight)
@@ -207,7 +217,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
                 f"got {render_mode!r}"
             )
         self.task = make_task(task, task_kwargs)
-        self.agent = agent if agent is not None else make_agent(self.task)
+        self.prompter = prompter if prompter is not None else make_prompter(self.task)
         self.tiers, self.latency = resolve_tiers(tiers, latency)
         for t in self.tiers:  # a simulated tier models one task family's action errors
             modelled = getattr(t.backend, "task_name", None)
@@ -252,7 +262,7 @@ class MixedPrecisionAgentEnv(gym.Env[Any, np.int64]):
         self._failed_reset: str | None = None
         self._tasks = LocalTaskSlots([self.task])
         self._stepper = AgentStepper(
-            agent=self.agent,
+            prompter=self.prompter,
             tiers=self.tiers,
             latency=self.latency,
             encoder=self.encoder,
@@ -428,3 +438,7 @@ def step_reward(ep: Episode, time_before: float, cost_weight: float, reward_mode
     if reward_mode == "dense":
         return -cost_weight * (ep.time_s - time_before) + (success if ep.done else 0.0)
     return trajectory_return(success, ep.time_s, cost_weight) if ep.done else 0.0
+
+
+#: deprecated names, served with a DeprecationWarning for one release
+__getattr__ = module_aliases(__name__, {"make_agent": "make_prompter"}, globals())

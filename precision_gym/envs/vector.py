@@ -60,7 +60,7 @@ class BatchedAgentVectorEnv(VectorEnv):
             ``terminated=True`` and ``info["parked"]``, and does no work for it (a GRPO group
             needs each member's one episode).
         **env_kwargs: the arguments of :class:`MixedPrecisionAgentEnv`, which behave as in
-            ``gym.make`` (one set of tiers, one encoder and one agent serve all slots).
+            ``gym.make`` (one set of tiers, one encoder and one prompter serve all slots).
 
     ``reset(options=...)`` takes the single env's options; ``task_index`` may also be a
     sequence with one index per slot.
@@ -96,7 +96,7 @@ class BatchedAgentVectorEnv(VectorEnv):
                 "the batched vector env does not render; got render_mode="
                 f"{env_kwargs['render_mode']!r} (use gym.make for a rendered single env)"
             )
-        #: the single env the slots share tiers, agent, encoder and settings with
+        #: the single env the slots share tiers, prompter, encoder and settings with
         self.template = MixedPrecisionAgentEnv(**env_kwargs)
         self.num_envs = num_envs
         self.workers = workers

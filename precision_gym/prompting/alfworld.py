@@ -1,4 +1,4 @@
-"""ALFWorld ReAct agent: an append-only prompt with a matching few-shot example, and a pure
+"""ALFWorld ReAct prompter: an append-only prompt with a matching few-shot example, and a pure
 one-line action parser.
 
 The prompt (the paper's Appendix B, after ReAct) is a fixed header, one few-shot example of
@@ -21,13 +21,14 @@ import re
 from importlib import resources
 
 from precision_gym.backends.base import Prompt, SamplingParams
-from precision_gym.prompting.base import AgentState, TextAgent, cap_action
+from precision_gym.deprecation import module_aliases
+from precision_gym.prompting.base import AgentState, TextPrompter, cap_action
 from precision_gym.tasks.alfworld import TASK_TYPES
 
 __all__ = [
     "ALFWORLD_TASK_TYPES",
     "THINK_PREFIX",
-    "ALFWorldReActAgent",
+    "ALFWorldReActPrompter",
     "infer_alfworld_task_type",
     "load_alfworld_fewshot",
     "parse_alfworld_action",
@@ -175,7 +176,7 @@ def load_alfworld_fewshot() -> dict[str, str]:
     return {t: str(ex["text"]) for t, ex in _fewshot_payload().items()}
 
 
-class ALFWorldReActAgent(TextAgent):
+class ALFWorldReActPrompter(TextPrompter):
     """Append-only ReAct prompt (header, one few-shot example matching the task type, the
     task's initial observation, then ``> action`` / observation pairs) ending with ``>`` so
     the model writes one line.
@@ -229,3 +230,7 @@ class ALFWorldReActAgent(TextAgent):
 
     def is_thinking(self, text: str) -> bool:
         return _normalise(text).startswith(THINK_PREFIX)
+
+
+#: deprecated names, served with a DeprecationWarning for one release
+__getattr__ = module_aliases(__name__, {"ALFWorldReActAgent": "ALFWorldReActPrompter"}, globals())

@@ -1,7 +1,8 @@
-"""Agents: a prompt builder plus a pure text-to-action parser.
+"""Prompters: a prompt builder plus a pure text-to-action parser.
 
-The *agent* is the part of the LLM agent that is not the model: it turns the interaction
-so far into a prompt, and the model's text back into a task command.
+The *prompter* is the part of the LLM agent that is not the model: it turns the interaction
+so far (the :class:`AgentState`) into a prompt, and the model's text back into a task
+command. (The routers that pick a precision per step live in the ``agents`` package.)
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import abc
 from dataclasses import dataclass
 
 from precision_gym.backends.base import Prompt, SamplingParams
+from precision_gym.deprecation import module_aliases
 
-__all__ = ["MAX_ACTION_CHARS", "AgentState", "TextAgent", "cap_action"]
+__all__ = ["MAX_ACTION_CHARS", "AgentState", "TextPrompter", "cap_action"]
 
-#: longest action an agent stores (and so re-sends in later prompts): task commands are
+#: longest action a prompter stores (and so re-sends in later prompts): task commands are
 #: one short line; a longer parse result is a runaway output, cut here and marked invalid
 MAX_ACTION_CHARS = 512
 
@@ -28,7 +30,7 @@ def cap_action(action: str, is_valid: bool) -> tuple[str, bool]:
 
 @dataclass
 class AgentState:
-    """Everything a prompt builder may read."""
+    """The LLM agent's interaction so far: everything a prompter may read."""
 
     task_description: str
     initial_observation: str
@@ -38,10 +40,10 @@ class AgentState:
     step: int
 
 
-class TextAgent(abc.ABC):
+class TextPrompter(abc.ABC):
     """Prompt builder + parser for one task family."""
 
-    #: decoding settings for every call of this agent
+    #: decoding settings for every call of this prompter
     sampling: SamplingParams = SamplingParams()
 
     @abc.abstractmethod
@@ -55,3 +57,7 @@ class TextAgent(abc.ABC):
     def is_thinking(self, text: str) -> bool:
         """Whether the output is a private thinking step that does not touch the task."""
         return False
+
+
+#: deprecated names, served with a DeprecationWarning for one release
+__getattr__ = module_aliases(__name__, {"TextAgent": "TextPrompter"}, globals())

@@ -1,4 +1,4 @@
-"""WebShop agent: a verl-agent style chat prompt and a pure ``<action>`` parser.
+"""WebShop prompter: a verl-agent style chat prompt and a pure ``<action>`` parser.
 
 The prompt gives the task instruction, the most recent ``history_length`` (observation,
 action) pairs, the current observation and the admissible actions, and asks the model to
@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 from precision_gym.backends.base import Prompt, SamplingParams
+from precision_gym.deprecation import module_aliases
 from precision_gym.error import ConfigError
-from precision_gym.prompting.base import AgentState, TextAgent, cap_action
+from precision_gym.prompting.base import AgentState, TextPrompter, cap_action
 
-__all__ = ["SEARCH_TEMPLATE", "WebShopAgent", "parse_webshop_action"]
+__all__ = ["SEARCH_TEMPLATE", "WebShopPrompter", "parse_webshop_action"]
 
 #: the admissible-command entry that stands for ``search[<any query>]``
 SEARCH_TEMPLATE = "search[...]"
@@ -109,7 +110,7 @@ def _format_actions(admissible: list[str]) -> str:
     return ",\n".join(f"'{c}'" for c in shown)
 
 
-class WebShopAgent(TextAgent):
+class WebShopPrompter(TextPrompter):
     """verl-agent style WebShop prompt (one user message) + :func:`parse_webshop_action`.
 
     Args:
@@ -158,3 +159,7 @@ class WebShopAgent(TextAgent):
 
     def is_thinking(self, text: str) -> bool:
         return False
+
+
+#: deprecated names, served with a DeprecationWarning for one release
+__getattr__ = module_aliases(__name__, {"WebShopAgent": "WebShopPrompter"}, globals())
