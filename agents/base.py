@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RouterPolicy", "batch_len", "is_batched"]
+from precision_gym.deprecation import renamed_attribute, warn_renamed
+
+__all__ = ["RouterPolicy", "batch_len", "charges_router", "is_batched"]
 
 
 def is_batched(obs: dict[str, np.ndarray]) -> bool:
@@ -26,20 +28,43 @@ def batch_len(obs: dict[str, np.ndarray] | np.ndarray) -> int:
     return len(obs["mask"]) if isinstance(obs, dict) else len(obs)
 
 
+def charges_router(policy: Any) -> bool:
+    """Whether ``policy`` pays the router's per-call time (``charge_router``; True when it
+    does not say: a learned policy of another library). A duck-typed policy that only has
+    the deprecated ``charges_router_cost`` is read with a warning."""
+    if hasattr(policy, "charge_router"):
+        return bool(policy.charge_router)
+    if hasattr(policy, "charges_router_cost"):
+        warn_renamed(f"{type(policy).__name__}.charges_router_cost", "charge_router")
+        return bool(policy.charges_router_cost)
+    return True
+
+
 class RouterPolicy(abc.ABC):
     """Base class of routing policies.
 
     Attributes:
         n_tiers: size of the action space (tiers ordered high -> low precision).
-        charges_router_cost: whether running this policy costs the per-call router latency
-            of Eq. 9 (a learned router does; fixed-tier baselines do not).
+        charge_router: whether running this policy costs the per-call router latency of
+            Eq. 9 (a learned router does; fixed-tier baselines do not): the evaluator passes
+            it to the env as the reset option of the same name. ``charges_router_cost`` is
+            its deprecated name (a subclass that still sets it is read, with a warning).
     """
 
-    charges_router_cost: bool = False
+    charge_router: bool = False
+    charges_router_cost = renamed_attribute("charges_router_cost", "charge_router")
     name: str = "policy"
     #: False for policies that never look at the observation (fixed tier, random, oracle):
     #: they then run on an env of any ``observation_layout``, not only ``dict``
     reads_observation: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        old = cls.__dict__.get("charges_router_cost")
+        if old is not None and not isinstance(old, property):  # a policy of the old API
+            warn_renamed(f"{cls.__name__}.charges_router_cost", "charge_router", stacklevel=4)
+            cls.charge_router = bool(old)
+            del cls.charges_router_cost
 
     def __init__(self, n_tiers: int) -> None:
         if n_tiers < 2:

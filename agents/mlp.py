@@ -84,7 +84,7 @@ class MLPPolicy(RouterPolicy):
         metadata: free-form JSON-able facts saved with it (who trained it, how).
     """
 
-    charges_router_cost = True
+    charge_router = True
 
     def __init__(
         self,

@@ -300,7 +300,7 @@ class TransformerRouterPolicy(RouterPolicy):
     calibrated budget is selected (:meth:`set_budget`).
     """
 
-    charges_router_cost = True
+    charge_router = True
 
     def __init__(
         self,

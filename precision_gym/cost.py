@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from precision_gym.deprecation import renamed_kwarg
 from precision_gym.error import ConfigError, lookup
 
 __all__ = [
@@ -56,15 +57,24 @@ class LatencyCoefficients:
 
 
 def step_time_s(
-    completion_tokens: int, tier: int, coeffs: LatencyCoefficients, router_call: bool = True
+    completion_tokens: int,
+    tier: int,
+    coeffs: LatencyCoefficients,
+    charge_router: bool = True,
+    *,
+    router_call: bool | None = None,
 ) -> float:
-    """Modeled wall time of one step in seconds (one term of Eq. 9)."""
+    """Modeled wall time of one step in seconds (one term of Eq. 9); ``charge_router``:
+    the step pays the router's per-call time (``router_call``: its deprecated name)."""
+    charge_router = renamed_kwarg(
+        "step_time_s", "router_call", router_call, "charge_router", charge_router
+    )
     if not 0 <= tier < coeffs.n_tiers:
         raise ConfigError(f"tier index must be in [0, {coeffs.n_tiers}), got {tier}")
     if completion_tokens < 0:
         raise ConfigError(f"completion_tokens must be >= 0, got {completion_tokens}")
     ms = completion_tokens * coeffs.ms_per_token[tier]
-    if router_call:
+    if charge_router:
         ms += coeffs.router_ms_per_call
     return ms / 1000.0
 
@@ -73,15 +83,22 @@ def episode_time_s(
     tokens: Sequence[int],
     tiers: Sequence[int],
     coeffs: LatencyCoefficients,
+    charge_router: Sequence[bool] | None = None,
+    *,
     router_calls: Sequence[bool] | None = None,
 ) -> float:
-    """Eq. 9: ``T = sum_t tokens_t * c_{tier_t} + c_router`` (seconds)."""
+    """Eq. 9: ``T = sum_t tokens_t * c_{tier_t} + c_router`` (seconds); ``charge_router``:
+    per step, whether it pays the router's time (None: every step does; ``router_calls``:
+    its deprecated name)."""
+    charge_router = renamed_kwarg(
+        "episode_time_s", "router_calls", router_calls, "charge_router", charge_router
+    )
     if len(tokens) != len(tiers):
         raise ConfigError(
             f"tokens and tiers must have one entry per step, got {len(tokens)} and {len(tiers)}"
         )
-    calls = [True] * len(tokens) if router_calls is None else list(router_calls)
-    return sum(step_time_s(n, k, coeffs, c) for n, k, c in zip(tokens, tiers, calls, strict=True))
+    charged = [True] * len(tokens) if charge_router is None else list(charge_router)
+    return sum(step_time_s(n, k, coeffs, c) for n, k, c in zip(tokens, tiers, charged, strict=True))
 
 
 def trajectory_return(success: float, episode_time: float, cost_weight: float) -> float:

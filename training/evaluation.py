@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import charges_router
 from precision_gym.io import atomic_write_bytes
 
 __all__ = [
@@ -149,9 +150,9 @@ def rollout(
     eseed = episode_seed(seed, task_index)
     if hasattr(policy, "reset"):
         policy.reset(eseed)
-    charge = bool(getattr(policy, "charges_router_cost", True))
     obs, info = env.reset(
-        seed=eseed, options={"split": split, "task_index": task_index, "charge_router": charge}
+        seed=eseed,
+        options={"split": split, "task_index": task_index, "charge_router": charges_router(policy)},
     )
     state, start = None, np.ones(1, dtype=bool)
     ret, done, tiers = 0.0, False, []

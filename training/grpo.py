@@ -917,7 +917,7 @@ class _GreedyRouter:
     :meth:`GRPOTrainer.evaluate_router` scores (``predict`` contract of ``agents``)."""
 
     name = "grpo-eval"
-    charges_router_cost = True
+    charge_router = True
 
     def __init__(self, trainer: GRPOTrainer) -> None:
         self.trainer = trainer

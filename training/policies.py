@@ -156,7 +156,7 @@ class SB3Policy(RouterPolicy):
             ``mean`` share one); None: worked out from ``model.observation_space``.
     """
 
-    charges_router_cost = True
+    charge_router = True
 
     def __init__(self, model: Any, name: str = "sb3", layout: str | None = None) -> None:
         super().__init__(int(model.action_space.n))

@@ -33,6 +33,7 @@ import numpy as np
 
 from precision_gym.backends.base import Generation, GenerationRequest, StepContext
 from precision_gym.cost import LatencyCoefficients, step_time_s
+from precision_gym.deprecation import renamed_attribute
 from precision_gym.embedding import SentenceEncoder
 from precision_gym.error import BackendError, ConfigError
 from precision_gym.prompting.base import AgentState, TextPrompter
@@ -137,7 +138,7 @@ class Episode:
     #: per executed agent step (failed ones included): tier, tokens, router charged
     tiers: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
-    router_calls: list[bool] = field(default_factory=list)
+    charge_router_per_step: list[bool] = field(default_factory=list)
     steps: int = 0
     decisions: int = 0
     high_decisions: int = 0
@@ -151,6 +152,8 @@ class Episode:
     failure: GenerationFailure | None = None
     #: transcript lines already printed by ``render_mode="human"``
     human_lines: int = 0
+    #: deprecated name of ``charge_router_per_step``
+    router_calls = renamed_attribute("router_calls", "charge_router_per_step")
 
     @property
     def backend_error(self) -> str | None:
@@ -334,7 +337,7 @@ class _Pending:
     slot: int
     ep: Episode
     tier: int
-    router_call: bool
+    charge_router: bool
     ctx: StepContext | None = None
     expert: _Expert | None = None
     request: GenerationRequest | None = None
@@ -454,7 +457,7 @@ class AgentStepper:
     def agent_steps(
         self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int, bool]]
     ) -> list[dict[str, Any]]:
-        """One executed agent step per ``(slot, episode, tier, router_call)``."""
+        """One executed agent step per ``(slot, episode, tier, charge_router)``."""
         pending = [_Pending(slot, ep, tier, rc) for slot, ep, tier, rc in items]
         # 1. prepare: context + prompt; experts prefetched in one batch where a tier needs it
         for p in pending:
@@ -501,13 +504,13 @@ class AgentStepper:
             ep.llm_calls += 1
             ep.high_calls += int(p.tier == 0)
             ep.tiers.append(p.tier)
-            ep.router_calls.append(p.router_call)
+            ep.charge_router_per_step.append(p.charge_router)
             if isinstance(p.result, GenerationFailure):  # the episode fails
                 ep.failure = p.result
                 ep.tokens.append(0)
-                dt = step_time_s(0, p.tier, self.latency, p.router_call)
+                dt = step_time_s(0, p.tier, self.latency, p.charge_router)
                 ep.time_s += dt
-                infos.append(_step_info(p.tier, "", "", False, "", 0, dt, p.router_call))
+                infos.append(_step_info(p.tier, "", "", False, "", 0, dt, p.charge_router))
                 continue
             gen = p.result
             assert gen is not None
@@ -527,7 +530,7 @@ class AgentStepper:
             ep.actions.append(action)
             ep.observations.append(obs_text)
             ep.tokens.append(gen.completion_tokens)
-            dt = step_time_s(gen.completion_tokens, p.tier, self.latency, p.router_call)
+            dt = step_time_s(gen.completion_tokens, p.tier, self.latency, p.charge_router)
             ep.time_s += dt
             texts.append(f"> {action}\n{obs_text}")
             text_owner.append(ep)
@@ -540,7 +543,7 @@ class AgentStepper:
                     obs_text,
                     gen.completion_tokens,
                     dt,
-                    p.router_call,
+                    p.charge_router,
                 )
             )
         if texts and self.encoder is not None:
@@ -605,7 +608,7 @@ def _step_info(
     obs: str,
     tokens: int,
     dt: float,
-    router_call: bool,
+    charge_router: bool,
 ) -> dict[str, Any]:
     return {
         "tier": tier,
@@ -615,7 +618,8 @@ def _step_info(
         "observation": obs,
         "completion_tokens": tokens,
         "step_latency_s": dt,
-        "router_call": router_call,
+        "charge_router": charge_router,
+        "router_call": charge_router,  # deprecated name of "charge_router"
     }
 
 
