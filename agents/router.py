@@ -28,6 +28,7 @@ from torch import nn
 
 from agents.base import RouterPolicy
 from precision_gym import io as _io
+from precision_gym.deprecation import warn_renamed
 from precision_gym.error import CheckpointError, ConfigError
 
 __all__ = [
@@ -400,9 +401,16 @@ class TransformerRouterPolicy(RouterPolicy):
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], budget: float | None = None
+        cls,
+        path: str | os.PathLike[str],
+        budget: float | None = None,
+        online_step: float | None = None,
     ) -> TransformerRouterPolicy:
-        """Load a file written by :meth:`save` (``budget`` selects a calibrated threshold)."""
+        """Load a file written by :meth:`save`: ``budget`` K picks its calibrated threshold
+        (None = the default threshold 0.5); ``online_step`` adds :class:`OnlineBudgetControl`
+        (see :meth:`set_budget`). To load any policy file for an env (a router checked
+        against the env's tiers and task, an MLP policy, an SB3 model, a baseline name),
+        use ``training.policies.load_policy``."""
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
@@ -414,15 +422,15 @@ class TransformerRouterPolicy(RouterPolicy):
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as exc:
             raise CheckpointError(f"{p}: weights do not match its config ({exc})") from None
-        return cls(model, ckpt.get("thresholds"), ckpt.get("metadata"), budget=budget)
+        policy = cls(model, ckpt.get("thresholds"), ckpt.get("metadata"), budget=budget)
+        if online_step is not None:
+            policy.set_budget(budget, online_step=online_step)
+        return policy
 
 
 def load_router_policy(
     path: str | os.PathLike[str], budget: float | None = None, online_step: float | None = None
 ) -> TransformerRouterPolicy:
-    """A router policy from a checkpoint file; ``budget`` K picks its calibrated threshold
-    (None = the default threshold 0.5); ``online_step`` adds :class:`OnlineBudgetControl`."""
-    policy = TransformerRouterPolicy.load(path, budget=budget)
-    if online_step is not None:
-        policy.set_budget(budget, online_step=online_step)
-    return policy
+    """Deprecated: ``TransformerRouterPolicy.load(path, budget, online_step)``."""
+    warn_renamed("agents.router.load_router_policy", "TransformerRouterPolicy.load")
+    return TransformerRouterPolicy.load(path, budget=budget, online_step=online_step)

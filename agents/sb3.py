@@ -49,7 +49,7 @@ class RouterFeaturesExtractor(BaseFeaturesExtractor):
         router_checkpoint: str | None = None,
         **router_kwargs: Any,
     ) -> None:
-        from agents.router import RouterConfig, TransformerRouter, load_router_policy
+        from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
 
         if not isinstance(observation_space, spaces.Dict) or {"embeddings", "mask"} - set(
             observation_space.spaces
@@ -62,7 +62,7 @@ class RouterFeaturesExtractor(BaseFeaturesExtractor):
         emb_shape = observation_space["embeddings"].shape
         embed_dim = int(emb_shape[-1]) if len(emb_shape) == 2 else int(emb_shape[0]) // max_len
         if router_checkpoint is not None:
-            router = load_router_policy(router_checkpoint).model
+            router = TransformerRouterPolicy.load(router_checkpoint).model
             if (router.config.embed_dim, router.config.max_len) != (embed_dim, max_len):
                 raise ValueError(
                     f"{router_checkpoint} reads [{router.config.max_len}, "
@@ -94,9 +94,9 @@ def init_action_head_from_router(
     are then exactly the router's, plus ``high_bias`` on tier 0 (the operating point of a
     calibrated budget, as GRPO samples it). PPO and GRPO then begin from the same routing.
     """
-    from agents.router import load_router_policy
+    from agents.router import TransformerRouterPolicy
 
-    router = load_router_policy(router_checkpoint).model
+    router = TransformerRouterPolicy.load(router_checkpoint).model
     head = router.head
     action_net = getattr(policy, "action_net", None)
     latent = getattr(getattr(policy, "mlp_extractor", None), "latent_dim_pi", None)

@@ -65,11 +65,11 @@ if not args.skip_pipeline:
         print(f"  {stage:<16} {seconds:8.1f}")
 
 # ---------------------------------------------------------------- 2. router forward pass
-from agents.router import load_router_policy  # noqa: E402
+from agents.router import TransformerRouterPolicy  # noqa: E402
 from training.kl_collect import load_kl_dataset  # noqa: E402
 
 torch.set_num_threads(1)
-policy = load_router_policy(out / "klst" / "router.pt")
+policy = TransformerRouterPolicy.load(out / "klst" / "router.pt")
 ds = load_kl_dataset(out / "kl")
 lengths = np.minimum(ds.t, 64)
 forward: dict[str, dict[str, float]] = {}

@@ -251,12 +251,12 @@ def evaluate_all(args: Args, env: Any, policies: dict[str, Any], seed: int) -> d
 def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     """Step 2: the routers that are not trained with lambda, on seed ``seed``'s episodes."""
     from agents import make_baseline
-    from agents.router import load_router_policy
+    from training.policies import load_policy
 
     policies = {n: make_baseline(n, env) for n in ("always-high", "always-low")}
     if env.unwrapped.simulated:
         policies["oracle"] = make_baseline("oracle", env)
-    klst_points = {f"KL-ST K={k:g}": load_router_policy(klst, budget=k) for k in args.budgets}
+    klst_points = {f"KL-ST K={k:g}": load_policy(klst, env, budget=k) for k in args.budgets}
     results = evaluate_all(args, env, {**policies, **klst_points}, seed)
     ref = results[f"KL-ST K={args.sample_budget:g}"]
     decisions = sum(r["decisions"] for r in ref["records"])
@@ -269,8 +269,7 @@ def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
 
 def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) -> dict[str, Any]:
     """Step 4: GRPO and PPO trained at ``lam`` with ``seed``, then evaluated."""
-    from agents.router import load_router_policy
-    from training.policies import load_policy_file
+    from training.policies import load_policy
 
     steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
     tag = f"l{lam:g}_s{seed}"
@@ -307,10 +306,10 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     times = {"grpo_s": cli(*grpo_argv), "ppo_s": cli(*ppo_argv)}
     t = time.perf_counter()
     policies = {
-        f"GRPO K={k:g}": load_router_policy(grpo_out / "router.pt", budget=k) for k in args.budgets
+        f"GRPO K={k:g}": load_policy(grpo_out / "router.pt", env, budget=k) for k in args.budgets
     }
     # this run's own PPO model (an SB3 archive is unpickled: trusted because we wrote it)
-    policies["PPO"] = load_policy_file(ppo_out / "model.zip", env, trust_checkpoint=True)
+    policies["PPO"] = load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)
     results = evaluate_all(args, env, policies, seed)
     times["eval_s"] = time.perf_counter() - t
     return {

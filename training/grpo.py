@@ -595,12 +595,12 @@ class GRPOTrainer(Trainer):
         self.pool = select_tasks(n_tasks, cfg.pool_size)
         self._probe = probe
         torch.manual_seed(cfg.seed)
-        from agents.router import RouterConfig, TransformerRouter, load_router_policy
+        from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
 
         if cfg.init_checkpoint:
             from training.policies import check_policy_matches_env
 
-            init = load_router_policy(cfg.init_checkpoint)
+            init = TransformerRouterPolicy.load(cfg.init_checkpoint)
             check_policy_matches_env(init, probe, cfg.init_checkpoint)  # tiers, task, dim
             self.model, self.meta = init.model, dict(init.metadata)
         else:
@@ -977,9 +977,9 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         meta = {**trainer.meta, "trained_with": "GRPO", "grpo_config": asdict(cfg)}
         model = trainer.model
         if trainer.best is not None:  # keep_best: the best evaluated router, start included
-            from agents.router import load_router_policy
+            from agents.router import TransformerRouterPolicy
 
-            model = load_router_policy(Path(cfg.out) / BEST).model
+            model = TransformerRouterPolicy.load(Path(cfg.out) / BEST).model
             meta["grpo_selected"] = {
                 "update": trainer.best["update"],
                 "utility": trainer.best["utility"],

@@ -1,6 +1,7 @@
-"""Loading trained policies from files, so ``precision-gym evaluate --router PATH`` serves
-every algorithm: Transformer-router checkpoints, MLP policies (``agents.mlp``: RLlib and
-CleanRL-style agents) and Stable-Baselines3 / sb3-contrib models.
+"""The one policy loader, :func:`load_policy`: a baseline name or a file, so ``precision-gym
+evaluate --router NAME|PATH`` (and sweeps, rollout workers and benchmarks) serve every
+algorithm: baselines, Transformer-router checkpoints, MLP policies (``agents.mlp``: RLlib
+and CleanRL-style agents) and Stable-Baselines3 / sb3-contrib models.
 
 An SB3 ``.zip`` is identified before anything in it is unpickled: its ``data`` member is JSON
 in which the policy class's module and the algorithm's hyper-parameters are plain text
@@ -12,6 +13,7 @@ refused with a message, never evaluated wrongly.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import RouterPolicy
-from agents.mlp import MLP_CHECKPOINT_FORMAT, MLPPolicy
+from precision_gym.deprecation import warn_renamed
 from precision_gym.envs.layouts import convert_observation, layout_of_space
 from precision_gym.error import CheckpointError, ConfigError
 
@@ -31,6 +33,7 @@ __all__ = [
     "SB3Policy",
     "check_policy_matches_env",
     "detect_sb3_algo",
+    "load_policy",
     "load_policy_file",
 ]
 
@@ -273,6 +276,42 @@ def check_policy_matches_env(policy: RouterPolicy, env: Any, source: str | Path)
         )
 
 
+def load_policy(
+    router: str | os.PathLike[str],
+    env: Any,
+    p_high: float | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    online_step: float | None = None,
+    trust_checkpoint: bool = False,
+) -> RouterPolicy:
+    """The policy ``router`` names for ``env``: a baseline (``agents.BASELINE_NAMES``;
+    ``random`` takes ``p_high`` and ``seed``) or a file. A file is a Stable-Baselines3 /
+    sb3-contrib ``.zip`` (algorithm detected by :func:`detect_sb3_algo`; unpickled, so only
+    with ``trust_checkpoint=True``), an MLP policy (``agents.mlp``) or a Transformer-router
+    checkpoint (``agents.router.TransformerRouterPolicy.save``; both tensors-only). A
+    router's ``budget`` K picks its calibrated threshold, ``online_step`` holds K online
+    (``agents.router.OnlineBudgetControl``); it must fit ``env``
+    (:func:`check_policy_matches_env`)."""
+    from agents import BASELINE_NAMES, make_baseline
+
+    if isinstance(router, str) and router in BASELINE_NAMES:
+        if budget is not None or online_step is not None:
+            raise ValueError(
+                f"--budget/--online-step apply to a trained router file, not to {router!r}"
+            )
+        return make_baseline(router, env, p_high=p_high, seed=seed)
+    path = Path(router)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"router {str(router)!r} is neither a baseline name ({', '.join(BASELINE_NAMES)}) "
+            f"nor an existing file (looked at {path.resolve()})"
+        )
+    if online_step is not None and budget is None:
+        raise ValueError("--online-step needs --budget K (the budget the controller holds)")
+    return _load_file(path, env, budget, online_step, trust_checkpoint)
+
+
 def load_policy_file(
     path: str | Path,
     env: Any,
@@ -280,13 +319,21 @@ def load_policy_file(
     online_step: float | None = None,
     trust_checkpoint: bool = False,
 ) -> RouterPolicy:
-    """A policy from a file: ``.zip`` = Stable-Baselines3 / sb3-contrib model (algorithm
-    detected by :func:`detect_sb3_algo`; unpickled, so only with ``trust_checkpoint=True``);
-    otherwise an MLP policy or a router checkpoint written by
-    ``agents.router.TransformerRouter.save`` (both tensors-only; ``online_step``: online
-    budget control, see ``agents.router.OnlineBudgetControl``). A router must fit ``env``
-    (:func:`check_policy_matches_env`)."""
-    path = Path(path)
+    """Deprecated: :func:`load_policy` (which also takes baseline names)."""
+    warn_renamed("training.policies.load_policy_file", "training.policies.load_policy")
+    return _load_file(Path(path), env, budget, online_step, trust_checkpoint)
+
+
+def _load_file(
+    path: Path,
+    env: Any,
+    budget: float | None,
+    online_step: float | None,
+    trust_checkpoint: bool,
+) -> RouterPolicy:
+    """A policy from a file (see :func:`load_policy`)."""
+    from agents.mlp import MLP_CHECKPOINT_FORMAT, MLPPolicy  # torch: only to load a file
+
     if path.suffix == ".zip":
         if budget is not None or online_step is not None:
             raise ValueError(
@@ -318,9 +365,9 @@ def load_policy_file(
                 f"observation_layout={policy.layout!r}"
             )
         return policy
-    from agents.router import load_router_policy
+    from agents.router import TransformerRouterPolicy
 
-    router = load_router_policy(path, budget=budget, online_step=online_step)
+    router = TransformerRouterPolicy.load(path, budget=budget, online_step=online_step)
     check_policy_matches_env(router, env, path)
     return router
 

@@ -24,8 +24,9 @@ from typing import Any
 
 from precision_gym.distributed import ray_session
 from precision_gym.error import ConfigError
-from training.cli.common import load_policy, make_env
+from training.cli.common import make_env
 from training.evaluation import EpisodeRecord, rollout
+from training.policies import load_policy
 
 __all__ = ["RolloutSpec", "ray_session", "run_distributed", "run_share", "shares"]
 

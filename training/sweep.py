@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from agents import make_baseline
-from agents.router import load_router_policy
 from precision_gym import DEFAULT_ENV_ID
 from precision_gym.io import atomic_write_text, refuse_overwrite
 from training.calibrate import DEFAULT_BUDGETS, calibrate_router
@@ -56,6 +55,7 @@ from training.evaluation import (
 )
 from training.kl_collect import CollectConfig, collect_kl
 from training.kl_st import ROUTER_FILE, TrainConfig, train_klst
+from training.policies import load_policy
 from training.rollout_workers import RolloutSpec, run_distributed
 
 #: step (logit units) of the online budget control that sweeps and the demo hold K with
@@ -140,7 +140,7 @@ def run_sweep(
     # the key budget first, so an interrupted sweep still has it
     for k in sorted(budgets, key=lambda b: (abs(b - 0.4), b)):
         res = run(
-            load_router_policy(router_path, budget=k, online_step=online_step),
+            load_policy(router_path, env, budget=k, online_step=online_step),
             remote=runner(router_path, budget=k, online_step=online_step),
         )
         rate = res.summary()["hp_fraction"]
@@ -148,7 +148,7 @@ def run_sweep(
         spec = {"p_high": rate, "policy_seed": seeds[0]}
         run(rnd, f"random(p_high={rate:.2f}, K={k:g})", remote=runner("random", **spec))
         if online_step is not None:  # the fixed-threshold figure beside the held one
-            run(load_router_policy(router_path, budget=k), remote=runner(router_path, budget=k))
+            run(load_policy(router_path, env, budget=k), remote=runner(router_path, budget=k))
     if oracle and env.unwrapped.simulated:
         run(make_baseline("oracle", env), remote=runner("oracle"))
     return _summaries(results)

@@ -17,15 +17,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-from agents import BASELINE_NAMES, make_baseline
 from precision_gym import DEFAULT_ENV_ID, ENV_IDS
 from precision_gym.error import ConfigError, PrecisionGymError
+from training.policies import load_policy  # the one policy loader, re-exported for commands
 
 __all__ = [
     "PROG",
@@ -308,38 +307,6 @@ def open_env(env_id: str, env_kwargs: dict[str, Any] | None = None, *, banner: A
     if env.unwrapped.simulated:
         print(SIMULATED_BANNER, file=banner or sys.stderr)
     return env
-
-
-def load_policy(
-    router: str,
-    env: Any,
-    p_high: float | None = None,
-    budget: float | None = None,
-    seed: int = 0,
-    online_step: float | None = None,
-    trust_checkpoint: bool = False,
-) -> Any:
-    """A policy from a baseline name or a trained-router file (an SB3 ``.zip`` only with
-    ``trust_checkpoint``: loading one unpickles it)."""
-    if router in BASELINE_NAMES:
-        if budget is not None or online_step is not None:
-            raise ValueError(
-                f"--budget/--online-step apply to a trained router file, not to {router!r}"
-            )
-        return make_baseline(router, env, p_high=p_high, seed=seed)
-    path = Path(router)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"router {router!r} is neither a baseline name ({', '.join(BASELINE_NAMES)}) nor an "
-            f"existing file (looked at {path.resolve()})"
-        )
-    from training.policies import load_policy_file  # imports torch: only for a router file
-
-    if online_step is not None and budget is None:
-        raise ValueError("--online-step needs --budget K (the budget the controller holds)")
-    return load_policy_file(
-        path, env, budget=budget, online_step=online_step, trust_checkpoint=trust_checkpoint
-    )
 
 
 def print_rich(obj: Any) -> None:
