@@ -54,6 +54,9 @@ class RouterPolicy(abc.ABC):
     charge_router: bool = False
     charges_router_cost = renamed_attribute("charges_router_cost", "charge_router")
     name: str = "policy"
+    #: True for policies that read every observation themselves (dict or vector layout,
+    #: single or batched) in :meth:`_predict_any`: ``predict`` then hands it over unchanged
+    reads_any_layout: bool = False
     #: False for policies that never look at the observation (fixed tier, random, oracle):
     #: they then run on an env of any ``observation_layout``, not only ``dict``
     reads_observation: bool = True
@@ -78,6 +81,10 @@ class RouterPolicy(abc.ABC):
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """Tier indices ``[batch]`` for a batched observation."""
 
+    def _predict_any(self, obs: Any, deterministic: bool) -> np.ndarray:
+        """Tier indices of the observation's batch shape, any layout (``reads_any_layout``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not set reads_any_layout")
+
     def predict(
         self,
         obs: dict[str, np.ndarray],
@@ -85,6 +92,8 @@ class RouterPolicy(abc.ABC):
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
+        if self.reads_any_layout:
+            return self._predict_any(obs, deterministic).astype(np.int64), state
         if isinstance(obs, np.ndarray) and not self.reads_observation:  # a vector layout
             batched = obs.ndim == 2
             actions = self._predict_batch(obs if batched else obs[None], deterministic)

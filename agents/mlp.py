@@ -85,6 +85,7 @@ class MLPPolicy(RouterPolicy):
     """
 
     charge_router = True
+    reads_any_layout = True
 
     def __init__(
         self,
@@ -133,24 +134,18 @@ class MLPPolicy(RouterPolicy):
             )
         return self.net(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
-    def predict(
-        self,
-        obs: Any,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
+    def _predict_any(self, obs: Any, deterministic: bool) -> np.ndarray:
         logits = self.logits(obs)
         if deterministic:
-            return logits.argmax(axis=-1).astype(np.int64), state
+            return logits.argmax(axis=-1)
         p = np.exp(logits - logits.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
         flat = p.reshape(-1, p.shape[-1])
         actions = np.array([self._rng.choice(len(row), p=row) for row in flat], dtype=np.int64)
-        return actions.reshape(p.shape[:-1]), state
+        return actions.reshape(p.shape[:-1])
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        return self.predict(obs, deterministic=deterministic)[0].reshape(-1)
+        return self._predict_any(obs, deterministic).reshape(-1)
 
     # -- persistence ----------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:

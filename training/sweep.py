@@ -24,7 +24,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,14 @@ def write_sweep(
     return acc
 
 
+@contextmanager
+def _stage(times: dict[str, float], name: str) -> Iterator[None]:
+    """Time the ``with`` block into ``times[name]`` (seconds)."""
+    t = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - t
+
+
 def run_pipeline(
     out: str | Path,
     *,
@@ -295,51 +304,48 @@ def run_pipeline(
     if eval_split is None:
         eval_split = env.unwrapped.task.split_for("test")
     t0 = time.perf_counter()
-    collect_kl(
-        out / "kl",
-        CollectConfig(
-            env_id=env_id,
-            split=env.unwrapped.task.split_for("train"),
-            episodes=kl_episodes,
-            shard_size=10,
-            env_kwargs=dict(env_kwargs or {}),
-        ),
-        env=env,
-        progress=progress,
-    )
-    times["collect_kl_s"] = time.perf_counter() - t0
-    t = time.perf_counter()
+    with _stage(times, "collect_kl_s"):
+        collect_kl(
+            out / "kl",
+            CollectConfig(
+                env_id=env_id,
+                split=env.unwrapped.task.split_for("train"),
+                episodes=kl_episodes,
+                shard_size=10,
+                env_kwargs=dict(env_kwargs or {}),
+            ),
+            env=env,
+            progress=progress,
+        )
     tk = {"epochs": 10, "patience": 4, "d_model": 64, **(train_kwargs or {})}
-    result = train_klst(
-        TrainConfig(data=str(out / "kl"), out=str(out / "klst"), **tk),
-        progress=progress,
-        overwrite=True,  # checked above, before any work
-    )
-    times["train_klst_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    report = calibrate_router(
-        result.router_path,
-        env,
-        episodes=calib_episodes,
-        budgets=budgets,
-        out_dir=out / "calibration",
-        refine_iters=calib_refine_iters,
-        progress=progress,
-    )
-    times["calibrate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    summaries = run_sweep(
-        result.router_path,
-        env,
-        env_id=env_id,
-        split=eval_split,
-        episodes=eval_episodes,
-        seeds=seeds,
-        budgets=budgets,
-        progress=progress,
-        online_step=online_step,
-    )
-    times["evaluate_s"] = time.perf_counter() - t
+    with _stage(times, "train_klst_s"):
+        result = train_klst(
+            TrainConfig(data=str(out / "kl"), out=str(out / "klst"), **tk),
+            progress=progress,
+            overwrite=True,  # checked above, before any work
+        )
+    # the trained router on the env, at every budget: calibrated, then swept
+    per_budget = {"budgets": budgets, "progress": progress}
+    with _stage(times, "calibrate_s"):
+        report = calibrate_router(
+            result.router_path,
+            env,
+            episodes=calib_episodes,
+            out_dir=out / "calibration",
+            refine_iters=calib_refine_iters,
+            **per_budget,
+        )
+    with _stage(times, "evaluate_s"):
+        summaries = run_sweep(
+            result.router_path,
+            env,
+            env_id=env_id,
+            split=eval_split,
+            episodes=eval_episodes,
+            seeds=seeds,
+            online_step=online_step,
+            **per_budget,
+        )
     times["total_s"] = time.perf_counter() - t0
     n = len(summaries[0]["task_indices"])
     title = f"{env_id} / {eval_split} ({n} tasks x {len(seeds)} seeds)"
