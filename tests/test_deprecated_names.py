@@ -141,3 +141,12 @@ def test_one_policy_loader_and_its_deprecated_paths(tmp_path):
         assert load_policy_file(path, env, budget=0.4).threshold == 0.3
     with pytest.warns(DeprecationWarning, match="load_router_policy is deprecated"):
         assert load_router_policy(path, budget=0.4, online_step=0.2).online is not None
+
+
+def test_score_shift_reports_hp_fraction_and_the_old_keys():
+    from training.calibrate import score_shift
+
+    s = score_shift(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0.1, 0.2, 0.3, 0.6]))
+    assert s["train_hp_fraction"] == 0.5 and s["calib_hp_fraction"] == 0.25
+    assert s["train_frac_high"] == s["train_hp_fraction"]
+    assert s["calib_frac_high"] == s["calib_hp_fraction"]

@@ -266,15 +266,20 @@ def training_pool_scores(policy: Any, batch_size: int = 128) -> np.ndarray | Non
 
 
 def score_shift(train: np.ndarray, calib: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Means of both score pools and the percentile of ``threshold`` in each (App. D)."""
+    """Means of both score pools, the percentile of ``threshold`` in each (App. D) and the
+    high-precision fraction routing at ``threshold`` gives each (``*_hp_fraction``; the
+    deprecated ``*_frac_high`` keys repeat it for one more release)."""
     train, calib = np.asarray(train, float), np.asarray(calib, float)
+    hp_train, hp_calib = float((train >= threshold).mean()), float((calib >= threshold).mean())
     return {
         "train_mean": float(train.mean()),
         "calib_mean": float(calib.mean()),
         "train_percentile": float((train < threshold).mean()),
         "calib_percentile": float((calib < threshold).mean()),
-        "train_frac_high": float((train >= threshold).mean()),
-        "calib_frac_high": float((calib >= threshold).mean()),
+        "train_hp_fraction": hp_train,
+        "calib_hp_fraction": hp_calib,
+        "train_frac_high": hp_train,
+        "calib_frac_high": hp_calib,
         "n_train": len(train),
         "n_calib": len(calib),
     }
