@@ -67,7 +67,7 @@ def step_time_s(
     """Modeled wall time of one step in seconds (one term of Eq. 9); ``charge_router``:
     the step pays the router's per-call time (``router_call``: its deprecated name)."""
     charge_router = renamed_kwarg(
-        "step_time_s", "router_call", router_call, "charge_router", charge_router
+        "step_time_s", "router_call", router_call, "charge_router", charge_router, True
     )
     if not 0 <= tier < coeffs.n_tiers:
         raise ConfigError(f"tier index must be in [0, {coeffs.n_tiers}), got {tier}")

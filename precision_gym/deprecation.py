@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from precision_gym.error import ConfigError
+
 __all__ = ["module_aliases", "renamed_attribute", "renamed_kwarg", "warn_renamed"]
 
 
@@ -54,10 +56,17 @@ def renamed_attribute(old: str, new: str) -> property:
     return property(fget, fset, doc=f"Deprecated alias of ``{new}``.")
 
 
-def renamed_kwarg(where: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
+def renamed_kwarg(
+    where: str, old: str, old_value: Any, new: str, new_value: Any, default: Any = None
+) -> Any:
     """The value of keyword argument ``new`` of ``where``: ``new_value``, or ``old_value``
-    with a warning when the caller passed the old name (``old_value`` is not None)."""
+    with a warning when the caller passed the old name (``old_value`` is not None).
+    ``default``: the new argument's default, to refuse a call that passes both names."""
     if old_value is None:
         return new_value
+    if new_value is not default:
+        raise ConfigError(
+            f"{where} got both {new}= and its deprecated name {old}=: expected only {new}="
+        )
     warn_renamed(f"{where}({old}=...)", f"{new}=...", stacklevel=4)
     return old_value

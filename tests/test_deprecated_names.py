@@ -150,3 +150,14 @@ def test_score_shift_reports_hp_fraction_and_the_old_keys():
     assert s["train_hp_fraction"] == 0.5 and s["calib_hp_fraction"] == 0.25
     assert s["train_frac_high"] == s["train_hp_fraction"]
     assert s["calib_frac_high"] == s["calib_hp_fraction"]
+
+
+def test_old_and_new_keyword_together_are_refused():
+    from precision_gym.error import ConfigError
+
+    with pytest.raises(ConfigError, match="got both charge_router= and its deprecated name"):
+        step_time_s(10, 1, COEFFS, charge_router=False, router_call=True)
+    with pytest.raises(
+        ConfigError, match=r"MixedPrecisionAgentEnv got both prompter= and .*agent="
+    ):
+        gym.make(ENV, prompter=WebShopPrompter(), agent=WebShopPrompter())
