@@ -97,9 +97,8 @@ def state_kls(env: Any) -> list[float]:
     from precision_gym.backends.base import GenerationRequest
 
     prompt = u.prompter.build_prompt(u.agent_state())
-    gen = backends[0].generate([GenerationRequest(prompt, u.prompter.sampling, u.step_context())])[
-        0
-    ]
+    request = GenerationRequest(prompt, u.prompter.sampling, u.step_context())
+    gen = backends[0].generate([request])[0]
     if u.prompter.is_thinking(gen.text):
         return [math.nan] * (len(backends) - 1)
     return [action_token_kl(backends[0], b, prompt, gen.text) for b in backends[1:]]
