@@ -58,7 +58,7 @@ from precision_gym.cost import LatencyCoefficients  # noqa: E402
 from precision_gym.envs.agent_step import AgentStepper, LocalTaskSlots, RetryPolicy  # noqa: E402
 from precision_gym.error import BackendError  # noqa: E402
 from precision_gym.kl import action_token_kl_report  # noqa: E402
-from precision_gym.prompting.alfworld import ALFWorldReActAgent  # noqa: E402
+from precision_gym.prompting.alfworld import ALFWorldReActPrompter  # noqa: E402
 from precision_gym.prompting.base import AgentState  # noqa: E402
 from precision_gym.tasks.alfworld import ALFWorldTask  # noqa: E402
 from precision_gym.tiers import PrecisionTier  # noqa: E402
@@ -150,9 +150,9 @@ def run_episode(backend: Any, gamefile: Path, max_steps: int, kl_against: list[A
     task = ALFWorldTask(data_root=gamefile.parents[4])
     index = task.games(split).index(str(gamefile))
     recorded = _Recorded(backend)
-    agent = ALFWorldReActAgent()
+    prompter = ALFWorldReActPrompter()
     stepper = AgentStepper(
-        agent=agent,
+        prompter=prompter,
         tiers=[PrecisionTier(backend.name, recorded)],
         # the modeled cost is not used here: the benchmark reports measured wall times
         latency=LatencyCoefficients((backend.name,), (0.0,), 0.0, source="unused"),
@@ -172,7 +172,7 @@ def run_episode(backend: Any, gamefile: Path, max_steps: int, kl_against: list[A
             if ep.failure is not None:
                 raise BackendError(str(ep.failure), retryable=False)
             prompt, gen = recorded.requests[0].prompt, recorded.generations[0]
-            thinking = agent.is_thinking(gen.text)
+            thinking = prompter.is_thinking(gen.text)
             kls = {}
             if not thinking and gen.text.strip():
                 for low in kl_against:
@@ -362,7 +362,7 @@ def main() -> None:
         key = f"transformers/{tier}"
         episodes[key] = play_games(key, backend, games, args.max_steps, kl_against, calib, t_start)
     # controlled decode timing (on the last prompt of the first bf16 episode) + prefix cache
-    prompts = _rebuild_prompts(episodes["transformers/bf16"][0], ALFWorldReActAgent())
+    prompts = _rebuild_prompts(episodes["transformers/bf16"][0], ALFWorldReActPrompter())
     first_prompt = prompts[-1]
     timing: dict[str, dict] = {}
     for tier, backend in local.items():
@@ -467,14 +467,14 @@ def main() -> None:
     )
 
 
-def _rebuild_prompts(ep: dict, agent: ALFWorldReActAgent) -> list[str]:
+def _rebuild_prompts(ep: dict, prompter: ALFWorldReActPrompter) -> list[str]:
     """Every prompt of a recorded episode, in order."""
     state = AgentState("", ep["intro"], [], [], [], 0)
-    prompts = [agent.build_prompt(state)]
+    prompts = [prompter.build_prompt(state)]
     for s in ep["steps"]:
         state.actions.append(s["action"])  # the env's history keeps the parsed action
         state.observations.append(s["obs"])
-        prompts.append(agent.build_prompt(state))
+        prompts.append(prompter.build_prompt(state))
     return prompts[:-1]
 
 
