@@ -55,6 +55,7 @@ from precision_gym.backends.base import (  # noqa: E402
     SamplingParams,
 )
 from precision_gym.cost import LatencyCoefficients  # noqa: E402
+from precision_gym.deprecation import module_aliases  # noqa: E402
 from precision_gym.envs.agent_step import AgentStepper, LocalTaskSlots, RetryPolicy  # noqa: E402
 from precision_gym.error import BackendError  # noqa: E402
 from precision_gym.kl import action_token_kl_report  # noqa: E402
@@ -549,6 +550,10 @@ def write_markdown(r: dict, path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+#: the prompter's deprecated name, still served to callers of this script's module
+__getattr__ = module_aliases(__name__, {"ALFWorldReActAgent": "ALFWorldReActPrompter"}, globals())
 
 
 if __name__ == "__main__":
