@@ -16,6 +16,14 @@ parser.add_argument("--max-steps", type=int, default=30, help="agent steps per e
 parser.add_argument("--iterations", type=int, default=5, help="PPO training iterations")
 parser.add_argument("--batch", type=int, default=400, help="router decisions per iteration")
 parser.add_argument("--env-runners", type=int, default=1, help="remote env-runner processes")
+parser.add_argument(
+    "--sample-timeout-s",
+    type=float,
+    default=600.0,
+    help="how long an iteration waits for its env runners' samples (RLlib's 60 s default "
+    "returns an empty iteration when a runner's first env start is slow: encoder load, busy "
+    "machine)",
+)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", default="runs/rllib/router.pt")
 args = parser.parse_args()
@@ -28,7 +36,11 @@ precision_gym.rllib.register_envs()  # Tune names = the env ids; the creator pic
 config = (
     PPOConfig()
     .environment(args.env, env_config={"max_steps": args.max_steps})
-    .env_runners(num_env_runners=args.env_runners, num_envs_per_env_runner=1)
+    .env_runners(
+        num_env_runners=args.env_runners,
+        num_envs_per_env_runner=1,
+        sample_timeout_s=args.sample_timeout_s,
+    )
     .training(train_batch_size=args.batch, minibatch_size=min(128, args.batch), num_epochs=2)
     .rl_module(model_config={"fcnet_hiddens": [64], "fcnet_activation": "tanh"})
     .debugging(seed=args.seed)
