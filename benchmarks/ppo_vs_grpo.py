@@ -525,6 +525,8 @@ def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(by_lambda), figsize=(5.2 * len(by_lambda), 4.6), squeeze=False)
     styles = {"KL-ST": ("C0", "o"), "GRPO": ("C1", "s"), "PPO": ("C2", "D")}
+    # one colour per fixed router (indexing by position gave oracle and random the same one)
+    styles.update({n: (c, "^") for n, c in zip(FIXED, ("C3", "C4", "C5", "C7"), strict=True)})
     for ax, (lam, data) in zip(axes[0], by_lambda.items(), strict=True):
         for family in ("KL-ST", "GRPO"):  # each family's frontier over K
             pts = sorted(
@@ -534,11 +536,10 @@ def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), "-", color=styles[family][0], alpha=0.5)
-        for i, (name, p) in enumerate(data["points"].items()):
+        for name, p in data["points"].items():
             if not p["ep_time"]:
                 continue
-            family = name.split()[0]
-            color, marker = styles.get(family, (f"C{3 + i % 6}", "^"))
+            color, marker = styles.get(name.split()[0], ("C8", "v"))
             x, s = p["ep_time"], p["success"]
             ax.errorbar(
                 x["value"], 100 * s["value"],
@@ -551,7 +552,9 @@ def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("success (%)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
-    fig.suptitle(f"{args.env_id} / {args.eval_split}: frontiers with 95% CIs [SIMULATED]")
+    fig.suptitle(
+        f"{args.env_id} / {args.eval_split}\nfrontiers with 95% CIs [SIMULATED]", fontsize=9
+    )
     save_figure(fig, path, dpi=120)
 
 
