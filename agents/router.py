@@ -205,6 +205,8 @@ class OnlineBudgetControl:
       high whatever its score, and low when it is that far ahead; so ``|H - K t|`` stays
       below ``max_deficit + 1`` and a short stream (a few episodes, tens of decisions)
       ends near K even when its last episode scores unlike the rest. ``None`` turns it off.
+      A batch of ``N`` decisions (a vector env) is routed at one threshold, so there the
+      bound is ``max_deficit + N``.
 
     The router still decides *which* steps get high precision. Uses only the router's own
     scores, never labels or outcomes. The state persists across episodes (a deployment
