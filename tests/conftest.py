@@ -61,3 +61,16 @@ RESET_OPTIONS = {
     "DMR-ALFWorld-v0": {"split": "valid_unseen", "task_index": 3},
     "DMR-WebShop-v0": {"split": "test", "task_index": 2},
 }
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance (2 CPUs) started for the test and shut down after it."""
+    ray = pytest.importorskip(
+        "ray", reason="Ray is not installed: pip install 'precision-gym[ray]' (the ray extra)"
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -47,18 +47,6 @@ def test_online_budget_control_needs_one_stream():
         run_distributed(SPEC, JOBS, workers=0)
 
 
-@pytest.fixture
-def local_ray():
-    ray = pytest.importorskip(
-        "ray", reason="Ray is not installed: pip install 'precision-gym[ray]' (the ray extra)"
-    )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def test_ray_actors_give_the_same_records(local_ray, sequential):
     assert run_distributed(SPEC, JOBS, workers=2, ray_address="auto") == sequential
     assert local_ray.is_initialized()  # the caller's instance is left to the caller

@@ -201,23 +201,74 @@ class TaskSlots(Protocol):
 
 
 class LocalTaskSlots:
-    """Task instances in this process (the single env: one slot)."""
+    """Task instances in this process (the single env: one slot; a task worker: its share).
+
+    A worker process also keeps each slot's expert command once computed
+    (:meth:`prefetch_experts`, run while the driver encodes) until the slot's next step or
+    reset, and answers :meth:`step_flags` / :meth:`reset_flags`: the observations with each
+    slot's forced-high flag, so the driver needs no second round trip for it."""
+
+    #: the tasks run in this process (nothing to overlap with)
+    remote = False
 
     def __init__(self, tasks: Sequence[TextTask]) -> None:
         self.tasks = list(tasks)
         self.task_name = self.tasks[0].name
+        self._experts: dict[int, tuple[bool, Any]] = {}  # slot -> (ok, command or error)
 
     def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:
+        for i, _, _ in items:
+            self._experts.pop(i, None)
         return [task_start(self.tasks[i], split, index) for i, split, index in items]
 
     def step(self, items: Sequence[tuple[int, str]]) -> list[TaskObservation]:
+        for i, _ in items:
+            self._experts.pop(i, None)
         return [self.tasks[i].step(cmd) for i, cmd in items]
 
     def expert_commands(self, slots: Sequence[int]) -> list[str | None]:
-        return [self.tasks[i].expert_command() for i in slots]
+        return [self._expert(i) for i in slots]
+
+    def _expert(self, i: int) -> str | None:
+        known = self._experts.get(i)
+        if known is None:
+            return self.tasks[i].expert_command()
+        if not known[0]:
+            raise known[1]
+        return known[1]
+
+    def prefetch_experts(self, slots: Sequence[int]) -> None:
+        """Compute and keep each slot's expert command (an error is kept and raised when the
+        command is asked for): the same answer :meth:`expert_commands` would give later."""
+        for i in slots:
+            if i in self._experts:
+                continue
+            try:
+                self._experts[i] = (True, self.tasks[i].expert_command())
+            except Exception as exc:  # raised where the command is asked for
+                self._experts[i] = (False, exc)
 
     def forced_pending(self, slots: Sequence[int]) -> list[bool]:
         return [self.tasks[i].forced_high(self.tasks[i].pending_step_kind()) for i in slots]
+
+    def _flags(self, slots: Sequence[int]) -> list[bool | None]:
+        """Each slot's forced-high flag, ``None`` where computing it failed (then the driver
+        asks :meth:`forced_pending` itself and gets the error where it belongs)."""
+        out: list[bool | None] = []
+        for i in slots:
+            try:
+                out.append(self.forced_pending([i])[0])
+            except Exception:
+                out.append(None)
+        return out
+
+    def reset_flags(self, items: Sequence[tuple[int, str, int]]) -> list[tuple[Any, Any]]:
+        starts = self.reset(items)
+        return list(zip(starts, self._flags([i for i, _, _ in items]), strict=True))
+
+    def step_flags(self, items: Sequence[tuple[int, str]]) -> list[tuple[Any, Any]]:
+        observations = self.step(items)
+        return list(zip(observations, self._flags([i for i, _ in items]), strict=True))
 
     def step_kind(self, slot: int, command: str) -> str:
         return self.tasks[slot].step_kind(command)
@@ -386,6 +437,7 @@ class AgentStepper:
                     score=float(first.score),
                 )
             )
+        self.prefetch_experts(tasks, [(it[0], ep) for it, ep in zip(items, episodes, strict=True)])
         if self.encoder is not None:
             vectors = self.encoder.encode([Episode.first_text(s) for s in starts])
             for ep, vec in zip(episodes, vectors, strict=True):
@@ -394,6 +446,18 @@ class AgentStepper:
             tasks, [(slot, ep) for (slot, *_), ep in zip(items, episodes, strict=True)]
         )
         return list(zip(episodes, forced, strict=True))
+
+    def prefetch_experts(self, tasks: TaskSlots, pairs: Sequence[tuple[int, Episode]]) -> None:
+        """Let task workers compute the next expert command of each episode that goes on
+        while this process encodes (only where a tier reads it and the slots run in other
+        processes: ``tasks.remote``). The same commands are computed either way."""
+        if not getattr(tasks, "remote", False) or not any(
+            getattr(t.backend, "needs_expert", False) for t in self.tiers
+        ):
+            return
+        slots = [slot for slot, ep in pairs if not ep.stopped and ep.steps < self.max_steps]
+        if slots:
+            tasks.prefetch_experts(slots)  # type: ignore[attr-defined]
 
     def transition(
         self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int]]
@@ -546,6 +610,7 @@ class AgentStepper:
                     p.charge_router,
                 )
             )
+        self.prefetch_experts(tasks, [(pending[k].slot, pending[k].ep) for k in stepped])
         if texts and self.encoder is not None:
             for ep, vec in zip(text_owner, self.encoder.encode(texts), strict=True):
                 ep.vectors.append(vec)

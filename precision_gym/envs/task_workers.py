@@ -24,7 +24,17 @@ from precision_gym.tasks.base import TaskObservation, TextTask
 __all__ = ["RayTaskSlots", "WorkerTaskSlots"]
 
 
-_COMMANDS = ("reset", "step", "expert_commands", "forced_pending")
+_COMMANDS = (
+    "reset",
+    "step",
+    "expert_commands",
+    "forced_pending",
+    "reset_flags",
+    "step_flags",
+    "prefetch_experts",
+)
+#: commands the driver sends without waiting: the worker does them between two calls
+_NO_REPLY = ("prefetch_experts",)
 
 
 def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
@@ -52,7 +62,10 @@ def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
                 raise PrecisionGymError(
                     f"unknown task-worker command {cmd!r}: expected {_COMMANDS}"
                 )
-            conn.send((True, getattr(local, cmd)(payload)))
+            result = getattr(local, cmd)(payload)
+            if cmd in _NO_REPLY:
+                continue
+            conn.send((True, result))
         except Exception as exc:  # sent back and raised in the driver
             try:
                 pickle.dumps(exc)
@@ -71,6 +84,9 @@ class WorkerTaskSlots:
         workers: worker processes (``1 <= workers <= num_slots``).
         context: multiprocessing start method (default ``forkserver``, else ``spawn``).
     """
+
+    #: the tasks run in other processes: their work can overlap the driver's
+    remote = True
 
     def __init__(
         self, task: TextTask, num_slots: int, workers: int, context: str | None = None
@@ -121,6 +137,7 @@ class WorkerTaskSlots:
         the two workers, round robin 52%."""
         self.task_name = task.name
         self._proto = task
+        self._forced: dict[int, bool] = {}  # slot -> forced-high flag of its current state
         self.num_slots = num_slots
         self._where = {s: (s % workers, s // workers) for s in range(num_slots)}
         return [len(range(w, num_slots, workers)) for w in range(workers)]
@@ -169,16 +186,50 @@ class WorkerTaskSlots:
         return local if isinstance(item, int) else (local, *item[1:])
 
     def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:
-        return self._call("reset", items, lambda it: it[0])
+        return self._with_flags("reset_flags", items)
 
     def step(self, items: Sequence[tuple[int, str]]) -> list[TaskObservation]:
-        return self._call("step", items, lambda it: it[0])
+        return self._with_flags("step_flags", items)
+
+    def _with_flags(self, cmd: str, items: Sequence[Any]) -> list[Any]:
+        """Reset or step; the answers carry each slot's forced-high flag, kept here so that
+        :meth:`forced_pending` needs no second round trip."""
+        slots = [item[0] for item in items]
+        for slot in slots:
+            self._forced.pop(slot, None)
+        out = []
+        for slot, (value, flag) in zip(
+            slots, self._call(cmd, items, lambda it: it[0]), strict=True
+        ):
+            if flag is not None:
+                self._forced[slot] = bool(flag)
+            out.append(value)
+        return out
 
     def expert_commands(self, slots: Sequence[int]) -> list[str | None]:
         return self._call("expert_commands", slots, lambda s: s)
 
     def forced_pending(self, slots: Sequence[int]) -> list[bool]:
+        if all(s in self._forced for s in slots):
+            return [self._forced[s] for s in slots]
         return self._call("forced_pending", slots, lambda s: s)
+
+    def prefetch_experts(self, slots: Sequence[int]) -> None:
+        """Have each worker compute its slots' expert commands now, without waiting: the work
+        overlaps the driver's (encoding, routing) and the next ``expert_commands`` call finds
+        them done."""
+        if self._closed:
+            raise PrecisionGymError("the task workers are closed")
+        parts: dict[int, list[int]] = {}
+        for slot in slots:
+            w, local = self._where[slot]
+            parts.setdefault(w, []).append(local)
+        self._post("prefetch_experts", parts)
+
+    def _post(self, cmd: str, parts: dict[int, list[Any]]) -> None:
+        for w, part in parts.items():  # a dead worker is reported by the next call
+            with contextlib.suppress(OSError):
+                self._conns[w].send((cmd, part))
 
     def step_kind(self, slot: int, command: str) -> str:
         """A command's kind depends on the command only: the prototype answers it here."""
@@ -266,6 +317,10 @@ class RayTaskSlots(WorkerTaskSlots):
                 cause = getattr(exc, "cause", None)
                 answers[w] = (False, cause if isinstance(cause, BaseException) else exc)
         return answers
+
+    def _post(self, cmd: str, parts: dict[int, list[Any]]) -> None:
+        for w, part in parts.items():  # an actor runs one caller's calls in order; the
+            self._actors[w].call.remote(cmd, part)  # answer (None) is not waited for
 
     def close(self) -> None:
         """End every actor (idempotent) and the Ray instance if it was started here."""
