@@ -607,7 +607,7 @@ def learning_curves(args: Args, out: Path, path: Path) -> dict[str, Any]:
         ax.set_ylabel("training-episode utility")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{args.env_id}: learning curves, mean ± std over seeds [SIMULATED]")
+    fig.suptitle(f"{args.env_id}: learning curves\nmean ± std over seeds [SIMULATED]", fontsize=9)
     save_figure(fig, path, dpi=120)
     return curves
 
