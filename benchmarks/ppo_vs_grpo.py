@@ -362,6 +362,12 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
 
 
 # ----------------------------------------------------------------------------- 5. statistics
+def unit_times(out: Path, unit_names: list[str]) -> float:
+    """Seconds the units took, each in its own process, summed over every invocation (a resumed
+    run's own wall time leaves out the units that finished before it)."""
+    return sum(json.loads((out / f"{u}.json").read_text()).get("wall_s", 0.0) for u in unit_names)
+
+
 def load_records(out: Path, unit_names: list[str]) -> dict[str, list[Any]]:
     """Router name -> its episode records over the seeds; RL routers keyed ``name@lambda``."""
     from training.evaluation import EpisodeRecord
@@ -651,7 +657,9 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"`benchmarks/ppo_vs_grpo.py` on {extra['machine']}.",
         "",
         f"Command: `{extra['command']}`  ",
-        f"Wall time: {extra['wall_time_s'] / 60:.1f} min. Evaluation: {n_tasks} {args.eval_split} "
+        f"Wall time: {extra['wall_time_s'] / 60:.1f} min for this invocation; the units' own "
+        f"times (fixed routers, RL; one process each, earlier invocations included) add up to "
+        f"{extra.get('unit_time_s', 0.0) / 60:.1f} min. Evaluation: {n_tasks} {args.eval_split} "
         f"tasks x seeds {list(args.seeds)}; values are means over tasks (each averaged over "
         "seeds) with 95% percentile-bootstrap CIs over tasks; differences are paired over tasks.",
         "",
@@ -764,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         "klst_checkpoint": str(klst),
         "curves": curves,
         "wall_time_s": time.perf_counter() - t0,
+        "unit_time_s": unit_times(out, units(args)),
     }
     text = write_report(args, out, by_lambda, extra)
     print(text)
