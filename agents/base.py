@@ -83,7 +83,10 @@ class RouterPolicy(abc.ABC):
 
     def _predict_any(self, obs: Any, deterministic: bool) -> np.ndarray:
         """Tier indices of the observation's batch shape, any layout (``reads_any_layout``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not set reads_any_layout")
+        raise NotImplementedError(
+            f"{type(self).__name__} sets reads_any_layout = True: expected it to implement "
+            "_predict_any, found the base class's"
+        )
 
     def predict(
         self,

@@ -4,7 +4,7 @@ is asked for, and the forced-high flag comes back with the step (no second round
 
 from __future__ import annotations
 
-import pickle
+import copy
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ TASKS = list(SPLIT)
 
 def _copies(name: str, n: int):
     proto = make_task(name, {})
-    return proto, [pickle.loads(pickle.dumps(proto)) for _ in range(n)]
+    return proto, [copy.deepcopy(proto) for _ in range(n)]
 
 
 def _first_command(slots, slot: int) -> str:
@@ -83,6 +83,20 @@ def test_workers_answer_like_local_slots_with_one_round_trip_per_step(name):
             moves = [(i, e) for i, e in enumerate(experts) if e is not None]
             got = workers.step(moves)
             assert [o.text for o in got] == [o.text for o in local.step(moves)]
+    finally:
+        workers.close()
+
+
+def test_a_failed_prefetch_sends_no_answer_that_a_later_call_would_read():
+    proto, copies = _copies("alfworld", 2)
+    local = LocalTaskSlots(copies)
+    workers = WorkerTaskSlots(proto, 2, 2)
+    try:
+        items = [(i, "valid_unseen", i) for i in range(2)]
+        workers.reset(items)
+        local.reset(items)
+        workers._post("prefetch_experts", {0: None, 1: None})  # fails inside each worker
+        assert workers.expert_commands([0, 1]) == local.expert_commands([0, 1])
     finally:
         workers.close()
 

@@ -57,15 +57,16 @@ def _worker(conn: Any, task_blob: bytes, n_slots: int) -> None:
             local.close()
             conn.send((True, None))
             break
+        if cmd in _NO_REPLY:  # never answered, even on error: an answer here would be read
+            with contextlib.suppress(Exception):  # as the reply to the driver's next call
+                getattr(local, cmd)(payload)
+            continue
         try:
             if cmd not in _COMMANDS:
                 raise PrecisionGymError(
                     f"unknown task-worker command {cmd!r}: expected {_COMMANDS}"
                 )
-            result = getattr(local, cmd)(payload)
-            if cmd in _NO_REPLY:
-                continue
-            conn.send((True, result))
+            conn.send((True, getattr(local, cmd)(payload)))
         except Exception as exc:  # sent back and raised in the driver
             try:
                 pickle.dumps(exc)
