@@ -92,7 +92,8 @@ class Args:
     ppo_n_steps: int = 256
     ppo_batch_size: int = 64
     ppo_eval_freq: int = 2_000
-    rl_eval_episodes: int = 16  # calibration-split episodes of the keep-best evaluations
+    rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
+    keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
     n_boot: int = 10_000
     out: str = "runs/ppo_vs_grpo"
     jobs: int = 2  # units (fixed routers of a seed, RL of a lambda x seed) run in parallel
@@ -152,6 +153,10 @@ def parse_args(argv: list[str]) -> Args:
     if args.sample_budget not in args.budgets:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
+        )
+    if args.keep_best_rule not in ("paired", "mean"):
+        raise SystemExit(
+            f"--keep-best-rule must be 'paired' or 'mean', got {args.keep_best_rule!r}"
         )
     return args
 
@@ -278,6 +283,7 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
         common += ["--env-kwargs", args.env_kwargs]
     common += ["--no-progress", "--sample-budget", str(args.sample_budget)]
     common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
+    common += ["--keep-best-rule", args.keep_best_rule]
     if args.pool_size:
         common += ["--pool-size", str(args.pool_size)]
     grpo_out, ppo_out = out / f"grpo_{tag}", out / f"ppo_{tag}"
@@ -670,7 +676,14 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"{args.grpo_lr:g}, advantage norm {args.grpo_advantage_norm}, KL coef "
         f"{args.grpo_kl_coef:g}; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
         "encoder and action head from the router. Both keep their best router on "
-        f"{args.rl_eval_episodes} {args.calib_split} episodes (start included).",
+        f"{args.rl_eval_episodes} {args.calib_split} episodes (start included) by the "
+        f"{args.keep_best_rule!r} keep-best rule"
+        + (
+            ": a later router only when its paired one-sided 90% bootstrap bound over the start "
+            "is above zero."
+            if args.keep_best_rule == "paired"
+            else "."
+        ),
         "",
         *headroom_lines(by_lambda),
         "",

@@ -259,7 +259,12 @@ def test_lr_schedules():
         ({"lr_schedule": "exp"}, r"lr_schedule must be one of"),
         ({"lr_final_ratio": 1.5}, r"lr_final_ratio must be in \[0, 1\], got 1.5"),
         ({"entropy_coef": -0.1}, r"entropy_coef must be >= 0, got -0.1"),
-        ({"eval_every": -1}, r"eval_every must be >= 0 and eval_episodes >= 1, got -1 and 16"),
+        ({"eval_every": -1}, r"eval_every must be >= 0 and eval_episodes >= 1, got -1 and 32"),
+        (
+            {"keep_best_rule": "max"},
+            r"keep_best_rule must be one of \['paired', 'mean'\], got 'max'",
+        ),
+        ({"keep_best_level": 1.5}, r"keep_best_level must be in \(0.5, 1\), got 1.5"),
     ],
 )
 def test_new_options_are_validated(kwargs, match):
@@ -267,26 +272,28 @@ def test_new_options_are_validated(kwargs, match):
         GRPOConfig(**kwargs)
 
 
-def test_keep_best_never_ships_a_worse_router(tmp_path):
-    """A destructive run (huge lr, cost-only advantages) returns its best evaluated router,
-    the start router included; the eval log resumes to the same rows."""
-    from agents.router import load_router_policy
+@pytest.mark.parametrize("rule", ["paired", "mean"])
+def test_keep_best_never_ships_a_worse_router(tmp_path, rule):
+    """A destructive run (huge lr, cost-only advantages) returns the evaluated router its
+    keep-best rule chooses, the start router included; the eval log resumes to the same rows."""
+    from agents.router import TransformerRouterPolicy
+    from training.selection import select_best
 
     kw = dict(
         lr=0.5, max_updates=3, eval_every=2, eval_episodes=4, advantage_norm="group-std",
-        entropy_coef=0.01, lr_schedule="linear",
+        entropy_coef=0.01, lr_schedule="linear", keep_best_rule=rule,
     )  # fmt: skip
     summary = train_grpo(_cfg(tmp_path / "a", **kw))
     evals = summary["evaluations"]
     assert [e["update"] for e in evals] == [0, 2, 3]  # start, every 2, after the last
-    best = max(evals, key=lambda e: e["utility"])
-    assert (
-        summary["selected_update"]
-        == next(e for e in evals if e["utility"] == best["utility"])["update"]
-    )
+    assert all(len(e["returns"]) == e["episodes"] == 4 for e in evals)
+    best = evals[select_best(evals, rule=rule)]
+    assert summary["selected_update"] == best["update"]
     assert best["utility"] >= evals[0]["utility"]
-    final = load_router_policy(tmp_path / "a" / "router.pt")
-    chosen = load_router_policy(tmp_path / "a" / "best_router.pt")
+    if rule == "mean":
+        assert best["utility"] == max(e["utility"] for e in evals)
+    final = TransformerRouterPolicy.load(tmp_path / "a" / "router.pt")
+    chosen = TransformerRouterPolicy.load(tmp_path / "a" / "best_router.pt")
     for k, v in final.model.state_dict().items():
         assert torch.equal(v, chosen.model.state_dict()[k])
     assert final.metadata["grpo_selected"]["start_utility"] == evals[0]["utility"]

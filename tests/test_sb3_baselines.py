@@ -220,19 +220,27 @@ def test_same_start_needs_a_router_and_an_actor_critic():
         SB3Config(algo="dqn", router_checkpoint="r.pt", sample_budget=0.4)
     with pytest.raises(ConfigError, match=r"eval_freq must be >= 0 and eval_episodes >= 1"):
         SB3Config(eval_freq=-1)
+    with pytest.raises(ConfigError, match=r"keep_best_rule must be one of"):
+        SB3Config(keep_best_rule="best")
 
 
-def test_ppo_keeps_its_best_evaluated_model(tmp_path):
-    """With keep_best, model.zip is the evaluated model of best utility (the start included):
+@pytest.mark.parametrize("rule", ["paired", "mean"])
+def test_ppo_keeps_its_best_evaluated_model(tmp_path, rule):
+    """With keep_best, model.zip is the evaluated model its rule chooses (the start included):
     a destructive learning rate cannot ship a model worse than the start on the eval split."""
+    from training.selection import select_best
+
     cfg = _tiny(tmp_path, "ppo", "kb", learning_rate=0.5)
-    cfg.eval_freq, cfg.eval_episodes = 16, 3
+    cfg.eval_freq, cfg.eval_episodes, cfg.keep_best_rule = 16, 3, rule
     summary = train_sb3(cfg)
     evals = summary["evaluations"]
     assert [e["env_steps"] for e in evals] == [0, 16, 32]
-    best = max(e["utility"] for e in evals)
+    assert all(len(e["returns"]) == 3 for e in evals)
     chosen = next(e for e in evals if e["env_steps"] == summary["selected_env_steps"])
-    assert chosen["utility"] == best >= evals[0]["utility"]
+    assert chosen == evals[select_best(evals, rule=rule)]
+    assert chosen["utility"] >= evals[0]["utility"]
+    if rule == "mean":
+        assert chosen["utility"] == max(e["utility"] for e in evals)
     out = tmp_path / "kb"
     assert (out / "model.zip").read_bytes() == (out / "best_model.zip").read_bytes()
     assert len((out / "eval.jsonl").read_text().splitlines()) == 3

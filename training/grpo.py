@@ -13,9 +13,10 @@ learning rate (:func:`lr_at`).
 
 The router is evaluated greedily on fixed tasks of a held-out split (the calibration split by
 default) before training, every ``eval_every`` updates and after the last one
-(``eval.jsonl``); with ``keep_best`` (default) the final router is the evaluated one of best
-utility, the start router included, so a refinement that does not help on that split returns
-its start router instead of a worse one.
+(``eval.jsonl``); with ``keep_best`` (default) the final router is the evaluated one chosen
+by ``keep_best_rule`` (:mod:`training.selection`): by default a later router only when it
+beats the start router on those episodes by a paired bootstrap bound, else the start router,
+so a refinement that does not clearly help returns its start instead of a worse router.
 
 Everything is seeded from ``(seed, update index)``, so a resumed run (``--resume``) and a
 fresh run with the same seed produce the same curve. Outputs in ``--out``:
@@ -46,6 +47,7 @@ from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
 from training.calibrate import calibrate_router  # issue 4's Eq. 7
 from training.cli.common import add_config_parser, config_from_args, run_command
+from training.selection import eval_row, select_best, validate_rule
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
@@ -296,7 +298,7 @@ class GRPOConfig:
         },
     )
     eval_episodes: int = field(
-        default=16, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+        default=32, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
     )
     eval_split: str | None = field(
         default=None,
@@ -305,10 +307,21 @@ class GRPOConfig:
     keep_best: bool = field(
         default=True,
         metadata={
-            "help": "the final router is the evaluated one with the best utility, the start "
-            "router included, so refinement never ships a router worse than its start on "
-            "the evaluation split (needs eval_every > 0)"
+            "help": "the final router is the evaluated one chosen by keep_best_rule, the start "
+            "router included (needs eval_every > 0)"
         },
+    )
+    keep_best_rule: str = field(
+        default="paired",
+        metadata={
+            "help": "'paired': keep a later router only when it beats the start on the "
+            "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
+            "keep_best_level (else the start); 'mean': the highest mean utility"
+        },
+    )
+    keep_best_level: float = field(
+        default=0.9,
+        metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0 = none)"})
     d_model: int = field(default=64, metadata={"help": "router width when training from scratch"})
@@ -409,6 +422,7 @@ class GRPOConfig:
                 "eval_every must be >= 0 and eval_episodes >= 1, got "
                 f"{self.eval_every} and {self.eval_episodes}"
             )
+        validate_rule(self.keep_best_rule, self.keep_best_level)
         for name in ("max_updates", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -776,17 +790,9 @@ class GRPOTrainer(Trainer):
             seeds=(self.cfg.seed,),
             progress=False,
         )
-        recs = result.records
-        decisions = sum(r.decisions for r in recs)
-        return {
-            "update": self.update,
-            "env_steps": self.env_steps,
-            "split": split,
-            "episodes": len(recs),
-            "utility": float(np.mean([r.episode_return for r in recs])),
-            "success_rate": float(np.mean([r.won for r in recs])),
-            "hp_fraction": sum(r.high_decisions for r in recs) / decisions if decisions else 0.0,
-        }
+        return {"update": self.update, "env_steps": self.env_steps} | eval_row(
+            result.records, split
+        )
 
     def _is_eval_update(self, update: int) -> bool:
         every = self.cfg.eval_every
@@ -795,7 +801,8 @@ class GRPOTrainer(Trainer):
     def _eval_and_log(self) -> None:
         """Evaluate now; keep ``best_router.pt`` (written before the row is logged)."""
         row = self.evaluate_router()
-        if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
+        rows = [*self.evals, row]
+        if self.cfg.keep_best and self._select(rows) == len(rows) - 1:
             _policy(self.model, self.meta).save(self.out / BEST)
             self.best = row
         row["best_update"] = self.best["update"] if self.best is not None else None
@@ -814,9 +821,11 @@ class GRPOTrainer(Trainer):
             raise CheckpointError(
                 f"--resume: {path} lists evaluations but {self.out / BEST} is missing"
             )
-        for row in self.evals:  # ties go to the earlier router (the start router first)
-            if self.cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
-                self.best = row
+        if self.cfg.keep_best and self.evals:
+            self.best = self.evals[self._select(self.evals)]
+
+    def _select(self, rows: list[dict[str, Any]]) -> int:
+        return select_best(rows, rule=self.cfg.keep_best_rule, level=self.cfg.keep_best_level)
 
     # -- the Trainer skeleton -----------------------------------------------------------------
     @property
@@ -986,6 +995,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                 "start_utility": trainer.evals[0]["utility"] if trainer.evals else None,
                 "last_utility": trainer.evals[-1]["utility"] if trainer.evals else None,
                 "split": trainer.best["split"],
+                "rule": cfg.keep_best_rule,
             }
         _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
@@ -1052,7 +1062,7 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
             f"evaluation on {chosen['split']} ({chosen['episodes']} episodes): utility "
             f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} after update "
             f"{evals[-1]['update']}; kept update {chosen['update']} (utility "
-            f"{chosen['utility']:.3f})"
+            f"{chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
         )
     print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
     print(

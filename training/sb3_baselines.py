@@ -21,7 +21,8 @@ regression cannot disturb the routing) and the action head come from the router
 operating-point bias; PPO and GRPO then begin from the same router. The model is evaluated
 greedily on fixed tasks of a held-out split before training, every ``--eval-freq`` env steps
 and at the end (``OUT/eval.jsonl``); with ``--keep-best`` (default) ``model.zip`` is the
-evaluated model of best utility, the start included.
+evaluated model chosen by ``--keep-best-rule`` (:mod:`training.selection`; by default a later
+model only when it beats the start by a paired bootstrap bound, else the start).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import ConfigError
 from precision_gym.io import atomic_write_bytes, atomic_write_text, refuse_overwrite
 from training.cli.common import add_config_parser, config_from_args, run_command
+from training.selection import validate_rule
 
 __all__ = [
     "ALGO_DEFAULTS",
@@ -133,7 +135,7 @@ class SB3Config:
         metadata={"help": "evaluate before training, every N env steps and at the end (0 = never)"},
     )
     eval_episodes: int = field(
-        default=16, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+        default=32, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
     )
     eval_split: str | None = field(
         default=None,
@@ -142,9 +144,21 @@ class SB3Config:
     keep_best: bool = field(
         default=True,
         metadata={
-            "help": "model.zip is the evaluated model with the best utility, the start "
+            "help": "model.zip is the evaluated model chosen by keep_best_rule, the start "
             "included (needs eval_freq > 0)"
         },
+    )
+    keep_best_rule: str = field(
+        default="paired",
+        metadata={
+            "help": "'paired': keep a later model only when it beats the start on the "
+            "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
+            "keep_best_level (else the start); 'mean': the highest mean utility"
+        },
+    )
+    keep_best_level: float = field(
+        default=0.9,
+        metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
     )
     algo_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object overriding SB3 algorithm kwargs"}
@@ -187,6 +201,7 @@ class SB3Config:
                 "eval_freq must be >= 0 and eval_episodes >= 1, got "
                 f"{self.eval_freq} and {self.eval_episodes}"
             )
+        validate_rule(self.keep_best_rule, self.keep_best_level)
         if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
             raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
         if self.sample_budget is not None and not self.initialises_policy:
@@ -359,6 +374,7 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
 
     from training.evaluation import evaluate, select_tasks
     from training.policies import SB3Policy
+    from training.selection import eval_row, select_best
 
     class EvalKeepBest(BaseCallback):
         def _on_training_start(self) -> None:
@@ -376,22 +392,12 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
                 SB3Policy(self.model), self.env, split=self.split, task_indices=self.tasks,
                 seeds=(cfg.seed,), progress=False,
             )  # fmt: skip
-            recs = result.records
-            decisions = sum(r.decisions for r in recs)
-            row = {
-                "env_steps": int(self.num_timesteps),
-                "split": self.split,
-                "episodes": len(recs),
-                "utility": float(np.mean([r.episode_return for r in recs])),
-                "success_rate": float(np.mean([r.won for r in recs])),
-                "hp_fraction": sum(r.high_decisions for r in recs) / decisions
-                if decisions
-                else 0.0,
-            }
-            if cfg.keep_best and (self.best is None or row["utility"] > self.best["utility"]):
+            row = {"env_steps": int(self.num_timesteps)} | eval_row(result.records, self.split)
+            self.rows.append(row)
+            chosen = select_best(self.rows, rule=cfg.keep_best_rule, level=cfg.keep_best_level)
+            if cfg.keep_best and chosen == len(self.rows) - 1:
                 _atomic_sb3_save(self.model, out / "best_model.zip")
                 self.best = row
-            self.rows.append(row)
             self.next_at = self.num_timesteps + cfg.eval_freq
 
         def _on_step(self) -> bool:
@@ -510,7 +516,7 @@ def cmd_train_sb3(args: argparse.Namespace) -> int:
             f"evaluation on {chosen['split']} ({chosen['episodes']} episodes): utility "
             f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} at "
             f"{evals[-1]['env_steps']} steps; kept the model of step {chosen['env_steps']} "
-            f"(utility {chosen['utility']:.3f})"
+            f"(utility {chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
         )
     print(f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['model']}")
     return 0

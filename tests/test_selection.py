@@ -1,0 +1,105 @@
+"""Keep-best selection rules (training.selection): pure functions on evaluation rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from precision_gym.error import CheckpointError, ConfigError
+from training.evaluation import EpisodeRecord
+from training.selection import eval_row, gain_over_start, select_best
+
+
+def _row(returns):
+    return {"utility": float(np.mean(returns)), "returns": list(map(float, returns))}
+
+
+START = _row([1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0])
+
+
+def test_mean_rule_takes_the_highest_utility_and_ties_go_to_the_earlier():
+    rows = [
+        START,
+        _row([x + 0.1 for x in START["returns"]]),
+        _row([x + 0.1 for x in START["returns"]]),
+    ]
+    assert select_best(rows, rule="mean") == 1
+    assert select_best([START, _row(START["returns"])], rule="mean") == 0
+
+
+def test_paired_rule_refuses_a_gain_from_one_lucky_episode():
+    """One episode flips to a big win while most get worse: the mean rises, the paired lower
+    bound does not clear zero, so the start is kept (the mean rule would take it)."""
+    lucky = [x - 0.1 for x in START["returns"]]
+    lucky[1] += 2.0
+    rows = [START, _row(lucky)]
+    assert rows[1]["utility"] > START["utility"]
+    assert gain_over_start(rows[1], START, level=0.9).lo <= 0.0
+    assert select_best(rows, rule="paired") == 0
+    assert select_best(rows, rule="mean") == 1
+
+
+def test_paired_rule_keeps_a_consistent_gain_and_the_best_eligible_row():
+    small = _row([x + 0.05 for x in START["returns"]])
+    big = _row([x + 0.2 for x in START["returns"]])
+    noisy_higher = _row([x + (4.5 if i == 0 else -0.3) for i, x in enumerate(START["returns"])])
+    assert select_best([START, small], rule="paired") == 1
+    assert select_best([START, small, big], rule="paired") == 2
+    assert select_best([START, big, small], rule="paired") == 1
+    # a higher mean that is not significant does not displace an eligible row
+    assert noisy_higher["utility"] > big["utility"]
+    assert select_best([START, big, noisy_higher], rule="paired") == 1
+
+
+@pytest.mark.parametrize("rule", ["paired", "mean"])
+def test_adding_a_row_never_moves_the_choice_back(rule):
+    """Trainers save the best router when the newest row is chosen: that is only sound if
+    the choice over a prefix is either the previous choice or the new row."""
+    rng = np.random.default_rng(0)
+    rows = [START] + [
+        _row(np.asarray(START["returns"]) + rng.normal(0.05, 0.3, 8)) for _ in range(12)
+    ]
+    for k in range(1, len(rows)):
+        before, after = select_best(rows[:k], rule=rule), select_best(rows[: k + 1], rule=rule)
+        assert after in (before, k)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "median"}, r"keep_best_rule must be one of \['paired', 'mean'\], got 'median'"),
+        ({"level": 0.5}, r"keep_best_level must be in \(0.5, 1\), got 0.5"),
+        ({"level": 1.0}, r"keep_best_level must be in \(0.5, 1\), got 1.0"),
+    ],
+)
+def test_bad_rule_or_level_is_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        select_best([START], **kwargs)
+
+
+def test_rows_without_returns_or_with_other_episodes_are_refused():
+    old = {"utility": START["utility"] + 1.0}  # an eval.jsonl row of an older version
+    with pytest.raises(CheckpointError, match=r"evaluation row -1 has no per-episode 'returns'"):
+        select_best([START, old])
+    assert select_best([START, old], rule="mean") == 1
+    with pytest.raises(CheckpointError, match=r"expected 8 returns like the start row, got 2"):
+        select_best([START, _row([5.0, 5.0])])
+    with pytest.raises(ConfigError, match=r"needs at least the start router's evaluation"):
+        select_best([])
+
+
+def test_eval_row_orders_returns_by_task_then_seed():
+    def rec(task, seed, ret, won, dec, high):
+        return EpisodeRecord(
+            seed=seed, task_index=task, task_id=f"t{task}", task_type="x", won=won, score=1.0,
+            episode_time_s=1.0, steps=dec, decisions=dec, high_decisions=high,
+            episode_return=ret,
+        )  # fmt: skip
+
+    recs = [rec(3, 0, 0.5, True, 4, 1), rec(1, 1, -0.2, False, 6, 3), rec(1, 0, 0.9, True, 2, 0)]
+    row = eval_row(recs, "valid_train")
+    assert row["returns"] == [0.9, -0.2, 0.5]
+    assert row["episodes"] == 3 and row["split"] == "valid_train"
+    assert row["utility"] == pytest.approx(0.4)
+    assert row["success_rate"] == pytest.approx(2 / 3)
+    assert row["hp_fraction"] == pytest.approx(4 / 12)
