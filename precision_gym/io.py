@@ -10,11 +10,13 @@ file cannot run code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "current_umask",
     "load_torch_checkpoint",
     "refuse_overwrite",
+    "replacing",
 ]
 
 _UMASK_LOCK = threading.Lock()
@@ -135,3 +138,44 @@ def refuse_overwrite(
             f"pass {flags} to use it, or choose another --out (expected an empty or new "
             "output folder)"
         )
+
+
+@contextlib.contextmanager
+def replacing(folder: str | os.PathLike[str], names: Iterable[str]) -> Iterator[Path]:
+    """Run a body that rewrites ``folder``'s entries ``names`` (files or folders) from scratch.
+
+    The old entries are moved (renamed) into a hidden side folder first, so the body starts
+    clean and no file of the earlier run is left beside the new ones. When the body succeeds
+    the old entries are deleted; when it raises, whatever it wrote under those names is removed
+    and the old entries are moved back, so a failed rerun leaves the earlier run as it was.
+    Yields the side folder (``folder/.replaced``).
+    """
+    root = Path(folder)
+    side, done = root / ".replaced", root / ".replaced-done"
+    shutil.rmtree(done, ignore_errors=True)
+    if side.exists():  # left by a process killed mid-run: its entries are the older run's
+        _restore(root, side)
+    moved = [n for n in names if (root / n).exists() or (root / n).is_symlink()]
+    if moved:
+        side.mkdir(parents=True)
+        for name in moved:
+            os.replace(root / name, side / name)
+    try:
+        yield side
+    except BaseException:
+        _restore(root, side)
+        raise
+    if side.exists():  # renamed first: a crash while deleting cannot restore half of it
+        os.replace(side, done)
+        shutil.rmtree(done, ignore_errors=True)
+
+
+def _restore(root: Path, side: Path) -> None:
+    for entry in sorted(side.iterdir()):
+        target = root / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)
+    side.rmdir()

@@ -23,7 +23,7 @@ from conftest import run_cli
 from test_kl_st import make_synthetic_kl
 
 from precision_gym.error import CheckpointError, ConfigError
-from precision_gym.io import atomic_write_bytes, check_output_path
+from precision_gym.io import atomic_write_bytes, check_output_path, replacing
 
 
 class _Touch:
@@ -202,6 +202,76 @@ def test_train_sb3_keeps_a_previous_run(tmp_path):
     after = _digest(tmp_path)  # replaced atomically; same seed: the same learning curve
     assert after["episodes.jsonl"] == before["episodes.jsonl"] and "model.zip" in after
     assert not (tmp_path / "episodes.jsonl.partial").exists()
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _old_run(root: Path) -> None:
+    (root / "ckpt").mkdir(parents=True)
+    (root / "ckpt" / "ppo_3000_steps.zip").write_text("old 3000")
+    (root / "eval.jsonl").write_text("old eval")
+    (root / "model.zip").write_text("old model")
+
+
+def test_replacing_sets_old_outputs_aside_and_deletes_them_on_success(tmp_path):
+    _old_run(tmp_path)
+    with replacing(tmp_path, ["ckpt", "eval.jsonl", "absent.txt"]) as side:
+        assert sorted(p.name for p in side.iterdir()) == ["ckpt", "eval.jsonl"]
+        assert not (tmp_path / "ckpt").exists()
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "ppo_500_steps.zip").write_text("new 500")
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["ppo_500_steps.zip"]
+    assert not (tmp_path / "eval.jsonl").exists()  # the new run wrote none: no stale log
+    assert (tmp_path / "model.zip").read_text() == "old model"  # not named: untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "model.zip"]
+
+
+def test_replacing_restores_the_old_run_when_the_body_fails(tmp_path):
+    _old_run(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"), replacing(tmp_path, ["ckpt", "eval.jsonl"]):
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "ppo_500_steps.zip").write_text("half-written new run")
+        (tmp_path / "eval.jsonl").write_text("new eval")
+        raise RuntimeError("boom")
+    assert _tree(tmp_path) == before
+    assert not (tmp_path / ".replaced").exists()
+
+
+def test_replacing_restores_what_a_killed_run_set_aside(tmp_path):
+    """A process killed inside the body leaves ``.replaced``: the next call restores it
+    first, so the earlier run is what gets set aside (or kept) again."""
+    _old_run(tmp_path)
+    before = _tree(tmp_path)
+    (tmp_path / ".replaced").mkdir()
+    os.replace(tmp_path / "ckpt", tmp_path / ".replaced" / "ckpt")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "partial.zip").write_text("killed run")
+    with replacing(tmp_path, []):
+        assert _tree(tmp_path) == before
+    assert not (tmp_path / ".replaced").exists()
+
+
+def test_train_sb3_overwrite_leaves_no_stale_checkpoints_or_tensorboard_runs(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from training.sb3_baselines import SB3Config, train_sb3
+
+    cfg = SB3Config(
+        algo="a2c", env_id="DMR-WebShop-v0", pool_size=2, total_timesteps=32, features="mlp",
+        algo_kwargs={"n_steps": 8}, checkpoint_freq=8, eval_freq=16, eval_episodes=2,
+        progress=False, out=str(tmp_path), seed=1,
+    )  # fmt: skip
+    train_sb3(cfg)
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 4
+    train_sb3(SB3Config(**{**cfg.__dict__, "total_timesteps": 16, "overwrite": True}))
+    zips = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert zips == ["a2c_16_steps.zip", "a2c_8_steps.zip"]  # not the first run's 24 and 32
+    assert [p.name for p in (tmp_path / "tb").iterdir()] == ["a2c_1"]  # SB3 would say a2c_2
+    evals = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [e["env_steps"] for e in evals] == [0, 16]
+    assert not (tmp_path / ".replaced").exists()
 
 
 # ----------------------------------------------------------------------------- probes 6, 14

@@ -41,7 +41,12 @@ import numpy as np
 
 from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import ConfigError
-from precision_gym.io import atomic_write_bytes, atomic_write_text, refuse_overwrite
+from precision_gym.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    refuse_overwrite,
+    replacing,
+)
 from training.cli.common import add_config_parser, config_from_args, run_command
 from training.selection import validate_rule
 
@@ -422,13 +427,25 @@ def _atomic_sb3_save(model: Any, path: Path) -> None:
 
 def train_sb3(cfg: SB3Config) -> dict[str, Any]:
     """Train ``cfg.algo`` and save ``OUT/model.zip``; returns a summary dict."""
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
-
     t0 = time.perf_counter()
     out = Path(cfg.out)
     if not cfg.overwrite:  # before any work: never replace a trained model silently
         refuse_overwrite(out, ["model.zip", "episodes.jsonl"], flags="--overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    # --overwrite: the earlier run's side outputs are set aside, so no stale checkpoint zip,
+    # TensorBoard run or evaluation log sits beside the new ones; restored if this run fails
+    with replacing(out, REPLACED if cfg.overwrite else ()):
+        return _train_sb3(cfg, out, t0)
+
+
+#: outputs an ``--overwrite`` run rewrites from scratch (model.zip and episodes.jsonl are
+#: replaced atomically at the end)
+REPLACED = ("checkpoints", "tb", "best_model.zip", "eval.jsonl", "summary.json")
+
+
+def _train_sb3(cfg: SB3Config, out: Path, t0: float) -> dict[str, Any]:
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
     episodes = out / "episodes.jsonl"
     # the learning curve is appended to a side file while training runs and replaces
     # episodes.jsonl only at the end: an earlier run's log is never emptied
