@@ -7,7 +7,7 @@ import pytest
 
 from precision_gym.error import CheckpointError, ConfigError
 from training.evaluation import EpisodeRecord
-from training.selection import eval_row, gain_over_start, select_best
+from training.selection import eval_plan, eval_row, gain_over_start, select_best
 
 
 def _row(returns):
@@ -103,3 +103,13 @@ def test_eval_row_orders_returns_by_task_then_seed():
     assert row["utility"] == pytest.approx(0.4)
     assert row["success_rate"] == pytest.approx(2 / 3)
     assert row["hp_fraction"] == pytest.approx(4 / 12)
+
+
+def test_eval_plan_spreads_tasks_then_adds_seeds_on_a_small_split():
+    tasks, seeds = eval_plan(200, 32, seed=4)
+    assert len(tasks) == 32 and tasks[0] == 0 and tasks[-1] == 199 and seeds == (4,)
+    assert eval_plan(19, 32, seed=1) == (list(range(19)), (1, 2))  # 38 episodes >= 32
+    assert eval_plan(19, 19, seed=0) == (list(range(19)), (0,))
+    assert eval_plan(5, 11, seed=0) == (list(range(5)), (0, 1, 2))
+    with pytest.raises(ConfigError, match=r"eval_plan needs episodes >= 1 and a split"):
+        eval_plan(0, 4, seed=0)

@@ -47,7 +47,7 @@ from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
 from training.calibrate import calibrate_router  # issue 4's Eq. 7
 from training.cli.common import add_config_parser, config_from_args, run_command
-from training.selection import eval_row, select_best, validate_rule
+from training.selection import eval_plan, eval_row, select_best, validate_rule
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
@@ -298,7 +298,11 @@ class GRPOConfig:
         },
     )
     eval_episodes: int = field(
-        default=32, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+        default=32,
+        metadata={
+            "help": "episodes per evaluation: tasks spread over the split, or every task "
+            "under seeds seed, seed + 1, ... when the split has fewer tasks"
+        },
     )
     eval_split: str | None = field(
         default=None,
@@ -778,16 +782,18 @@ class GRPOTrainer(Trainer):
     def evaluate_router(self) -> dict[str, Any]:
         """Utility (mean Eq. 8 return), success and HP of the current router acting greedily
         at its sampling operating point, on fixed tasks and seeds of the evaluation split."""
-        from training.evaluation import evaluate, select_tasks
+        from training.evaluation import evaluate
 
         split = self.eval_split()
-        tasks = select_tasks(self.unwrapped.task.num_tasks(split), self.cfg.eval_episodes)
+        tasks, seeds = eval_plan(
+            self.unwrapped.task.num_tasks(split), self.cfg.eval_episodes, self.cfg.seed
+        )
         result = evaluate(
             _GreedyRouter(self),
             self._probe,
             split=split,
             task_indices=tasks,
-            seeds=(self.cfg.seed,),
+            seeds=seeds,
             progress=False,
         )
         return {"update": self.update, "env_steps": self.env_steps} | eval_row(

@@ -140,7 +140,11 @@ class SB3Config:
         metadata={"help": "evaluate before training, every N env steps and at the end (0 = never)"},
     )
     eval_episodes: int = field(
-        default=32, metadata={"help": "episodes (tasks spread over the split) per evaluation"}
+        default=32,
+        metadata={
+            "help": "episodes per evaluation: tasks spread over the split, or every task "
+            "under seeds seed, seed + 1, ... when the split has fewer tasks"
+        },
     )
     eval_split: str | None = field(
         default=None,
@@ -377,16 +381,16 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
     every ``eval_freq`` env steps and at the end; save the best (``best_model.zip``)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from training.evaluation import evaluate, select_tasks
+    from training.evaluation import evaluate
     from training.policies import SB3Policy
-    from training.selection import eval_row, select_best
+    from training.selection import eval_plan, eval_row, select_best
 
     class EvalKeepBest(BaseCallback):
         def _on_training_start(self) -> None:
             self.env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "cost_weight": cfg.cost_weight})
             self.split = _eval_split(self.env, cfg.eval_split)
             n_tasks = self.env.unwrapped.task.num_tasks(self.split)
-            self.tasks = select_tasks(n_tasks, cfg.eval_episodes)
+            self.tasks, self.seeds = eval_plan(n_tasks, cfg.eval_episodes, cfg.seed)
             self.rows: list[dict[str, Any]] = []
             self.best: dict[str, Any] | None = None
             self.next_at = 0
@@ -395,7 +399,7 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
         def _evaluate(self) -> None:
             result = evaluate(
                 SB3Policy(self.model), self.env, split=self.split, task_indices=self.tasks,
-                seeds=(cfg.seed,), progress=False,
+                seeds=self.seeds, progress=False,
             )  # fmt: skip
             row = {"env_steps": int(self.num_timesteps)} | eval_row(result.records, self.split)
             self.rows.append(row)

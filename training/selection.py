@@ -27,7 +27,14 @@ import numpy as np
 from precision_gym.error import CheckpointError, ConfigError
 from training.stats import CI, bootstrap_ci
 
-__all__ = ["KEEP_BEST_RULES", "eval_row", "gain_over_start", "select_best", "validate_rule"]
+__all__ = [
+    "KEEP_BEST_RULES",
+    "eval_plan",
+    "eval_row",
+    "gain_over_start",
+    "select_best",
+    "validate_rule",
+]
 
 KEEP_BEST_RULES = ("paired", "mean")
 _BOOTSTRAP = 4_000
@@ -39,6 +46,22 @@ def validate_rule(rule: str, level: float) -> None:
         raise ConfigError(f"keep_best_rule must be one of {list(KEEP_BEST_RULES)}, got {rule!r}")
     if not 0.5 < level < 1.0:
         raise ConfigError(f"keep_best_level must be in (0.5, 1), got {level}")
+
+
+def eval_plan(n_tasks: int, episodes: int, seed: int) -> tuple[list[int], tuple[int, ...]]:
+    """Tasks and seeds of the keep-best evaluations: ``episodes`` tasks spread over a split of
+    ``n_tasks``, with one seed (``seed``) while the split is large enough; a smaller split
+    (WebShop's 19 ``eval`` tasks) runs every task under ``seed, seed + 1, ...`` until at least
+    ``episodes`` episodes, so the paired rule is not starved of episodes."""
+    from training.evaluation import select_tasks
+
+    if episodes < 1 or n_tasks < 1:
+        raise ConfigError(
+            f"eval_plan needs episodes >= 1 and a split with tasks, got {episodes}, {n_tasks}"
+        )
+    tasks = select_tasks(n_tasks, episodes)
+    n_seeds = -(-episodes // len(tasks))
+    return tasks, tuple(range(seed, seed + n_seeds))
 
 
 def eval_row(records: Sequence[Any], split: str) -> dict[str, Any]:
