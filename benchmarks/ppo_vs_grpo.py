@@ -297,6 +297,7 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
         "--budgets", ",".join(f"{k:g}" for k in args.budgets),
         "--calibration-split", args.calib_split,
         "--calibration-episodes", str(args.calib_episodes),
+        "--calibration-seed", "0",  # KL-ST's: a kept start router gets KL-ST's thresholds
     ]  # fmt: skip
     if (grpo_out / "checkpoint.pt").exists():
         grpo_argv.append("--resume")  # the unit was interrupted: GRPO resumes

@@ -180,6 +180,18 @@ def test_end_to_end_deterministic_and_resumable(tmp_path):
     assert policy.metadata["trained_with"] == "GRPO" and policy.name == "grpo-router(K=0.5)"
 
 
+def test_calibration_seed_chooses_the_calibration_episodes(tmp_path):
+    """The benchmark calibrates GRPO with KL-ST's calibration seed, whatever the run's seed."""
+    kw = dict(calibration_episodes=2, budgets=(0.5,), max_updates=1, seed=3)
+    train_grpo(_cfg(tmp_path / "a", calibration_seed=0, **kw))
+    train_grpo(_cfg(tmp_path / "b", **kw))
+    seeds = [
+        json.loads((tmp_path / r / "calibration" / "calibration.json").read_text())["seed"]
+        for r in ("a", "b")
+    ]
+    assert seeds == [0, 3]
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match="expected a checkpoint at"):
         GRPOTrainer(_cfg(tmp_path, resume=True)).train()

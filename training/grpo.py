@@ -372,6 +372,13 @@ class GRPOConfig:
             "(0 = the paper's one-pass Eq. 7)"
         },
     )
+    calibration_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "seed of the calibration episodes (None = seed); give the start router's "
+            "calibration seed so that, at one K, a kept start router gets its exact thresholds"
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "seed of task choice, episode seeds, sampling and init"}
     )
@@ -1014,7 +1021,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                 episodes=cfg.calibration_episodes,
                 refine_iters=cfg.calibration_refine_iters,
                 budgets=cfg.budgets,
-                seed=cfg.seed,
+                seed=cfg.seed if cfg.calibration_seed is None else cfg.calibration_seed,
                 out_dir=Path(cfg.out) / "calibration",
                 progress=cfg.progress,
             )
