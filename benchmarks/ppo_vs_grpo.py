@@ -17,9 +17,11 @@ Read top to bottom (CleanRL style):
    stage could add. Printed (and written) before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
-   calibrated at every K) and ``train-sb3 --algo ppo`` (encoder and action head from the
-   router). Both evaluate on the calibration split during training and keep their best
-   router, the start included. Seed s's routers are evaluated on seed s's episodes.
+   calibrated at every K on KL-ST's calibration episodes) and ``train-sb3 --algo ppo``
+   (encoder and action head from the router). Both evaluate on the calibration split during
+   training and keep a later router only when it beats the start there by a paired bootstrap
+   bound (``--keep-best-rule paired``), else the start. Seed s's routers are evaluated on
+   seed s's episodes.
 5. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
    and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed, all
