@@ -79,7 +79,9 @@ def test_bad_rule_or_level_is_refused(kwargs, match):
 
 def test_rows_without_returns_or_with_other_episodes_are_refused():
     old = {"utility": START["utility"] + 1.0}  # an eval.jsonl row of an older version
-    with pytest.raises(CheckpointError, match=r"evaluation row -1 has no per-episode 'returns'"):
+    with pytest.raises(
+        CheckpointError, match=r"a later evaluation row has no per-episode 'returns'"
+    ):
         select_best([START, old])
     assert select_best([START, old], rule="mean") == 1
     with pytest.raises(CheckpointError, match=r"expected 8 returns like the start row, got 2"):

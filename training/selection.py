@@ -80,10 +80,10 @@ def eval_row(records: Sequence[Any], split: str) -> dict[str, Any]:
     }
 
 
-def _returns(row: Mapping[str, Any], index: int) -> np.ndarray:
+def _returns(row: Mapping[str, Any], which: str) -> np.ndarray:
     if "returns" not in row:
         raise CheckpointError(
-            f"evaluation row {index} has no per-episode 'returns' (written by an older "
+            f"{which} evaluation row has no per-episode 'returns' (written by an older "
             "version): the paired keep-best rule needs them; use keep_best_rule='mean' or "
             "start the run afresh"
         )
@@ -95,7 +95,7 @@ def gain_over_start(
 ) -> CI:
     """Paired bootstrap CI of ``mean(row.returns - start.returns)``; its ``lo`` is the
     one-sided lower bound at confidence ``level`` (a two-sided ``2 * level - 1`` interval)."""
-    a, b = _returns(row, -1), _returns(start, 0)
+    a, b = _returns(row, "a later"), _returns(start, "the start router's")
     if a.shape != b.shape:
         raise CheckpointError(
             "keep-best rows are paired episode by episode: expected "
