@@ -96,6 +96,7 @@ class Args:
     ppo_eval_freq: int = 2_000
     rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
     keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
+    keep_best_level: float = 0.9  # its one-sided confidence
     n_boot: int = 10_000
     out: str = "runs/ppo_vs_grpo"
     jobs: int = 2  # units (fixed routers of a seed, RL of a lambda x seed) run in parallel
@@ -156,10 +157,13 @@ def parse_args(argv: list[str]) -> Args:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
         )
-    if args.keep_best_rule not in ("paired", "mean"):
-        raise SystemExit(
-            f"--keep-best-rule must be 'paired' or 'mean', got {args.keep_best_rule!r}"
-        )
+    from precision_gym.error import ConfigError
+    from training.selection import validate_rule
+
+    try:
+        validate_rule(args.keep_best_rule, args.keep_best_level)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     return args
 
 
@@ -286,6 +290,7 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     common += ["--no-progress", "--sample-budget", str(args.sample_budget)]
     common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
     common += ["--keep-best-rule", args.keep_best_rule]
+    common += ["--keep-best-level", str(args.keep_best_level)]
     if args.pool_size:
         common += ["--pool-size", str(args.pool_size)]
     grpo_out, ppo_out = out / f"grpo_{tag}", out / f"ppo_{tag}"
@@ -682,8 +687,8 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"{args.rl_eval_episodes} {args.calib_split} episodes (start included) by the "
         f"{args.keep_best_rule!r} keep-best rule"
         + (
-            ": a later router only when its paired one-sided 90% bootstrap bound over the start "
-            "is above zero."
+            f": a later router only when its paired one-sided {args.keep_best_level:.0%} "
+            "bootstrap bound over the start is above zero."
             if args.keep_best_rule == "paired"
             else "."
         ),

@@ -487,6 +487,7 @@ class GRPOConfig:
         "tensorboard",
         "workers",
         "ray_address",
+        "calibration_seed",  # used only by the calibration after training
     )
 
 

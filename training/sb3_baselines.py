@@ -403,8 +403,11 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             )  # fmt: skip
             row = {"env_steps": int(self.num_timesteps)} | eval_row(result.records, self.split)
             self.rows.append(row)
-            chosen = select_best(self.rows, rule=cfg.keep_best_rule, level=cfg.keep_best_level)
-            if cfg.keep_best and chosen == len(self.rows) - 1:
+            if (
+                cfg.keep_best
+                and select_best(self.rows, rule=cfg.keep_best_rule, level=cfg.keep_best_level)
+                == len(self.rows) - 1
+            ):
                 _atomic_sb3_save(self.model, out / "best_model.zip")
                 self.best = row
             self.next_at = self.num_timesteps + cfg.eval_freq

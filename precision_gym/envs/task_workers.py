@@ -245,11 +245,9 @@ class WorkerTaskSlots:
             with contextlib.suppress(OSError, BrokenPipeError):
                 conn.send(("close", None))
         for conn, proc in zip(self._conns, self._procs, strict=True):
-            try:
+            with contextlib.suppress(OSError, EOFError):  # the worker is already gone
                 if conn.poll(10):
                     conn.recv()
-            except (OSError, EOFError):
-                pass
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
