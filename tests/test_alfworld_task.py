@@ -110,17 +110,41 @@ def test_call_with_timeout_returns_times_out_and_fails_loudly():
 
     from precision_gym.tasks.alfworld import call_with_timeout
 
-    assert call_with_timeout(lambda: ["go to desk 1", 3], 10.0) == (["go to desk 1", 3], False)
-    assert call_with_timeout(lambda: "in-process", None) == ("in-process", False)
+    assert call_with_timeout(lambda: ["go to desk 1", 3], 10.0) == (["go to desk 1", 3], None)
+    assert call_with_timeout(lambda: "in-process", None) == ("in-process", None)
     t = time.monotonic()
-    assert call_with_timeout(lambda: time.sleep(30), 0.3) == (None, True)
+    assert call_with_timeout(lambda: time.sleep(30), 0.3) == (None, "wall")
     assert time.monotonic() - t < 5.0  # the child was killed, not waited for
     with pytest.raises(RuntimeError, match="the planner subprocess failed"):
         call_with_timeout(lambda: 1 / 0, 10.0)
     with pytest.raises(ConfigError, match="timeout_s must be > 0 or None, got 0"):
         call_with_timeout(lambda: 1, 0)
+    with pytest.raises(ConfigError, match="cpu_s must be > 0 or None, got -2"):
+        call_with_timeout(lambda: 1, None, -2)
     with pytest.raises(ConfigError, match="planner_timeout_s must be > 0 or None, got -1"):
         ALFWorldTask(planner_timeout_s=-1)
+    with pytest.raises(ConfigError, match="planner_cpu_s must be > 0 or None, got 0"):
+        ALFWorldTask(planner_cpu_s=0)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_the_cpu_bound_counts_computing_not_waiting():
+    """The CPU bound cuts a search by the CPU time it used, not by how long it took: a child
+    that only waits (as a search starved of a core does) is not cut, one that computes is."""
+    import time
+
+    from precision_gym.tasks.alfworld import call_with_timeout
+
+    t = time.monotonic()
+    assert call_with_timeout(_spin, None, 1.0) == (None, "cpu")
+    assert 0.9 < time.monotonic() - t < 15.0
+    assert call_with_timeout(lambda: time.sleep(1.5) or "waited", None, 1.0) == ("waited", None)
+    assert call_with_timeout(_spin, 0.3, 30.0) == (None, "wall")  # the safety net still works
+    assert call_with_timeout(lambda: [1, "a"], None, 5.0) == ([1, "a"], None)
 
 
 def _off_plan(task: ALFWorldTask, index: int = 5) -> None:
@@ -141,7 +165,9 @@ def _off_plan(task: ALFWorldTask, index: int = 5) -> None:
 
 @requires_alfworld
 def test_planner_runs_bounded_with_the_same_plan_and_cuts_runaway_searches():
-    unbounded, bounded = ALFWorldTask(planner_timeout_s=None), ALFWorldTask()
+    unbounded = ALFWorldTask(planner_timeout_s=None, planner_cpu_s=None)
+    bounded = ALFWorldTask()  # the default: a CPU-time bound, no wall-clock one
+    assert (bounded.planner_cpu_s, bounded.planner_timeout_s) == (30.0, None)
     _off_plan(unbounded)
     _off_plan(bounded)
     assert unbounded.commands == bounded.commands
@@ -152,6 +178,24 @@ def test_planner_runs_bounded_with_the_same_plan_and_cuts_runaway_searches():
     with pytest.warns(RuntimeWarning, match=r"no plan within planner_timeout_s=0.0001 s"):
         assert cut.expert_command() is None
     assert cut.planner_timeouts == 1
+
+
+@requires_alfworld
+def test_a_search_over_its_cpu_bound_is_named_in_the_warning(monkeypatch):
+    import precision_gym.tasks.alfworld as alfworld_module
+
+    seen = []
+
+    def over_cpu(fn, timeout_s, cpu_s=None):
+        seen.append((timeout_s, cpu_s))
+        return None, "cpu"  # what call_with_timeout answers when RLIMIT_CPU ended the child
+
+    task = ALFWorldTask(planner_cpu_s=12)
+    _off_plan(task)
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", over_cpu)
+    with pytest.warns(RuntimeWarning, match=r"no plan within planner_cpu_s=12 CPU s for valid"):
+        assert task.expert_command() is None
+    assert seen == [(None, 12)] and task.planner_timeouts == 1
 
 
 @requires_alfworld

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import select
@@ -134,23 +135,37 @@ def _undo_command(command: str) -> str | None:
     return None
 
 
-#: wall-clock bound on one planner call (the PDDL search cannot be interrupted in-process)
-DEFAULT_PLANNER_TIMEOUT_S = 30.0
+#: CPU-time bound on one planner call, in CPU seconds of the planner's own process (the PDDL
+#: search cannot be interrupted in-process). CPU time, unlike wall time, barely depends on what
+#: else the machine runs, so whether a search is cut does not depend on load or worker count.
+DEFAULT_PLANNER_CPU_S = 30.0
+#: wall-clock bound on one planner call (None: none; the CPU-time bound decides)
+DEFAULT_PLANNER_TIMEOUT_S: float | None = None
 
 
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[Any, bool]:
-    """Run ``fn()`` (JSON-serialisable result) in a forked child and wait at most
-    ``timeout_s`` seconds; returns ``(result, timed_out)``. A child that runs over is killed,
-    the caller's process state is untouched either way. Without ``fork`` (Windows) or with
-    ``timeout_s=None`` the call runs in-process, unbounded.
+def call_with_timeout(
+    fn: Callable[[], Any], timeout_s: float | None, cpu_s: float | None = None
+) -> tuple[Any, str | None]:
+    """Run ``fn()`` (JSON-serialisable result) in a forked child, bounded by ``cpu_s`` seconds
+    of the child's CPU time and by ``timeout_s`` seconds of wall-clock time (None: no such
+    bound); returns ``(result, cut)`` where ``cut`` is None when ``fn`` finished, else
+    ``"cpu"`` or ``"wall"``: the bound that stopped it. A child that runs over is killed, the
+    caller's process state is untouched either way. Without ``fork`` (Windows) or with no
+    bound at all the call runs in-process, unbounded.
+
+    The CPU bound is the child's ``RLIMIT_CPU`` (whole seconds, rounded up): the kernel stops
+    it with ``SIGXCPU`` (``SIGKILL`` a second later) after that much computing, however long
+    it waited for a core, so a search is cut on the same states on a loaded machine as on an
+    idle one. The wall bound depends on load; it is a safety net, off by default.
 
     Used for Fast Downward's ``replan``: a ctypes call into a C search with no time limit,
     which on some off-walkthrough ALFWorld states (goal unreachable after a derailment)
     searches for many minutes."""
-    if timeout_s is None or not hasattr(os, "fork"):
-        return fn(), False
-    if timeout_s <= 0:
-        raise ConfigError(f"timeout_s must be > 0 or None, got {timeout_s}")
+    for name, bound in (("timeout_s", timeout_s), ("cpu_s", cpu_s)):
+        if bound is not None and not bound > 0:
+            raise ConfigError(f"{name} must be > 0 or None, got {bound}")
+    if (timeout_s is None and cpu_s is None) or not hasattr(os, "fork"):
+        return fn(), None
     r, w = os.pipe()
     with warnings.catch_warnings():  # 3.12+: "fork() of a multi-threaded process"; the
         warnings.simplefilter("ignore", DeprecationWarning)  # child runs no Python threads
@@ -159,6 +174,8 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[A
         code = 0
         try:
             os.close(r)
+            if cpu_s is not None:
+                _limit_cpu(math.ceil(cpu_s))
             data = json.dumps(fn()).encode()
             view = memoryview(data)
             while view:
@@ -169,13 +186,13 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[A
             os._exit(code)
     os.close(w)
     chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    timed_out = False
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    cut: str | None = None
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                timed_out = True
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0 or not select.select([r], [], [], left)[0]:
+                cut = "wall"
                 os.kill(pid, signal.SIGKILL)
                 break
             chunk = os.read(r, 1 << 16)
@@ -185,11 +202,29 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> tuple[A
     finally:
         os.close(r)
         _, status = os.waitpid(pid, 0)
-    if timed_out:
-        return None, True
+    if cut is None and os.WIFSIGNALED(status) and os.WTERMSIG(status) in _CPU_SIGNALS:
+        cut = "cpu"
+    if cut is not None:
+        return None, cut
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return json.loads(b"".join(chunks)), False
+        return json.loads(b"".join(chunks)), None
     raise RuntimeError(f"the planner subprocess failed (wait status {status})")
+
+
+#: how the kernel ends a child over its RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the
+#: hard one
+_CPU_SIGNALS = (signal.SIGXCPU, signal.SIGKILL) if hasattr(signal, "SIGXCPU") else ()
+
+
+def _limit_cpu(seconds: int) -> None:
+    """In a forked child: end this process after ``seconds`` of CPU time (no core file)."""
+    import resource
+
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # whatever handler the parent installed
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU's default action dumps core
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(used.ru_utime + used.ru_stime)  # a fork starts near 0: count what it used
+    resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, spent + seconds + 1))
 
 
 def _observation(text: str, state: dict[str, Any], *, valid: bool = True) -> TaskObservation:
@@ -248,14 +283,21 @@ class ALFWorldTask(TextTask):
         data_root: folder holding ``json_2.1.1`` (default: ``$ALFWORLD_DATA`` or the cache).
         task_types: keep only these task types (default: all six).
         max_games: keep at most this many games per split (first ones in sorted order).
-        planner_timeout_s: wall-clock bound on one PDDL planner call of the expert (None:
-            unbounded). A call that runs over counts as "no plan from this state": the
-            expert command is None there (as on a state the goal cannot be reached from),
-            memoised per state, counted in ``planner_timeouts`` and warned about; the
-            planner is then not asked again in that episode (expert None wherever the
-            walkthrough and the undo command do not apply), so an episode spends at most
-            one timeout on it. Normal calls take 0.1-16 s on a loaded 2-core machine; runaway
-            searches (a derailed world the goal is unreachable from) run for many minutes.
+        planner_cpu_s: bound on one PDDL planner call of the expert, in CPU seconds of the
+            planner's own (forked) process (None: no CPU bound). A call that runs over counts
+            as "no plan from this state": the expert command is None there (as on a state
+            the goal cannot be reached from), memoised per state, counted in
+            ``planner_timeouts`` and warned about; the planner is then not asked again in
+            that episode (expert None wherever the walkthrough and the undo command do not
+            apply), so an episode spends at most one such call on it. A CPU-time bound cuts
+            the same searches whatever the machine's load or the number of workers, so the
+            simulated tiers' records stay reproducible. Normal calls take 0.1-16 s of wall
+            time on a loaded 2-core machine and about 1 CPU second (0.9 median, 1.3 at most
+            in 24 calls); runaway searches (a
+            derailed world the goal is unreachable from) compute for many minutes.
+        planner_timeout_s: a wall-clock bound on the same call (None, the default: none). It
+            depends on load: a search cut under load may finish on an idle machine, which
+            changes the episode; use it only as a safety net above ``planner_cpu_s``.
     """
 
     name = "alfworld"
@@ -271,12 +313,18 @@ class ALFWorldTask(TextTask):
         task_types: tuple[str, ...] | list[str] | None = None,
         max_games: int | None = None,
         planner_timeout_s: float | None = DEFAULT_PLANNER_TIMEOUT_S,
+        planner_cpu_s: float | None = DEFAULT_PLANNER_CPU_S,
     ) -> None:
         self.data_root = Path(data_root).expanduser() if data_root else alfworld_data_root()
-        if planner_timeout_s is not None and not planner_timeout_s > 0:
-            raise ConfigError(f"planner_timeout_s must be > 0 or None, got {planner_timeout_s}")
+        for name, bound in (
+            ("planner_timeout_s", planner_timeout_s),
+            ("planner_cpu_s", planner_cpu_s),
+        ):
+            if bound is not None and (isinstance(bound, bool) or not bound > 0):
+                raise ConfigError(f"{name} must be > 0 or None, got {bound}")
         self.planner_timeout_s = planner_timeout_s
-        #: planner calls cut by ``planner_timeout_s`` since this task was made
+        self.planner_cpu_s = planner_cpu_s
+        #: planner calls cut by ``planner_cpu_s`` or ``planner_timeout_s`` since this task was made
         self.planner_timeouts = 0
         self._planner_gave_up = False
         if task_types is not None:
@@ -486,16 +534,21 @@ class ALFWorldTask(TextTask):
             return []  # once a search ran over in an episode, the planner is not asked again
         if key not in self._plan_memo:
             pddl = self._pddl_env()
-            plan, timed_out = call_with_timeout(
+            plan, cut = call_with_timeout(
                 lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
                 self.planner_timeout_s,
+                self.planner_cpu_s,
             )
-            if timed_out:
+            if cut is not None:
                 self.planner_timeouts += 1
                 self._planner_gave_up = True
+                bound = (
+                    f"planner_cpu_s={self.planner_cpu_s:g} CPU s"
+                    if cut == "cpu"
+                    else f"planner_timeout_s={self.planner_timeout_s:g} s"
+                )
                 warnings.warn(
-                    f"ALFWorld planner: no plan within planner_timeout_s="
-                    f"{self.planner_timeout_s:g} s for {self.task_id} after "
+                    f"ALFWorld planner: no plan within {bound} for {self.task_id} after "
                     f"{len(self._commands)} commands; the expert has no command on this state",
                     RuntimeWarning,
                     stacklevel=2,
