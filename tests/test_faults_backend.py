@@ -6,69 +6,20 @@ bounded time per step."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import gymnasium as gym
 import pytest
 from conftest import requires_alfworld
+from net_helpers import FakeOpenAIServer, Reply, completion
 
 from precision_gym.backends.base import GenerationRequest, SamplingParams
 from precision_gym.backends.openai_backend import MAX_OUTPUT_CHARS, OpenAIBackend
 from precision_gym.error import BackendError
 from precision_gym.prompting.base import MAX_ACTION_CHARS
 from precision_gym.tiers import PrecisionTier
-
-Reply = tuple[int, Any]  # (HTTP status, JSON body or raw str)
-
-
-class FakeOpenAIServer:
-    """``/v1/completions`` and ``/v1/chat/completions`` on 127.0.0.1 answering with
-    ``reply(body)``; every request body is kept in ``requests``."""
-
-    def __init__(self, reply: Callable[[dict[str, Any]], Reply]) -> None:
-        self.reply = reply
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                status, payload = outer.reply(body)
-                if status == 0:  # hang: never answer
-                    time.sleep(30)
-                    return
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def completion(text: str, completion_tokens: Any = 3) -> Reply:
-    return 200, {
-        "choices": [{"text": text, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": completion_tokens},
-    }
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import pytest
 
 from precision_gym.backends.base import Generation, GenerationRequest, SamplingParams
 from precision_gym.backends.cache import CachedBackend, GenerationCache
 from precision_gym.envs import MixedPrecisionAgentEnv
+from precision_gym.envs.vector import BatchedAgentVectorEnv
 from precision_gym.error import ConfigError
 from precision_gym.tiers import PrecisionTier
 
@@ -90,3 +94,39 @@ def test_cache_needs_a_real_tier_and_a_cache_file(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="is not a precision-gym SQLite cache"):
         GenerationCache(bad)
+
+
+class ThreadSafeScriptedLLM(ScriptedLLM):
+    """The scripted tier, declared safe to call from several threads (as HTTP tiers are)."""
+
+    concurrent_calls = True
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.threads = set()
+
+    def generate(self, requests):
+        self.threads.add(threading.current_thread().name)
+        return super().generate(requests)
+
+
+def test_tiers_called_at_once_through_the_cache_lose_no_count(tmp_path):
+    llms = [ThreadSafeScriptedLLM("bf16"), ThreadSafeScriptedLLM("w4")]
+    vec = BatchedAgentVectorEnv(
+        num_envs=4,
+        tiers=[PrecisionTier(t.name, t) for t in llms],
+        latency="alfworld-qwen3-4b-awq-w4",
+        generation_cache=tmp_path / "gen.sqlite",
+    )
+    try:
+        assert all(t.backend.concurrent_calls for t in vec.tiers)  # the wrapper says so too
+        for _ in range(2):  # the second pass revisits every state: hits
+            vec.reset(seed=0, options={"split": "valid_unseen", "task_index": [2, 2, 5, 5]})
+            for _ in range(3):
+                vec.step(np.array([0, 1, 1, 0]))
+        stats = vec.tiers[0].backend.cache.stats()
+        assert stats["hits"] + stats["misses"] == 2 * 3 * 4  # one lookup per request
+        assert stats["misses"] == sum(b.calls for b in llms) and stats["hits"] >= 12
+        assert all(threading.current_thread().name not in b.threads for b in llms)
+    finally:
+        vec.close()

@@ -1,13 +1,18 @@
 """The batched vector env: registration, same trajectories as N single envs, one generate call
-per tier and one encoder call per step, worker processes ended by close()."""
+per tier and one encoder call per step (HTTP tiers' calls at once), worker processes ended by
+close()."""
 
 from __future__ import annotations
+
+import threading
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from net_helpers import FakeOpenAIServer, completion
 
 import precision_gym
+from precision_gym.backends.openai_backend import OpenAIBackend
 from precision_gym.envs.vector import NEXT_STEP, BatchedAgentVectorEnv
 from precision_gym.error import ConfigError, InvalidActionError
 from precision_gym.tiers import PrecisionTier, simulated_tiers
@@ -132,10 +137,11 @@ class CountingBackend:
     needs_expert = True
 
     def __init__(self, inner):
-        self.inner, self.name, self.batches = inner, inner.name, []
+        self.inner, self.name, self.batches, self.threads = inner, inner.name, [], []
 
     def generate(self, requests):
         self.batches.append(len(requests))
+        self.threads.append(threading.current_thread().name)
         return self.inner.generate(requests)
 
     def score(self, prompt, action):
@@ -160,8 +166,42 @@ def test_one_generate_call_per_tier_and_one_encoder_call_per_step():
         vec.step(np.array([0, 1, 1, 0]))
         assert counting[0].backend.batches == [2] and counting[1].backend.batches == [2]
         assert calls == [4]
+        # in-process tiers (no ``concurrent_calls``) run one after another in this thread
+        assert {t for b in counting for t in b.backend.threads} == {threading.current_thread().name}
     finally:
         vec.close()
+
+
+def test_http_tiers_get_their_batches_at_once():
+    """Each HTTP tier's batch goes out while the other's is in flight (so with one server per
+    tier neither waits idle for the other): the server answers only once both tiers'
+    requests have arrived, which one-after-another calls would never do."""
+    both_in_flight = threading.Barrier(2, timeout=10)
+
+    def reply(body):
+        try:
+            both_in_flight.wait()
+        except threading.BrokenBarrierError:
+            return 500, {"error": "the other tier's request never came"}
+        return completion("look")
+
+    server = FakeOpenAIServer(reply)
+    tiers = [
+        PrecisionTier(n, OpenAIBackend(server.url, "m", name=n, max_retries=0, backoff_s=0.0))
+        for n in ("bf16", "w4")
+    ]
+    assert all(t.backend.concurrent_calls for t in tiers)
+    vec = BatchedAgentVectorEnv(
+        num_envs=2, tiers=tiers, latency="alfworld-qwen3-4b-awq-w4", max_retries=0
+    )
+    try:
+        vec.reset(seed=0)
+        _, _, _, _, info = vec.step(np.array([0, 1]))
+        assert list(info["backend_error"]) == [None, None]
+        assert list(info["tier"]) == [0, 1] and len(server.requests) == 2
+    finally:
+        vec.close()
+        server.close()
 
 
 def test_close_ends_every_worker():

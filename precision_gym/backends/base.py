@@ -142,6 +142,8 @@ class PrecisionBackend(Protocol):
     #: retries its errors (retries live in exactly one layer).
     #: ``needs_expert``: the backend reads ``StepContext.expert_command()`` (simulated
     #: tiers); a batched env then fetches the experts in one batch before generating.
+    #: ``concurrent_calls``: ``generate`` may run in several threads at once and its work
+    #: runs elsewhere (a server); an agent step then calls all such tiers at once.
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Generate one completion per request; raise BackendError on a backend fault."""

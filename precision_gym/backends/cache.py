@@ -92,6 +92,14 @@ class GenerationCache:
             )
             self._db.commit()
 
+    def record(self, hit: bool) -> None:
+        """Count one lookup (thread-safe: tiers may look up from several threads)."""
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses
@@ -122,6 +130,7 @@ class CachedBackend:
         self.simulated = bool(getattr(backend, "simulated", False))
         self.retries_faults = bool(getattr(backend, "retries_faults", False))
         self.needs_expert = bool(getattr(backend, "needs_expert", False))
+        self.concurrent_calls = bool(getattr(backend, "concurrent_calls", False))
         self.model = str(getattr(backend, "model", "") or getattr(backend, "model_dir", ""))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -137,14 +146,14 @@ class CachedBackend:
             if hit is None:
                 todo.append(i)
             else:
-                self.cache.hits += 1
+                self.cache.record(hit=True)
                 out[i] = hit
         if todo:
             gens = self.backend.generate([requests[i] for i in todo])
             for i, gen in zip(todo, gens, strict=True):
                 out[i] = gen
-                if i in keys:
-                    self.cache.misses += 1
+                if i in keys:  # a miss counts once its generation is stored
+                    self.cache.record(hit=False)
                     self.cache.put(keys[i], gen)
         return out  # type: ignore[return-value]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -518,6 +519,29 @@ class AgentStepper:
             actions.append(self.prompter.parse(gen.text, admissible)[0])
         return {"expert": expert(), "actions": actions}
 
+    def generate_groups(
+        self, groups: Sequence[Sequence[_Pending]]
+    ) -> list[list[Generation] | GenerationFailure]:
+        """Each group (the pending steps of one tier) in one :func:`generate_batch` call.
+
+        When every tier involved declares ``concurrent_calls`` (its work runs elsewhere, e.g.
+        an HTTP server, and it may be called from several threads), the calls run at once in
+        threads, so one tier's server is not left idle while another answers; otherwise one
+        after another. The generations do not depend on which.
+        """
+        calls = [(g[0].tier, [p.request for p in g]) for g in groups]
+        retry = self.retry
+        assert retry is not None
+        if len(calls) > 1 and all(
+            getattr(self.tiers[t].backend, "concurrent_calls", False) for t, _ in calls
+        ):
+            with ThreadPoolExecutor(len(calls), thread_name_prefix="tier") as pool:
+                futures = [
+                    pool.submit(generate_batch, t, self.tiers[t], reqs, retry) for t, reqs in calls
+                ]
+                return [f.result() for f in futures]
+        return [generate_batch(t, self.tiers[t], reqs, retry) for t, reqs in calls]
+
     def agent_steps(
         self, tasks: TaskSlots, items: Sequence[tuple[int, Episode, int, bool]]
     ) -> list[dict[str, Any]]:
@@ -533,15 +557,10 @@ class AgentStepper:
             for p, cmd in zip(wants, experts, strict=True):
                 assert p.expert is not None
                 p.expert.prefetch(cmd)
-        # 2. generate: one call per tier with its whole batch
-        for tier in sorted({p.tier for p in pending}):
-            group = [p for p in pending if p.tier == tier]
-            result = generate_batch(
-                tier,
-                self.tiers[tier],
-                [p.request for p in group],
-                self.retry,  # type: ignore[misc]
-            )
+        # 2. generate: one call per tier with its whole batch (all tiers at once where the
+        #    backends serve calls concurrently)
+        groups = [[p for p in pending if p.tier == t] for t in sorted({p.tier for p in pending})]
+        for group, result in zip(groups, self.generate_groups(groups), strict=True):
             for k, p in enumerate(group):
                 p.result = result if isinstance(result, GenerationFailure) else result[k]
         # 3. parse; the valid commands go to the task engines in one batched call

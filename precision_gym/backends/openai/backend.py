@@ -89,6 +89,9 @@ class OpenAIBackend:
     #: transient faults are retried here, per request, within ``GenerationRequest.deadline``:
     #: the env calls this backend once per step and never retries its errors
     retries_faults = True
+    #: thread-safe, and the work runs on the server: a batched env sends every tier's batch
+    #: at once (see :meth:`~precision_gym.envs.agent_step.AgentStepper.generate_groups`)
+    concurrent_calls = True
 
     def __init__(
         self,
