@@ -135,3 +135,26 @@ def test_ray_actor_slots_give_the_trajectories_of_local_slots(local_ray):
         local.close()
         ray_vec.close()
     assert local_ray.is_initialized()  # the caller's instance is left to the caller
+
+
+def test_engines_are_built_with_the_env_not_on_its_first_episode(monkeypatch):
+    """A missing engine fails when the env is built, and the first reset pays no import."""
+    import gymnasium as gym
+
+    from precision_gym.error import DataNotFoundError
+    from precision_gym.tasks.alfworld import ALFWorldTask
+
+    env = gym.make("DMR-ALFWorld-v0")
+    task = env.unwrapped.task
+    engine = task._engine
+    assert engine is not None  # built before any reset
+    task.warm_up()
+    assert task._engine is engine  # idempotent
+    env.close()
+
+    def no_engine(self):
+        raise DataNotFoundError("the ALFWorld task needs the 'alfworld' package")
+
+    monkeypatch.setattr(ALFWorldTask, "_make_engine", no_engine)
+    with pytest.raises(DataNotFoundError, match="needs the 'alfworld' package"):
+        gym.make("DMR-ALFWorld-v0")

@@ -215,6 +215,8 @@ class LocalTaskSlots:
     def __init__(self, tasks: Sequence[TextTask]) -> None:
         self.tasks = list(tasks)
         self.task_name = self.tasks[0].name
+        for task in self.tasks:  # engines imported and built here, before any episode
+            task.warm_up()
         self._experts: dict[int, tuple[bool, Any]] = {}  # slot -> (ok, command or error)
 
     def reset(self, items: Sequence[tuple[int, str, int]]) -> list[TaskStart]:

@@ -408,6 +408,12 @@ class ALFWorldTask(TextTask):
             env = wrapper(env)
         return env
 
+    def warm_up(self) -> None:
+        """Build the TextWorld engine now (imports TextWorld, ALFWorld and Fast Downward:
+        about 0.5 s once per process), not on the first ``reset``."""
+        if self._engine is None:
+            self._engine = self._make_engine()
+
     def _pddl_env(self) -> Any:
         env = self._engine
         while hasattr(env, "_wrapped_env") and env.__dict__.get("_wrapped_env") is not None:
@@ -421,8 +427,7 @@ class ALFWorldTask(TextTask):
                 f"task_index must be in [0, {len(games)}) for split {split!r}, got {index}"
             )
         game_file = games[index]
-        if self._engine is None:
-            self._engine = self._make_engine()
+        self.warm_up()
         try:
             if self._loaded_file != game_file:
                 walkthrough = _read_walkthrough(game_file)  # before the engine is touched

@@ -118,6 +118,12 @@ class TextTask(abc.ABC):
         """
         return False
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Import and build what the engine needs once per process (modules, parsers), so
+        that a missing engine fails here and the first ``reset`` costs what any other does.
+        Called when an env is built in this process and by a task worker before it reports
+        ready; idempotent."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine resources."""
 
