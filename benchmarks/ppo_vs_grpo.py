@@ -22,7 +22,12 @@ Read top to bottom (CleanRL style):
    training and keep a later router only when it beats the start there by a paired bootstrap
    bound (``--keep-best-rule paired``), else the start. Seed s's routers are evaluated on
    seed s's episodes.
-5. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
+5. **Budgets held online** (``--online-step``, default 0.2; 0 turns it off): KL-ST and each
+   GRPO router again at every K, with the online budget control of ``evaluate --online-step``
+   (``agents.router.OnlineBudgetControl``) holding the realised HP fraction near K on the test
+   stream, named ``... K=k online``, beside the fixed tau_K points. Held at the same K, GRPO
+   and KL-ST are compared at the same HP without interpolation.
+6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
    and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed, all
    as paired bootstrap CIs; the paper's average rank (Sec. 5.3); the frontier plot (success
@@ -97,6 +102,7 @@ class Args:
     rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
     keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
     keep_best_level: float = 0.9  # its one-sided confidence
+    online_step: float = 0.2  # online budget control of the held-K points (0: none)
     n_boot: int = 10_000
     out: str = "runs/ppo_vs_grpo"
     jobs: int = 2  # units (fixed routers of a seed, RL of a lambda x seed) run in parallel
@@ -153,6 +159,10 @@ def parse_args(argv: list[str]) -> Args:
         args = Args(**{**asdict(args), **{k: v for k, v in QUICK.items() if k not in given}})
     if args.main_lambda not in args.lambdas:
         args.main_lambda = args.lambdas[0]
+    if not args.online_step >= 0:
+        raise SystemExit(
+            f"--online-step must be >= 0 (0: no held-K points), got {args.online_step}"
+        )
     if args.sample_budget not in args.budgets:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
@@ -333,9 +343,38 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     }
 
 
+def online_unit(
+    args: Args, out: Path, env: Any, klst: Path, lam: float | None, seed: int
+) -> dict[str, Any]:
+    """Step 5: KL-ST (``lam`` None) or the GRPO router trained at ``lam``, at every K with the
+    online budget control, on seed ``seed``'s episodes (one stream, in the evaluator's order)."""
+    from training.policies import load_policy
+
+    if lam is None:
+        family, router = "KL-ST", klst
+    else:
+        family, router = "GRPO", out / f"grpo_l{lam:g}_s{seed}" / "router.pt"
+    policies = {
+        f"{family} K={k:g} online": load_policy(router, env, budget=k, online_step=args.online_step)
+        for k in args.budgets
+    }
+    return {"results": evaluate_all(args, env, policies, seed)}
+
+
 def units(args: Args) -> list[str]:
     fixed = [f"fixed_s{s}" for s in args.seeds]
-    return fixed + [f"rl_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
+    rl = [f"rl_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
+    if not args.online_step:
+        return fixed + rl
+    online = [f"online_s{s}" for s in args.seeds]  # KL-ST held at K
+    online += [f"online_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]  # GRPO
+    return fixed + rl + online
+
+
+def unit_lambda(unit: str) -> str | None:
+    """The lambda a unit's routers were trained at (``rl_l0.5_s1`` -> "0.5"), else None."""
+    part = unit.split("_")[1]
+    return part.removeprefix("l") if part.startswith("l") else None
 
 
 def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
@@ -345,11 +384,14 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     if done.exists():
         return
     t = time.perf_counter()
+    seed = int(unit.rsplit("_s", 1)[1])
+    lam = unit_lambda(unit)
     if unit.startswith("fixed_s"):
-        data = fixed_unit(args, env, klst, int(unit.removeprefix("fixed_s")))
+        data = fixed_unit(args, env, klst, seed)
+    elif unit.startswith("online"):
+        data = online_unit(args, out, env, klst, None if lam is None else float(lam), seed)
     else:
-        lam, seed = unit.removeprefix("rl_l").split("_s")
-        data = rl_unit(args, out, env, klst, float(lam), int(seed))
+        data = rl_unit(args, out, env, klst, float(lam), seed)  # type: ignore[arg-type]
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 
@@ -389,7 +431,8 @@ def load_records(out: Path, unit_names: list[str]) -> dict[str, list[Any]]:
     records: dict[str, list[Any]] = {}
     for unit in unit_names:
         data = json.loads((out / f"{unit}.json").read_text())
-        suffix = "" if unit.startswith("fixed") else "@" + unit.split("_")[1].removeprefix("l")
+        lam = unit_lambda(unit)
+        suffix = "" if lam is None else "@" + lam
         for name, res in data["results"].items():
             recs = [EpisodeRecord(**r) for r in res["records"]]
             records.setdefault(name + suffix, []).extend(recs)
@@ -513,6 +556,16 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
                 "grpo_hp": point_hp(records[g]),
                 "klst_hp": point_hp(records[kl]),
             }  # fmt: skip
+            if f"{kl} online" in records:  # both held at K: the same HP, no interpolation
+                g_on, kl_on = records[f"GRPO K={k:g} online{tag}"], records[f"{kl} online"]
+                grpo_vs_klst[f"{k:g}"] |= {
+                    "online": paired_bootstrap_diff(
+                        per_task_utility(g_on, lam), per_task_utility(kl_on, lam),
+                        n_boot=args.n_boot,
+                    ).as_dict(),
+                    "grpo_hp_online": point_hp(g_on),
+                    "klst_hp_online": point_hp(kl_on),
+                }  # fmt: skip
         start = f"KL-ST K={args.sample_budget:g}"
         ppo_vs_start = {}
         for seed in args.seeds:  # PPO starts exactly at KL-ST's sample-budget point
@@ -521,7 +574,11 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             ppo_vs_start[str(seed)] = paired_bootstrap_diff(
                 per_task_utility(ppo, lam), per_task_utility(ref, lam), n_boot=args.n_boot
             ).as_dict()
-        pool = {n: p for n, p in points.items() if n.startswith(("KL-ST", "GRPO"))}
+        pool = {  # the paper's ranking: fixed tau_K points
+            n: p
+            for n, p in points.items()
+            if n.startswith(("KL-ST", "GRPO")) and not n.endswith(" online")
+        }
         pool |= {n: points[n] for n in ("always-high", "always-low")}
         by_lambda[f"{lam:g}"] = {
             "headroom": headroom_table(args, records, lam),
@@ -545,21 +602,24 @@ def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(by_lambda), figsize=(5.2 * len(by_lambda), 4.6), squeeze=False)
     styles = {"KL-ST": ("C0", "o"), "GRPO": ("C1", "s"), "PPO": ("C2", "D")}
+    styles |= {"KL-ST online": ("C0", "x"), "GRPO online": ("C1", "+")}  # K held online
     # one colour per fixed router (indexing by position gave oracle and random the same one)
     styles.update({n: (c, "^") for n, c in zip(FIXED, ("C3", "C4", "C5", "C7"), strict=True)})
     for ax, (lam, data) in zip(axes[0], by_lambda.items(), strict=True):
-        for family in ("KL-ST", "GRPO"):  # each family's frontier over K
-            pts = sorted(
+        for family, held in itertools.product(("KL-ST", "GRPO"), (False, True)):
+            pts = sorted(  # each family's frontier over K: fixed tau_K solid, held online dashed
                 (p["ep_time"]["value"], 100 * p["success"]["value"])
                 for n, p in data["points"].items()
-                if n.startswith(family) and p["ep_time"]
+                if n.startswith(family) and n.endswith(" online") == held and p["ep_time"]
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), "-", color=styles[family][0], alpha=0.5)
+                line = "--" if held else "-"
+                ax.plot(*zip(*pts, strict=True), line, color=styles[family][0], alpha=0.5)
         for name, p in data["points"].items():
             if not p["ep_time"]:
                 continue
-            color, marker = styles.get(name.split()[0], ("C8", "v"))
+            family = name.split()[0] + (" online" if name.endswith(" online") else "")
+            color, marker = styles.get(family, ("C8", "v"))
             x, s = p["ep_time"], p["success"]
             ax.errorbar(
                 x["value"], 100 * s["value"],
@@ -725,6 +785,23 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
                 f"{ci(matched)}{_star(matched)}"
                 f"{'' if matched['interpolated'] else ' (outside the KL-ST curve)'} |"
             )
+        if args.online_step:
+            lines += [
+                "",
+                f"Both held at K online (`--online-step {args.online_step:g}`): realised HP "
+                "(pooled over decisions; * = more than 0.05 from K) and GRPO - KL-ST utility "
+                "(95% CI; * = excludes 0):",
+                "",
+                "| K | KL-ST HP online | GRPO HP online | GRPO - KL-ST, both online |",
+                "|---:|---:|---:|---:|",
+            ]
+            for k, g in data["grpo_vs_klst"].items():
+                far = [abs(g[f"{w}_hp_online"] - float(k)) > 0.05 for w in ("klst", "grpo")]
+                lines.append(
+                    f"| {k} | {g['klst_hp_online']:.2f}{'*' if far[0] else ''} | "
+                    f"{g['grpo_hp_online']:.2f}{'*' if far[1] else ''} | "
+                    f"{ci(g['online'])}{_star(g['online'])} |"
+                )
         lines += [
             "",
             f"PPO - its start (KL-ST K={args.sample_budget:g}) per seed: "
@@ -783,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
     print("\n".join(headroom_lines(pre)), flush=True)
     run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online")])
     by_lambda = analyse(args, out)
     frontier_plot(args, by_lambda, out / "frontiers.png")
     curves = learning_curves(args, out, out / "learning_curves.png")

@@ -50,13 +50,20 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     data = results["by_lambda"]["0.02"]
     names = set(data["points"])
     assert {"always-high", "always-low", "oracle", "random", "KL-ST K=0.4", "GRPO K=0.4"} <= names
-    assert "PPO" in names and set(data["avg_rank"]) == names - {"PPO", "oracle", "random"}
+    online = {"KL-ST K=0.4 online", "GRPO K=0.4 online", "KL-ST K=0.7 online", "GRPO K=0.7 online"}
+    assert online <= names  # each K also held online, beside the fixed tau_K point
+    ranked = names - {"PPO", "oracle", "random"} - online  # the paper's rank: fixed points
+    assert "PPO" in names and set(data["avg_rank"]) == ranked
     for p in data["points"].values():
         assert p["utility"]["lo"] <= p["utility"]["value"] <= p["utility"]["hi"]
     assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"} and set(data["ppo_vs_start"]) == {"0"}
+    held = data["grpo_vs_klst"]["0.4"]
+    assert {"online", "grpo_hp_online", "klst_hp_online"} <= set(held)
+    assert held["online"]["lo"] <= held["online"]["value"] <= held["online"]["hi"]
     assert data["headroom"]["ceiling"] == "oracle"
     assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "frontiers.png").exists()
-    assert "SIMULATED" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "SIMULATED" in report and "Both held at K online (`--online-step 0.2`)" in report
 
 
 def test_soak_benchmark_smoke():
