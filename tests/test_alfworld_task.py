@@ -147,6 +147,23 @@ def test_the_cpu_bound_counts_computing_not_waiting():
     assert call_with_timeout(lambda: [1, "a"], None, 5.0) == ([1, "a"], None)
 
 
+def test_the_cpu_bound_stays_under_a_job_cpu_limit():
+    """Under a lower hard RLIMIT_CPU (``ulimit -t`` of a batch job) the child's bound is capped
+    to it instead of failing every planner call."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_CPU, (100, 100))\n"
+        "from precision_gym.tasks.alfworld import call_with_timeout\n"
+        "print(call_with_timeout(lambda: [1], None, 500.0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "([1], None)"
+
+
 def _off_plan(task: ALFWorldTask, index: int = 5) -> None:
     """Reset and open two receptacles the walkthrough never opens (two world-changing
     deviations, the second not an undo of the first): only the planner knows the way now."""

@@ -224,7 +224,11 @@ def _limit_cpu(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU's default action dumps core
     used = resource.getrusage(resource.RUSAGE_SELF)
     spent = int(used.ru_utime + used.ru_stime)  # a fork starts near 0: count what it used
-    resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, spent + seconds + 1))
+    soft, hard = spent + seconds, spent + seconds + 1
+    _, ceiling = resource.getrlimit(resource.RLIMIT_CPU)  # a job limit (ulimit -t) stays above
+    if ceiling != resource.RLIM_INFINITY:
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _observation(text: str, state: dict[str, Any], *, valid: bool = True) -> TaskObservation:
