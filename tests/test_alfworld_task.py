@@ -132,6 +132,13 @@ def _spin() -> None:
         pass
 
 
+def _killed() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+
+
 def test_the_cpu_bound_counts_computing_not_waiting():
     """The CPU bound cuts a search by the CPU time it used, not by how long it took: a child
     that only waits (as a search starved of a core does) is not cut, one that computes is."""
@@ -145,6 +152,8 @@ def test_the_cpu_bound_counts_computing_not_waiting():
     assert call_with_timeout(lambda: time.sleep(1.5) or "waited", None, 1.0) == ("waited", None)
     assert call_with_timeout(_spin, 0.3, 30.0) == (None, "wall")  # the safety net still works
     assert call_with_timeout(lambda: [1, "a"], None, 5.0) == ([1, "a"], None)
+    with pytest.raises(RuntimeError, match="the planner subprocess failed"):
+        call_with_timeout(_killed, None, 5.0)  # killed by someone else: a failure, not "cpu"
 
 
 def test_the_cpu_bound_stays_under_a_job_cpu_limit():

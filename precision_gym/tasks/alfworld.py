@@ -201,9 +201,14 @@ def call_with_timeout(
             chunks.append(chunk)
     finally:
         os.close(r)
-        _, status = os.waitpid(pid, 0)
-    if cut is None and os.WIFSIGNALED(status) and os.WTERMSIG(status) in _CPU_SIGNALS:
-        cut = "cpu"
+        _, status, usage = os.wait4(pid, 0)
+    if cut is None and cpu_s is not None and os.WIFSIGNALED(status):
+        # the kernel's SIGXCPU, or its SIGKILL at the hard limit; a SIGKILL from elsewhere
+        # (the OOM killer) before the bound was spent stays a failure
+        spent = usage.ru_utime + usage.ru_stime
+        sig = os.WTERMSIG(status)
+        if sig in _CPU_SIGNALS and (sig != signal.SIGKILL or spent >= math.ceil(cpu_s) - 0.5):
+            cut = "cpu"
     if cut is not None:
         return None, cut
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
