@@ -237,3 +237,46 @@ def test_after_a_planner_timeout_the_episode_asks_no_more_and_pickles_alike():
     assert cut.planner_timeouts == 1
     cut.reset("valid_unseen", 5)  # a new episode starts on the walkthrough again
     assert cut.expert_command() == cut.walkthrough[0]
+
+
+# ------------------------------------------------- the planner's task, loaded when asked
+@requires_alfworld
+@pytest.mark.parametrize("index", [5, 40])
+def test_the_planners_task_loads_on_first_plan_and_plans_as_the_eager_engine(index):
+    """A reset no longer translates and loads the planner's (optimised) task; the first plan
+    does, from whatever state the episode is in, and its plans equal those of TextWorld's
+    own engine, which loaded that task with the game."""
+    from precision_gym.tasks.alfworld import call_with_timeout
+
+    task = ALFWorldTask()
+    _off_plan(task, index)
+    lib = task._pddl_env().downward_lib
+    assert lib.replan_pending  # a reset and five steps, and the task still not translated
+
+    eager_env = task._make_engine()  # TextWorld's engine, the planner's task loaded eagerly
+    eager = eager_env
+    while getattr(eager, "_wrapped_env", None) is not None:
+        eager = eager._wrapped_env
+    eager.downward_lib = eager.downward_lib._lib
+    eager_env.load(task.game_file)
+    eager_env.reset()
+    for command in task.commands:
+        eager_env.step(command)
+
+    def eager_plan():
+        plan, cut = call_with_timeout(
+            lambda: list(eager._pddl_state.replan(eager._entity_infos) or []), None, 30
+        )
+        assert cut is None
+        return plan
+
+    assert task._plan() == eager_plan() != []
+    assert not lib.replan_pending  # loaded in this process, for the plans that follow
+    command = task.expert_command()
+    task.step(command)
+    eager_env.step(command)
+    assert task._state_key() == frozenset(
+        str(f) for f in eager._pddl_state.facts if not f.name.startswith("not_")
+    )
+    assert task._plan() == eager_plan()
+    eager_env.close()

@@ -23,6 +23,7 @@ import os
 import re
 import select
 import signal
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -89,7 +90,11 @@ class _TranslationCache:
     ``load`` and another on every ``reset``: 1-15 s per reset here, spent translating the
     same text again. With the memo a game pays the translation once per process, so
     repeated resets of one task (seeds, GRPO groups) cost what the engine itself costs.
-    Every other attribute is the real module's.
+
+    Inside :func:`_deferred_replan` the second translation (``optimize=True``: the task the
+    planner searches, 36% of a game load) is not made: it returns a token that
+    :class:`_LazyReplanLib` recognises, and the translation is made when the planner is first
+    asked. Every other attribute is the real module's.
     """
 
     def __init__(self, module: Any, maxsize: int = 64) -> None:
@@ -105,6 +110,16 @@ class _TranslationCache:
     def pddl2sas(
         self, domain: str, problem: str, verbose: bool = False, optimize: bool = False
     ) -> Any:
+        if optimize and getattr(_DEFER, "active", False):
+            _DEFER.key = (domain, problem)
+            return None, _DEFERRED_SAS
+        return self.memo_pddl2sas(domain, problem, verbose=verbose, optimize=optimize)
+
+    def memo_pddl2sas(
+        self, domain: str, problem: str, verbose: bool = False, optimize: bool = False
+    ) -> Any:
+        """The memoised translation, never deferred. (Not ``translate``: TextWorld reads
+        ``fast_downward.translate``, the real module's package, through this object.)"""
         key = (domain, problem, bool(optimize))
         if key in self._memo:
             self._memo.move_to_end(key)
@@ -117,11 +132,73 @@ class _TranslationCache:
         return self._memo[key]
 
 
-def _install_translation_cache() -> None:
+#: what a deferred ``optimize=True`` translation returns in place of the SAS text
+_DEFERRED_SAS = "precision-gym: replan task deferred until the planner is asked"
+_DEFER = threading.local()
+
+
+@contextlib.contextmanager
+def _deferred_replan() -> Any:
+    """While active, ``PddlState`` gets the planner's task only when it plans (this thread)."""
+    _DEFER.active, _DEFER.key = True, None
+    try:
+        yield
+    finally:
+        _DEFER.active, _DEFER.key = False, None
+
+
+class _LazyReplanLib:
+    """Stands in for a ``PddlEnv``'s Fast Downward library (ctypes) and loads the planner's
+    optimised task on the first ``replan`` instead of at every ``load``/``reset``.
+
+    Most episodes never ask the planner (the walkthrough answers the expert while the world
+    is unchanged), yet TextWorld translates and loads that task for every game. The library
+    keeps the two tasks apart: the optimised one only serves ``replan`` from the current
+    state, so loading it late gives the same plans (checked state by state against the eager
+    engine in ``tests/test_alfworld_task.py``). Every other attribute is the real library's.
+    """
+
+    def __init__(self, lib: Any, translate: Callable[[str, str], str]) -> None:
+        self._lib = lib
+        self._translate = translate
+        self._pending: tuple[str, str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lib, name)
+
+    def load_sas_replan(self, data: bytes) -> None:
+        if data == _DEFERRED_SAS.encode("utf-8"):
+            if _DEFER.key is None:  # pragma: no cover - only with a token from elsewhere
+                raise RuntimeError("a deferred replan task without its PDDL")
+            self._pending = _DEFER.key
+            return
+        self._pending = None
+        self._lib.load_sas_replan(data)
+
+    @property
+    def replan_pending(self) -> bool:
+        return self._pending is not None
+
+    def ensure_replan(self) -> None:
+        """Translate and load the planner's task now if it was deferred."""
+        if self._pending is None:
+            return
+        domain, problem = self._pending
+        sas = self._translate(domain, problem)
+        self._lib.load_sas_replan(sas.encode("utf-8"))
+        self._pending = None
+
+    def replan(self, debug: bool) -> Any:
+        self.ensure_replan()
+        return self._lib.replan(debug)
+
+
+def _install_translation_cache() -> _TranslationCache:
     import textworld.envs.pddl.logic as pddl_logic
 
     if not isinstance(pddl_logic.fast_downward, _TranslationCache):
         pddl_logic.fast_downward = _TranslationCache(pddl_logic.fast_downward)
+    return pddl_logic.fast_downward
 
 
 def _undo_command(command: str) -> str | None:
@@ -408,11 +485,14 @@ class ALFWorldTask(TextTask):
                 "the ALFWorld task needs the 'alfworld' package (TextWorld engine); install "
                 "it with `pip install 'precision-gym[alfworld]'`"
             ) from exc
-        _install_translation_cache()
+        cache = _install_translation_cache()
         infos = textworld.EnvInfos(
             won=True, admissible_commands=True, extras=["gamefile", "walkthrough"]
         )
         env: Any = PddlEnv(infos)
+        env.downward_lib = _LazyReplanLib(
+            env.downward_lib, lambda d, p: cache.memo_pddl2sas(d, p, optimize=True)[1]
+        )
         for wrapper in (AlfredDemangler(), AlfredInfos()):
             env = wrapper(env)
         return env
@@ -438,14 +518,15 @@ class ALFWorldTask(TextTask):
         game_file = games[index]
         self.warm_up()
         try:
-            if self._loaded_file != game_file:
-                walkthrough = _read_walkthrough(game_file)  # before the engine is touched
-                self._loaded_file = None  # until the engine has really loaded it
-                self._engine.load(game_file)
-                self._loaded_file = game_file
-                self._plan_memo = {}
-                self._walkthrough = walkthrough
-            state = self._engine.reset()
+            with _deferred_replan():  # the planner's task: on the first plan, if ever
+                if self._loaded_file != game_file:
+                    walkthrough = _read_walkthrough(game_file)  # before the engine is touched
+                    self._loaded_file = None  # until the engine has really loaded it
+                    self._engine.load(game_file)
+                    self._loaded_file = game_file
+                    self._plan_memo = {}
+                    self._walkthrough = walkthrough
+                state = self._engine.reset()
         except Exception as exc:
             # the engine may hold half of the new game: drop it (and the old episode) so
             # nothing continues from a mixed state; the next reset() starts a fresh engine
@@ -548,6 +629,7 @@ class ALFWorldTask(TextTask):
             return []  # once a search ran over in an episode, the planner is not asked again
         if key not in self._plan_memo:
             pddl = self._pddl_env()
+            self._load_replan_task(pddl)  # here, not in the child: it stays for later plans
             plan, cut = call_with_timeout(
                 lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
                 self.planner_timeout_s,
@@ -569,6 +651,20 @@ class ALFWorldTask(TextTask):
                 )
             self._plan_memo[key] = list(plan or [])
         return self._plan_memo[key]
+
+    def _load_replan_task(self, pddl: Any) -> None:
+        """Translate and load the planner's (optimised) task if ``reset`` deferred it."""
+        lib = pddl.downward_lib
+        if not getattr(lib, "replan_pending", False):
+            return
+        try:
+            lib.ensure_replan()
+        except Exception as exc:
+            raise CorruptDataError(
+                f"ALFWorld game file {self._game_file}: the planner's task could not be "
+                f"translated ({type(exc).__name__}: {str(exc)[:300]}): expected a PDDL problem "
+                "that Fast Downward can translate"
+            ) from exc
 
     def _walkthrough_expert(self) -> str | None:
         """Next walkthrough command (or the way to its place) while the world is unchanged."""
