@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,16 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 # unpickled env): loading costs seconds, encoding a step costs milliseconds.
 _MODELS: dict[tuple[str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
+# threads that run length groups at once (encode(threads=k)), one pool per size, per process
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        if size not in _POOLS:
+            _POOLS[size] = ThreadPoolExecutor(size, thread_name_prefix="precision-gym-encode")
+        return _POOLS[size]
 
 
 def default_model_path() -> Path:
@@ -144,8 +156,17 @@ class SentenceEncoder:
         self._cache.clear()
         self.hits = self.misses = 0
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings ``[len(texts), dim]`` (float32); cached texts are not re-encoded."""
+    def encode(self, texts: Sequence[str], *, threads: int = 1) -> np.ndarray:
+        """Embeddings ``[len(texts), dim]`` (float32); cached texts are not re-encoded.
+
+        ``threads`` > 1 runs up to that many forwards (one per distinct token length) at once,
+        each on one torch thread, where this process runs torch on one thread (the default):
+        the same forwards as ``threads=1``, so bit-identical embeddings. A batched env passes
+        the cores of its task workers, which wait while it encodes. (Two torch threads inside
+        one forward would not do: MiniLM's output then differs in the last bits for some
+        short texts, and trajectories would depend on the worker count.)"""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         if isinstance(texts, str):
             raise ConfigError("encode() expects a sequence of strings, got a single str")
         out: list[np.ndarray | None] = [None] * len(texts)
@@ -161,7 +182,7 @@ class SentenceEncoder:
         if todo:
             new_texts = list(todo)
             self.misses += len(new_texts)
-            vecs = self._encode_exact(new_texts)
+            vecs = self._encode_exact(new_texts, threads)
             for text, vec in zip(new_texts, vecs, strict=True):
                 vec.setflags(write=False)
                 for i in todo[text]:
@@ -174,26 +195,48 @@ class SentenceEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack(out)  # type: ignore[arg-type]
 
-    def _encode_exact(self, texts: list[str]) -> np.ndarray:
+    def _encode_exact(self, texts: list[str], threads: int = 1) -> np.ndarray:
         """Encode in one forward per distinct token length: no padding, so a text's vector
         is bit-identical whether it is encoded alone or in a batch (results then do not
-        depend on how episodes are batched or spread over workers)."""
+        depend on how episodes are batched or spread over workers). With ``threads`` > 1 the
+        forwards run at once on that many threads (longest work first)."""
+        import torch
+
         model = self.model
         prepare = getattr(model, "preprocess", None) or model.tokenize
+        # (also sets the tokenizer's padding and truncation once, here: the concurrent
+        # forwards below then only read its state)
         mask = prepare(texts)["attention_mask"]
         lengths = [int(n) for n in mask.sum(dim=1)]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         groups: dict[int, list[int]] = {}
         for i, n in enumerate(lengths):
             groups.setdefault(n, []).append(i)
-        for idx in groups.values():
-            out[idx] = model.encode(
+        jobs = sorted(groups.values(), key=lambda idx: -lengths[idx[0]] * len(idx))
+
+        def forward(idx: list[int]) -> np.ndarray:
+            return model.encode(
                 [texts[i] for i in idx],
                 batch_size=len(idx),
                 convert_to_numpy=True,
                 normalize_embeddings=self.normalize,
                 show_progress_bar=False,
             )
+
+        results: list[np.ndarray] | None = None
+        if threads > 1 and len(jobs) > 1 and torch.get_num_threads() == 1:
+            try:
+                results = list(_pool(min(threads, len(jobs))).map(forward, jobs))
+            except RuntimeError as exc:  # a tokenizer that refuses concurrent use
+                warnings.warn(
+                    f"encoding on {threads} threads failed ({exc}); encoding on one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if results is None:
+            results = [forward(idx) for idx in jobs]
+        for idx, vecs in zip(jobs, results, strict=True):
+            out[idx] = vecs
         return out
 
     def encode_one(self, text: str) -> np.ndarray:

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from precision_gym.threads import available_cores
+
 __all__ = [
     "DEFAULT_VLLM_PYTHON",
     "VLLMServer",
@@ -152,13 +154,6 @@ def build_tiny_qwen3(
     return out_dir
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -200,7 +195,7 @@ class VLLMServer:
             {
                 "VLLM_HOST_IP": "127.0.0.1",
                 "VLLM_LOOPBACK_IP": "127.0.0.1",
-                "VLLM_CPU_NUM_OF_RESERVED_CPU": "1" if _cores() >= 2 else "0",
+                "VLLM_CPU_NUM_OF_RESERVED_CPU": "1" if available_cores() >= 2 else "0",
                 "VLLM_CPU_KVCACHE_SPACE": "2",
                 "VLLM_NO_USAGE_STATS": "1",
                 "DO_NOT_TRACK": "1",

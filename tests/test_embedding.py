@@ -48,3 +48,45 @@ def test_pickle_drops_cache_keeps_model_spec(encoder):
     clone = pickle.loads(pickle.dumps(encoder))
     assert clone.cache_info()["size"] == 0 and clone.model_spec == encoder.model_spec
     np.testing.assert_allclose(clone.encode_one("hello"), encoder.encode_one("hello"), atol=1e-6)
+
+
+def _varied_texts() -> list[str]:
+    words = [
+        "you",
+        "are",
+        "in",
+        "the",
+        "middle",
+        "of",
+        "a",
+        "room",
+        "looking",
+        "quickly",
+        "around",
+        "you",
+        "see",
+        "a",
+        "cabinet",
+    ]
+    texts = [" ".join(words[: 1 + i % 15] * (1 + i // 5)) + f" {i}" for i in range(40)]
+    return texts + texts[:5]  # repeats: one forward each, every position filled
+
+
+def test_encoding_on_several_threads_is_bit_identical_to_one(encoder):
+    """The forwards (one per token length) run at once, each on one torch thread: the same
+    computation as one after another, so the same bits, in the same order."""
+    import torch
+
+    texts = _varied_texts()
+    assert torch.get_num_threads() == 1  # the library's per-process default
+    one = SentenceEncoder(cache_size=0).encode(texts)
+    for threads in (2, 3):
+        many = SentenceEncoder(cache_size=0).encode(texts, threads=threads)
+        assert many.dtype == one.dtype and np.array_equal(many, one)
+    assert np.array_equal(one[40:], one[:5])
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_encoding_threads_must_be_a_positive_integer(encoder, threads):
+    with pytest.raises(ConfigError, match=r"threads must be an integer >= 1, got"):
+        SentenceEncoder().encode(["a"], threads=threads)

@@ -113,6 +113,32 @@ def test_vector_env_with_workers_prefetches_the_simulated_experts():
         vec.close()
 
 
+def test_the_driver_encodes_on_the_cores_of_its_waiting_workers(monkeypatch):
+    """One encoder call per reset and step, with as many threads as there are local worker
+    processes (up to the cores); tasks in the driver's own process leave it one thread."""
+    from precision_gym.embedding import SentenceEncoder
+    from precision_gym.threads import available_cores
+
+    calls = []
+    original = SentenceEncoder.encode
+
+    def spy(self, texts, *, threads=1):
+        calls.append(threads)
+        return original(self, texts, threads=threads)
+
+    monkeypatch.setattr(SentenceEncoder, "encode", spy)
+    for workers, expected in ((0, 1), (2, min(2, available_cores()))):
+        calls.clear()
+        vec = BatchedAgentVectorEnv(num_envs=2, workers=workers, max_steps=3)
+        try:
+            assert vec.tasks.encode_threads == expected
+            vec.reset(seed=0)
+            vec.step(np.array([0, 1]))
+        finally:
+            vec.close()
+        assert calls == [expected, expected]
+
+
 def _play(vec, steps: int):
     obs, info = vec.reset(seed=4)
     rows = [(obs["embeddings"].copy(), list(info["task_id"]))]

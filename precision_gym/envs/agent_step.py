@@ -211,6 +211,8 @@ class LocalTaskSlots:
 
     #: the tasks run in this process (nothing to overlap with)
     remote = False
+    #: threads for the driver's encoder call (the tasks run here: no waiting cores to use)
+    encode_threads = 1
 
     def __init__(self, tasks: Sequence[TextTask]) -> None:
         self.tasks = list(tasks)
@@ -442,7 +444,7 @@ class AgentStepper:
             )
         self.prefetch_experts(tasks, [(it[0], ep) for it, ep in zip(items, episodes, strict=True)])
         if self.encoder is not None:
-            vectors = self.encoder.encode([Episode.first_text(s) for s in starts])
+            vectors = self._encode(tasks, [Episode.first_text(s) for s in starts])
             for ep, vec in zip(episodes, vectors, strict=True):
                 ep.vectors.append(vec)
         forced = self.forced_steps(
@@ -633,11 +635,19 @@ class AgentStepper:
             )
         self.prefetch_experts(tasks, [(pending[k].slot, pending[k].ep) for k in stepped])
         if texts and self.encoder is not None:
-            for ep, vec in zip(text_owner, self.encoder.encode(texts), strict=True):
+            for ep, vec in zip(text_owner, self._encode(tasks, texts), strict=True):
                 ep.vectors.append(vec)
                 if len(ep.vectors) > self.max_history:
                     del ep.vectors[0]
         return infos
+
+    def _encode(self, tasks: TaskSlots, texts: list[str]) -> np.ndarray:
+        """One encoder call, on the cores of the task workers that wait for it."""
+        assert self.encoder is not None
+        threads = int(getattr(tasks, "encode_threads", 1))
+        if threads > 1:
+            return self.encoder.encode(texts, threads=threads)
+        return self.encoder.encode(texts)
 
     # -- views ------------------------------------------------------------------------
     def observation(self, ep: Episode, layout: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 from precision_gym.envs.agent_step import LocalTaskSlots, TaskStart
 from precision_gym.error import ConfigError, PrecisionGymError
 from precision_gym.tasks.base import TaskObservation, TextTask
+from precision_gym.threads import available_cores
 
 __all__ = ["RayTaskSlots", "WorkerTaskSlots"]
 
@@ -146,6 +147,12 @@ class WorkerTaskSlots:
     @property
     def workers(self) -> int:
         return len(self._procs)
+
+    @property
+    def encode_threads(self) -> int:
+        """Threads for the driver's encoder call: the cores of these workers, which wait for
+        their next command while it runs (they only prefetch expert commands then)."""
+        return max(1, min(self.workers, available_cores()))
 
     # -- batched calls -------------------------------------------------------------
     def _exchange(self, cmd: str, parts: dict[int, list[Any]]) -> dict[int, tuple[bool, Any]]:
@@ -305,6 +312,10 @@ class RayTaskSlots(WorkerTaskSlots):
     @property
     def workers(self) -> int:
         return len(self._actors)
+
+    @property
+    def encode_threads(self) -> int:
+        return 1  # the actors' cores may be on other nodes, and Ray has them booked
 
     def _exchange(self, cmd: str, parts: dict[int, list[Any]]) -> dict[int, tuple[bool, Any]]:
         refs = {w: self._actors[w].call.remote(cmd, part) for w, part in parts.items()}
