@@ -5,24 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import RouterPolicy
-from agents.baselines import ConstantTierPolicy, OracleRouter, RandomRouter
+from agents.baselines import ConstantTierPolicy, KindOracleRouter, OracleRouter, RandomRouter
 
 __all__ = [
     "BASELINE_NAMES",
     "ConstantTierPolicy",
+    "KindOracleRouter",
     "OracleRouter",
     "RandomRouter",
     "RouterPolicy",
     "make_baseline",
 ]
 
-BASELINE_NAMES = ("always-high", "always-low", "random", "oracle")
+BASELINE_NAMES = ("always-high", "always-low", "random", "oracle", "kind-oracle")
 
 
 def make_baseline(
-    name: str, env: Any, p_high: float | None = None, seed: int | None = None
+    name: str,
+    env: Any,
+    p_high: float | None = None,
+    seed: int | None = None,
+    min_share: float = 0.0,
 ) -> RouterPolicy:
-    """A baseline router by name for ``env`` (``random`` needs ``p_high``)."""
+    """A baseline router by name for ``env`` (``random`` needs ``p_high``; ``kind-oracle``
+    takes ``min_share``, see :class:`KindOracleRouter`)."""
     n_tiers = int(env.action_space.n)
     if name == "always-high":
         return ConstantTierPolicy(n_tiers, 0)
@@ -34,4 +40,6 @@ def make_baseline(
         return RandomRouter(n_tiers, p_high, seed=seed)
     if name == "oracle":
         return OracleRouter(env)
+    if name == "kind-oracle":
+        return KindOracleRouter(env, min_share=min_share)
     raise ValueError(f"unknown router {name!r}: expected one of {list(BASELINE_NAMES)}")

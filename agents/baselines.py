@@ -1,5 +1,5 @@
-"""Baseline routers: a fixed tier, random at a given high-precision rate, and the
-simulated-pair oracle."""
+"""Baseline routers: a fixed tier, random at a given high-precision rate, and the two
+simulated-pair oracles (the per-state oracle and the kind oracle)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from agents.base import RouterPolicy, batch_len
 
-__all__ = ["ConstantTierPolicy", "OracleRouter", "RandomRouter"]
+__all__ = ["ConstantTierPolicy", "KindOracleRouter", "OracleRouter", "RandomRouter"]
 
 
 class ConstantTierPolicy(RouterPolicy):
@@ -81,5 +81,56 @@ class OracleRouter(RouterPolicy):
         expert = props["expert"]
         for tier in range(self.n_tiers - 1, -1, -1):
             if props["actions"][tier] == expert:
+                return np.array([tier], dtype=np.int64)
+        return np.array([0], dtype=np.int64)
+
+
+class KindOracleRouter(RouterPolicy):
+    """SIMULATED-pair *kind* oracle: the most a router that reads the history can know.
+
+    The simulated tiers fail at *critical* states, drawn by a hash of (task, expert command)
+    with a probability that depends only on the step's kind (the expert command's verb class)
+    and the task type. :class:`OracleRouter` knows which states are critical; no router that
+    reads observations can, on tasks it has not seen. This one knows what such a router could
+    at best infer: each tier's chance that the pending state is critical (``critical_share``
+    of :meth:`~precision_gym.envs.MixedPrecisionAgentEnv.proposals`) and whether the episode
+    has derailed. It picks the lowest-precision tier whose critical share is below
+    ``min_share`` (the highest tier when none is), and the lowest tier once the episode has
+    derailed (every tier then errs alike) or nothing is left to do, if ``low_when_derailed``.
+
+    ``min_share = 0`` routes every live step high. Evaluating a few ``min_share`` values and
+    keeping the best gives an *attainable* ceiling for routers that read observations, beside
+    the per-state oracle's unattainable one.
+    """
+
+    reads_observation = False
+
+    def __init__(self, env: Any, min_share: float = 0.0, low_when_derailed: bool = True) -> None:
+        self.env = getattr(env, "unwrapped", env)
+        super().__init__(int(self.env.action_space.n))
+        if not 0.0 <= float(min_share) <= 1.0:
+            raise ValueError(f"min_share must be in [0, 1], got {min_share}")
+        self.min_share = float(min_share)
+        self.low_when_derailed = bool(low_when_derailed)
+        self.name = f"kind-oracle(share>={self.min_share:g})"
+
+    def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        if batch_len(obs) != 1:
+            raise ValueError(
+                "KindOracleRouter reads the state of the one env it was built with: expected a "
+                f"batch of 1 observation, got {batch_len(obs)}"
+            )
+        props = self.env.proposals()
+        if "critical_share" not in props:
+            raise ValueError(
+                "KindOracleRouter needs SIMULATED tiers' state model (critical_share in "
+                f"proposals()); got proposals with keys {sorted(props)}"
+            )
+        low = self.n_tiers - 1
+        if self.low_when_derailed and (props["derailed"] or props["expert"] is None):
+            return np.array([low], dtype=np.int64)
+        shares = props["critical_share"]
+        for tier in range(low, 0, -1):
+            if shares[tier] < self.min_share:
                 return np.array([tier], dtype=np.int64)
         return np.array([0], dtype=np.int64)

@@ -14,7 +14,13 @@ Read top to bottom (CleanRL style):
    comes from the same episodes.
 3. **Headroom first**: per lambda, the utility of always-high, always-low, the oracle and
    KL-ST at its best K, and the gap oracle - best KL-ST with its 95% CI: the most an RL
-   stage could add. Printed (and written) before any RL result.
+   stage could add. The SIMULATED oracle knows which states are critical, which no router
+   that reads observations can know on unseen tasks; so the *kind oracle*
+   (``agents.KindOracleRouter``: knows each state's chance of being critical from its kind
+   and task type, and whether the episode has derailed) runs at ``--kind-shares`` too, and
+   the best of it and the constant routers gives the attainable ceiling, with its gap over
+   KL-ST and each kind-oracle point against KL-ST at the same HP. Printed (and written)
+   before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
    calibrated at every K on KL-ST's calibration episodes) and ``train-sb3 --algo ppo``
@@ -89,6 +95,7 @@ class Args:
     kl_episodes: int = 240
     klst_epochs: int = 14
     sample_budget: float = 0.4  # both RL methods start at KL-ST's calibrated K = 0.4 point
+    algos: tuple[str, ...] = ("grpo", "ppo")  # the RL methods to train (one of them, or both)
     group_size: int = 8
     tasks_per_batch: int = 4
     grpo_lr: float = 1e-4
@@ -96,12 +103,17 @@ class Args:
     grpo_advantage_norm: str = "none"
     grpo_kl_coef: float = 0.05
     grpo_eval_every: int = 5
+    grpo_step_weight: float = 0.0  # GiGPO's step-level advantage weight (0 = the paper's GRPO)
+    grpo_step_gamma: float = 0.95
     ppo_n_steps: int = 256
     ppo_batch_size: int = 64
     ppo_eval_freq: int = 2_000
     rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
     keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
     keep_best_level: float = 0.9  # its one-sided confidence
+    # kind-oracle points (SIMULATED tiers): route high where the low tier's critical share
+    # is >= each value (0 = every live step), low once derailed: the attainable ceiling
+    kind_shares: tuple[float, ...] = (0.0, 0.1, 0.2)
     online_step: float = 0.2  # online budget control of the held-K points (0: none)
     n_boot: int = 10_000
     out: str = "runs/ppo_vs_grpo"
@@ -163,6 +175,8 @@ def parse_args(argv: list[str]) -> Args:
         raise SystemExit(
             f"--online-step must be >= 0 (0: no held-K points), got {args.online_step}"
         )
+    if not args.algos or not set(args.algos) <= {"grpo", "ppo"}:
+        raise SystemExit(f"--algos must name grpo, ppo or both, got {','.join(args.algos)!r}")
     if args.sample_budget not in args.budgets:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
@@ -288,6 +302,24 @@ def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     return {"results": results}
 
 
+def kind_names(args: Args) -> list[str]:
+    return [f"kind-oracle(share>={s:g})" for s in args.kind_shares]
+
+
+def kind_unit(args: Args, env: Any, seed: int) -> dict[str, Any]:
+    """Step 3's attainable ceiling: the kind oracle at each ``--kind-shares`` value on seed
+    ``seed``'s episodes (SIMULATED tiers only; none with real ones)."""
+    from agents import make_baseline
+
+    if not env.unwrapped.simulated:
+        return {"results": {}}
+    policies = {
+        name: make_baseline("kind-oracle", env, min_share=share)
+        for name, share in zip(kind_names(args), args.kind_shares, strict=True)
+    }
+    return {"results": evaluate_all(args, env, policies, seed)}
+
+
 def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) -> dict[str, Any]:
     """Step 4: GRPO and PPO trained at ``lam`` with ``seed``, then evaluated."""
     from training.policies import load_policy
@@ -311,6 +343,8 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
         "--lr", str(args.grpo_lr), "--epochs", str(args.grpo_epochs),
         "--advantage-norm", args.grpo_advantage_norm, "--kl-coef", str(args.grpo_kl_coef),
         "--eval-every", str(args.grpo_eval_every),
+        "--step-advantage-weight", str(args.grpo_step_weight),
+        "--step-gamma", str(args.grpo_step_gamma),
         "--budgets", ",".join(f"{k:g}" for k in args.budgets),
         "--calibration-split", args.calib_split,
         "--calibration-episodes", str(args.calib_episodes),
@@ -327,19 +361,24 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     ]  # fmt: skip
     if (ppo_out / "model.zip").exists():
         ppo_argv.append("--overwrite")  # SB3 does not resume: an interrupted unit retrains
-    times = {"grpo_s": cli(*grpo_argv), "ppo_s": cli(*ppo_argv)}
+    runs = {"grpo": grpo_argv, "ppo": ppo_argv}
+    runs = {algo: argv for algo, argv in runs.items() if algo in args.algos}
+    times = {f"{algo}_s": cli(*argv) for algo, argv in runs.items()}
     t = time.perf_counter()
-    policies = {
-        f"GRPO K={k:g}": load_policy(grpo_out / "router.pt", env, budget=k) for k in args.budgets
-    }
-    # this run's own PPO model (an SB3 archive is unpickled: trusted because we wrote it)
-    policies["PPO"] = load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)
+    policies = {}
+    if "grpo" in runs:
+        policies |= {
+            f"GRPO K={k:g}": load_policy(grpo_out / "router.pt", env, budget=k)
+            for k in args.budgets
+        }
+    if "ppo" in runs:  # this run's own model (an SB3 archive is unpickled: we wrote it)
+        policies["PPO"] = load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)
     results = evaluate_all(args, env, policies, seed)
     times["eval_s"] = time.perf_counter() - t
     return {
         "results": results,
         "times": times,
-        "commands": ["precision-gym " + shlex.join(a) for a in (grpo_argv, ppo_argv)],
+        "commands": ["precision-gym " + shlex.join(a) for a in runs.values()],
     }
 
 
@@ -362,12 +401,13 @@ def online_unit(
 
 
 def units(args: Args) -> list[str]:
-    fixed = [f"fixed_s{s}" for s in args.seeds]
+    fixed = [f"fixed_s{s}" for s in args.seeds] + [f"kind_s{s}" for s in args.seeds]
     rl = [f"rl_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
     if not args.online_step:
         return fixed + rl
     online = [f"online_s{s}" for s in args.seeds]  # KL-ST held at K
-    online += [f"online_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]  # GRPO
+    if "grpo" in args.algos:  # each GRPO router held at K
+        online += [f"online_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
     return fixed + rl + online
 
 
@@ -388,6 +428,8 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     lam = unit_lambda(unit)
     if unit.startswith("fixed_s"):
         data = fixed_unit(args, env, klst, seed)
+    elif unit.startswith("kind_s"):
+        data = kind_unit(args, env, seed)
     elif unit.startswith("online"):
         data = online_unit(args, out, env, klst, None if lam is None else float(lam), seed)
     else:
@@ -471,17 +513,32 @@ def per_task_utility(recs: list[Any], lam: float) -> np.ndarray:
 
 
 def headroom_table(args: Args, records: dict[str, list[Any]], lam: float) -> dict[str, Any]:
-    """Step 3: how far the oracle is above KL-ST at its best K, on the same tasks."""
-    from training.stats import headroom
+    """Step 3: how far the oracle is above KL-ST at its best K, on the same tasks; and how
+    far the attainable ceiling is (the best of the kind oracle and the constant routers),
+    overall and, per kind-oracle point, against KL-ST at the same HP."""
+    from training.stats import headroom, paired_bootstrap_diff
 
     klst = {f"KL-ST K={k:g}": per_task_utility(records[f"KL-ST K={k:g}"], lam)
             for k in args.budgets}  # fmt: skip
     best = max(klst, key=lambda n: klst[n].mean())
-    utilities = {n: per_task_utility(records[n], lam) for n in FIXED if n in records}
+    kinds = [n for n in kind_names(args) if n in records]
+    utilities = {n: per_task_utility(records[n], lam) for n in (*FIXED, *kinds) if n in records}
     utilities[best] = klst[best]
     ceiling = "oracle" if "oracle" in utilities else "always-high"
     table = headroom(utilities, start=best, ceiling=ceiling, n_boot=args.n_boot)
     table["lambda"] = lam
+    if kinds:  # the ceiling of routers that read observations (chosen on these tasks: upper)
+        pool = [*kinds, "always-high", "always-low"]
+        attainable = max(pool, key=lambda n: utilities[n].mean())
+        table["attainable"] = attainable
+        table["attainable_gap"] = paired_bootstrap_diff(
+            utilities[attainable], utilities[best], n_boot=args.n_boot
+        ).as_dict()
+        table["kind_matched_hp"] = {
+            n: {"hp": point_hp(records[n]),
+                **matched_hp_diff(args, records, n, lam, point_hp(records[n]))}
+            for n in kinds
+        }  # fmt: skip
     return table
 
 
@@ -545,7 +602,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
         names = [n for n in records if "@" not in n] + [n for n in records if n.endswith(tag)]
         points = {n.removesuffix(tag): point(records[n], lam, args.n_boot) for n in names}
         grpo_vs_klst = {}
-        for k in args.budgets:
+        for k in args.budgets if "grpo" in args.algos else ():
             g, kl = f"GRPO K={k:g}{tag}", f"KL-ST K={k:g}"
             grpo_vs_klst[f"{k:g}"] = {
                 "same_k": paired_bootstrap_diff(
@@ -568,7 +625,9 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
                 }  # fmt: skip
         start = f"KL-ST K={args.sample_budget:g}"
         ppo_vs_start = {}
-        for seed in args.seeds:  # PPO starts exactly at KL-ST's sample-budget point
+        for seed in (
+            args.seeds if "ppo" in args.algos else ()
+        ):  # PPO starts exactly at KL-ST's sample-budget point
             ppo = [r for r in records[f"PPO{tag}"] if r.seed == seed]
             ref = [r for r in records[start] if r.seed == seed]
             ppo_vs_start[str(seed)] = paired_bootstrap_diff(
@@ -586,7 +645,9 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             "grpo_vs_klst": grpo_vs_klst,
             "ppo_vs_start": ppo_vs_start,
             "avg_rank": average_ranks(pool),
-            "avg_rank_with_ppo": average_ranks({**pool, "PPO": points["PPO"]}),
+            "avg_rank_with_ppo": average_ranks({**pool, "PPO": points["PPO"]})
+            if "PPO" in points
+            else {},
         }
     return by_lambda
 
@@ -654,7 +715,7 @@ def learning_curves(args: Args, out: Path, path: Path) -> dict[str, Any]:
         steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
         edges = np.linspace(0, steps * 1.1, 9)
         curves[f"{lam:g}"] = {}
-        for algo in ("GRPO", "PPO"):
+        for algo in (a.upper() for a in args.algos):
             per_seed = []
             for seed in args.seeds:
                 run = out / f"{algo.lower()}_l{lam:g}_s{seed}"
@@ -715,6 +776,33 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
             f"{ci(r.get('oracle'))} | {h['start']}: {ci(r[h['start']])} | "
             f"{h['ceiling']} - start: {ci(h['gap'])} |"
         )
+    if not any("attainable" in d["headroom"] for d in by_lambda.values()):
+        return lines
+    lines += [
+        "",
+        "Attainable ceiling: the SIMULATED oracle knows which states are critical; a router "
+        "that reads observations cannot, on unseen tasks. The kind oracle knows what it could "
+        "at best infer (each state's chance of being critical, from its kind and task type, "
+        "and whether the episode has derailed). Its best point, or a constant router, chosen "
+        "on these tasks (an upper estimate):",
+        "",
+        "| lambda | attainable ceiling | its utility | gap: attainable - best KL-ST (95% CI) | "
+        "kind oracle - KL-ST at the same HP |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for lam, data in by_lambda.items():
+        h = data["headroom"]
+        if "attainable" not in h:
+            continue
+        matched = "; ".join(
+            f"{n.removeprefix('kind-oracle')} (HP {m['hp']:.2f}): {ci(m)}{_star(m)}"
+            + ("" if m["interpolated"] else " (outside the KL-ST curve)")
+            for n, m in h["kind_matched_hp"].items()
+        )
+        lines.append(
+            f"| {lam} | {h['attainable']} | {ci(h['routers'][h['attainable']])} | "
+            f"{ci(h['attainable_gap'])}{_star(h['attainable_gap'])} | {matched} |"
+        )
     return lines
 
 
@@ -742,7 +830,14 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"start from the same KL-ST router at its calibrated K = {args.sample_budget:g} point; "
         f"GRPO: G = {args.group_size}, {args.tasks_per_batch} tasks per update, lr "
         f"{args.grpo_lr:g}, advantage norm {args.grpo_advantage_norm}, KL coef "
-        f"{args.grpo_kl_coef:g}; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
+        f"{args.grpo_kl_coef:g}"
+        + (
+            f", step-level advantage (GiGPO) weight {args.grpo_step_weight:g}, gamma "
+            f"{args.grpo_step_gamma:g}"
+            if args.grpo_step_weight
+            else ""
+        )
+        + f"; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
         "encoder and action head from the router. Both keep their best router on "
         f"{args.rl_eval_episodes} {args.calib_split} episodes (start included) by the "
         f"{args.keep_best_rule!r} keep-best rule"
@@ -771,47 +866,57 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
                 f"{ci(p['hp'], 2)} | {ci(p['utility'])} | "
                 f"{_rank(rank)} | {_rank(data['avg_rank_with_ppo'].get(name))} |"
             )
-        lines += [
-            "",
-            "GRPO - KL-ST utility (95% CI; * = excludes 0):",
-            "",
-            "| K | KL-ST HP | GRPO HP | same K | matched HP |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for k, g in data["grpo_vs_klst"].items():
-            same, matched = g["same_k"], g["matched_hp"]
-            lines.append(
-                f"| {k} | {g['klst_hp']:.2f} | {g['grpo_hp']:.2f} | {ci(same)}{_star(same)} | "
-                f"{ci(matched)}{_star(matched)}"
-                f"{'' if matched['interpolated'] else ' (outside the KL-ST curve)'} |"
-            )
-        if args.online_step:
+        if data["grpo_vs_klst"]:
+            lines += grpo_lines(args, data)
+        if data["ppo_vs_start"]:
             lines += [
                 "",
-                f"Both held at K online (`--online-step {args.online_step:g}`): realised HP "
-                "(pooled over decisions; * = more than 0.05 from K) and GRPO - KL-ST utility "
-                "(95% CI; * = excludes 0):",
-                "",
-                "| K | KL-ST HP online | GRPO HP online | GRPO - KL-ST, both online |",
-                "|---:|---:|---:|---:|",
+                f"PPO - its start (KL-ST K={args.sample_budget:g}) per seed: "
+                + ", ".join(
+                    f"seed {s}: {ci(d)}{_star(d)}" for s, d in data["ppo_vs_start"].items()
+                ),
             ]
-            for k, g in data["grpo_vs_klst"].items():
-                far = [abs(g[f"{w}_hp_online"] - float(k)) > 0.05 for w in ("klst", "grpo")]
-                lines.append(
-                    f"| {k} | {g['klst_hp_online']:.2f}{'*' if far[0] else ''} | "
-                    f"{g['grpo_hp_online']:.2f}{'*' if far[1] else ''} | "
-                    f"{ci(g['online'])}{_star(g['online'])} |"
-                )
-        lines += [
-            "",
-            f"PPO - its start (KL-ST K={args.sample_budget:g}) per seed: "
-            + ", ".join(f"seed {s}: {ci(d)}{_star(d)}" for s, d in data["ppo_vs_start"].items()),
-            "",
-        ]
+        lines.append("")
     lines += [f"Plots: `{out}/frontiers.png`, `{out}/learning_curves.png`.", ""]
     text = "\n".join(lines)
     atomic_write_text(out / "results.md", text)
     return text
+
+
+def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
+    """GRPO - KL-ST at the same K, at matched HP and (``--online-step``) both held at K."""
+    lines = [
+        "",
+        "GRPO - KL-ST utility (95% CI; * = excludes 0):",
+        "",
+        "| K | KL-ST HP | GRPO HP | same K | matched HP |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for k, g in data["grpo_vs_klst"].items():
+        same, matched = g["same_k"], g["matched_hp"]
+        lines.append(
+            f"| {k} | {g['klst_hp']:.2f} | {g['grpo_hp']:.2f} | {ci(same)}{_star(same)} | "
+            f"{ci(matched)}{_star(matched)}"
+            f"{'' if matched['interpolated'] else ' (outside the KL-ST curve)'} |"
+        )
+    if args.online_step:
+        lines += [
+            "",
+            f"Both held at K online (`--online-step {args.online_step:g}`): realised HP "
+            "(pooled over decisions; * = more than 0.05 from K) and GRPO - KL-ST utility "
+            "(95% CI; * = excludes 0):",
+            "",
+            "| K | KL-ST HP online | GRPO HP online | GRPO - KL-ST, both online |",
+            "|---:|---:|---:|---:|",
+        ]
+        for k, g in data["grpo_vs_klst"].items():
+            far = [abs(g[f"{w}_hp_online"] - float(k)) > 0.05 for w in ("klst", "grpo")]
+            lines.append(
+                f"| {k} | {g['klst_hp_online']:.2f}{'*' if far[0] else ''} | "
+                f"{g['grpo_hp_online']:.2f}{'*' if far[1] else ''} | "
+                f"{ci(g['online'])}{_star(g['online'])} |"
+            )
+    return lines
 
 
 def _rank(rank: float | None) -> str:
@@ -855,8 +960,9 @@ def main(argv: list[str] | None = None) -> int:
     klst = klst_router(args, out, env)
     print(f"KL-ST router: {klst}", flush=True)
     # fixed routers first: the headroom is known before any RL result
-    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("fixed")])
-    records = load_records(out, [u for u in units(args) if u.startswith("fixed")])
+    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind"))]
+    run_units(args, argv, out, env, klst, pre_units)
+    records = load_records(out, pre_units)
     pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
     print("\n".join(headroom_lines(pre)), flush=True)
     run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])

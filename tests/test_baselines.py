@@ -79,3 +79,71 @@ def test_oracle_routes_high_exactly_where_low_would_err():
         obs, _, term, trunc, info = env.step(a)
         done = term or trunc
     assert info["won"]
+
+
+class _FakeEnv:
+    """Just what KindOracleRouter reads: an action space and proposals()."""
+
+    def __init__(self, n_tiers, props):
+        import gymnasium as gym
+
+        self.action_space = gym.spaces.Discrete(n_tiers)
+        self.props = props
+
+    def proposals(self):
+        return self.props
+
+
+@pytest.mark.parametrize(
+    ("shares", "derailed", "expert", "min_share", "want"),
+    [
+        ([0.01, 0.06], False, "go to desk 1", 0.0, 0),  # 0 = every live step high
+        ([0.01, 0.06], False, "go to desk 1", 0.1, 1),  # navigation: under the bar, low
+        ([0.04, 0.30], False, "take pen 1 from desk 1", 0.1, 0),  # manipulation: high
+        ([0.04, 0.30], True, "take pen 1 from desk 1", 0.1, 1),  # derailed: low
+        ([0.04, 0.30], False, None, 0.0, 1),  # nothing left to do: low
+        ([0.01, 0.06, 0.10], False, "go to desk 1", 0.08, 1),  # 3 tiers: the W4 tier is safe
+        ([0.04, 0.30, 0.42], False, "take pen 1 from desk 1", 0.08, 0),
+        ([0.01, 0.06, 0.10], False, "go to desk 1", 0.2, 2),
+    ],
+)
+def test_kind_oracle_rule(shares, derailed, expert, min_share, want):
+    props = {"expert": expert, "actions": [], "kind": "k", "critical_share": shares}
+    env = _FakeEnv(len(shares), {**props, "derailed": derailed})
+    a, _ = make_baseline("kind-oracle", env, min_share=min_share).predict(_obs())
+    assert int(a) == want
+
+
+def test_kind_oracle_errors():
+    env = _FakeEnv(2, {"expert": "look", "actions": ["look", "look"]})
+    with pytest.raises(ValueError, match=r"needs SIMULATED tiers' state model .* got proposals"):
+        make_baseline("kind-oracle", env).predict(_obs())
+    with pytest.raises(ValueError, match=r"min_share must be in \[0, 1\], got 1.5"):
+        make_baseline("kind-oracle", env, min_share=1.5)
+    with pytest.raises(ValueError, match="expected a batch of 1 observation, got 2"):
+        make_baseline("kind-oracle", env).predict(_obs(2))
+
+
+def test_kind_oracle_plays_by_its_rule_on_webshop():
+    """On a real (SIMULATED-tier) env: each step's tier is the rule applied to proposals(),
+    and the per-state oracle's chances are the preset's shares for the step's kind."""
+    import gymnasium as gym
+
+    env = gym.make("DMR-WebShop-v0", task_kwargs={"force_high_on_search": False})
+    router = make_baseline("kind-oracle", env, min_share=0.1)
+    kinds = set()
+    for task in range(3):
+        obs, _ = env.reset(seed=task, options={"split": "test", "task_index": task})
+        done = False
+        while not done:
+            props = env.unwrapped.proposals()
+            shares = props["critical_share"]
+            assert shares[0] <= shares[1]  # lower precision: at least as often critical
+            kinds.add(props["kind"])
+            live = props["expert"] is not None and not props["derailed"]
+            a, _ = router.predict(obs)
+            assert int(a) == (0 if live and shares[1] >= 0.1 else 1)
+            obs, _, term, trunc, _ = env.step(a)
+            done = term or trunc
+    assert {"search", "click"} <= kinds
+    env.close()

@@ -197,6 +197,11 @@ def test_backend_fault_after_retries_ends_episode_as_failed():
 def test_proposals_match_what_the_tier_does(env):
     env.reset(seed=2, options=OPTS)
     props = env.proposals()
+    # the SIMULATED state model's view of the step: what the kind oracle reads
+    assert props["kind"] in ("navigation", "manipulation", "other")
+    assert props["derailed"] is False  # nothing has gone wrong at the first step
+    hi, lo = props["critical_share"]
+    assert 0.0 < hi < lo < 1.0
     _, _, _, _, info = env.step(1)
     assert info["action"] == props["actions"][1]
 

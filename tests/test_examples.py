@@ -52,7 +52,9 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     assert {"always-high", "always-low", "oracle", "random", "KL-ST K=0.4", "GRPO K=0.4"} <= names
     online = {"KL-ST K=0.4 online", "GRPO K=0.4 online", "KL-ST K=0.7 online", "GRPO K=0.7 online"}
     assert online <= names  # each K also held online, beside the fixed tau_K point
-    ranked = names - {"PPO", "oracle", "random"} - online  # the paper's rank: fixed points
+    kinds = {f"kind-oracle(share>={s})" for s in ("0", "0.1", "0.2")}  # attainable ceiling
+    assert kinds <= names
+    ranked = names - {"PPO", "oracle", "random"} - online - kinds  # the paper's rank
     assert "PPO" in names and set(data["avg_rank"]) == ranked
     for p in data["points"].values():
         assert p["utility"]["lo"] <= p["utility"]["value"] <= p["utility"]["hi"]
@@ -61,9 +63,33 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     assert {"online", "grpo_hp_online", "klst_hp_online"} <= set(held)
     assert held["online"]["lo"] <= held["online"]["value"] <= held["online"]["hi"]
     assert data["headroom"]["ceiling"] == "oracle"
+    assert data["headroom"]["attainable"] in kinds | {"always-high", "always-low"}
+    assert set(data["headroom"]["kind_matched_hp"]) == kinds
+    assert proc.stdout.index("Attainable ceiling") < proc.stdout.index("$ precision-gym train-grpo")
     assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "frontiers.png").exists()
     report = (tmp_path / "results.md").read_text()
     assert "SIMULATED" in report and "Both held at K online (`--online-step 0.2`)" in report
+
+
+def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
+    """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
+    advantage); no PPO point, curve or comparison, and bad ``--algos`` is refused."""
+    proc = _run(
+        "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
+        "--lambdas", "0.02", "--algos", "grpo", "--grpo-step-weight", "1",
+    )  # fmt: skip
+    assert "$ precision-gym train-sb3" not in proc.stdout
+    assert "--step-advantage-weight 1.0" in proc.stdout
+    data = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
+    assert "PPO" not in data["points"] and data["ppo_vs_start"] == {}
+    assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"}
+    report = (tmp_path / "results.md").read_text()
+    assert "step-level advantage (GiGPO) weight 1" in report and "PPO - its start" not in report
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--algos must name grpo, ppo or both, got 'dqn'" in bad.stderr
 
 
 def test_soak_benchmark_smoke():

@@ -277,6 +277,8 @@ def test_lr_schedules():
             r"keep_best_rule must be one of \['paired', 'mean'\], got 'max'",
         ),
         ({"keep_best_level": 1.5}, r"keep_best_level must be in \(0.5, 1\), got 1.5"),
+        ({"step_advantage_weight": -1.0}, r"step_advantage_weight must be >= 0, got -1.0"),
+        ({"step_gamma": 0.0}, r"step_gamma must be in \(0, 1\], got 0.0"),
     ],
 )
 def test_new_options_are_validated(kwargs, match):
@@ -324,3 +326,75 @@ def test_no_evaluation_keeps_the_last_router(tmp_path):
     summary = train_grpo(_cfg(tmp_path, eval_every=0))
     assert summary["evaluations"] == [] and summary["selected_update"] == 2
     assert not (tmp_path / "best_router.pt").exists()
+
+
+def test_discounted_return_to_go():
+    from training.grpo import discounted_to_go
+
+    assert discounted_to_go([1.0, 2.0, 3.0], 0.5).tolist() == [2.75, 3.5, 3.0]
+    assert discounted_to_go([], 0.9).tolist() == []
+
+
+def test_step_advantages_compare_decisions_on_the_same_state():
+    """GiGPO's step groups on known numbers: two members share state "s" at different steps
+    (and one of them visits it twice); "u" is only seen once, so it gets 0."""
+    from training.grpo import step_advantages
+
+    keys = [["reset", "s", "s"], ["reset", "u"], ["x"], ["y"]]
+    rewards = [[-0.1, -0.1, 1.0], [-0.2, -0.5], [0.0], [0.0]]
+    adv = step_advantages(keys, rewards, group_size=2, gamma=1.0, norm="none")
+    to_go = [[0.8, 0.9, 1.0], [-0.7, -0.5]]
+    reset_mean = (0.8 - 0.7) / 2
+    assert adv[0][0] == pytest.approx(0.8 - reset_mean)
+    assert adv[1][0] == pytest.approx(-0.7 - reset_mean)
+    s_mean = (0.9 + 1.0) / 2
+    assert adv[0][1:].tolist() == pytest.approx([to_go[0][1] - s_mean, to_go[0][2] - s_mean])
+    assert adv[1][1] == 0.0  # "u": nobody else was there
+    # "x" and "y" are in the second group (another task): never pooled with the first
+    assert adv[2].tolist() == [0.0] and adv[3].tolist() == [0.0]
+    std = step_advantages(keys, rewards, group_size=2, gamma=1.0, norm="group-std")
+    assert std[0][0] == pytest.approx(1.0, abs=1e-4) and std[1][0] == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_step_advantages_tell_cost_apart_on_a_lost_state():
+    """A derailed state visited under both tiers: same success (none), so the step advantage
+    prefers the cheaper call, whatever the episode advantage says."""
+    from training.grpo import step_advantages
+
+    keys = [["reset", "lost"], ["reset", "lost"]]
+    rewards = [[-0.1, -0.3], [-0.1, -0.1]]  # member 0 paid for high precision on "lost"
+    adv = step_advantages(keys, rewards, group_size=2, gamma=0.95, norm="none")
+    assert adv[0][1] < 0.0 < adv[1][1]
+
+
+def test_step_advantages_validate_their_input():
+    from training.grpo import step_advantages
+
+    with pytest.raises(ConfigError, match="trajectory 0: expected one anchor key per reward"):
+        step_advantages([["a"], ["b"]], [[0.0, 1.0], [0.0]], group_size=2)
+    with pytest.raises(ConfigError, match="keys and rewards must hold the same trajectories"):
+        step_advantages([["a"]], [[0.0], [1.0]], group_size=2)
+    with pytest.raises(ConfigError, match=r"step gamma must be in \(0, 1\], got 1.5"):
+        step_advantages([["a"], ["b"]], [[0.0], [1.0]], group_size=2, gamma=1.5)
+    with pytest.raises(ConfigError, match="multiple of group_size=2, got 3"):
+        step_advantages([["a"]] * 3, [[0.0]] * 3, group_size=2)
+
+
+def test_step_advantage_run_records_anchors_and_changes_the_update(tmp_path):
+    """End to end: each decision has its anchor key and reward; with omega > 0 the update
+    differs from the episode-only one, and the same seed repeats it exactly."""
+    trainer = GRPOTrainer(_cfg(tmp_path / "t", group_size=3))
+    try:
+        trajs = trainer.sample_group(1, [11, 12, 13], torch.Generator().manual_seed(0))
+        for t in trajs:
+            assert len(t["key"]) == len(t["rew"]) == len(t["act"])
+            assert t["key"][0] == "reset" and sum(t["rew"]) == pytest.approx(t["ret"])
+    finally:
+        trainer.close()
+    kw = dict(group_size=3, max_updates=1, eval_every=0)
+    train_grpo(_cfg(tmp_path / "a", **kw))
+    train_grpo(_cfg(tmp_path / "b", step_advantage_weight=1.0, **kw))
+    train_grpo(_cfg(tmp_path / "c", step_advantage_weight=1.0, **kw))
+    a, b, c = (_curve(tmp_path / d / "log.jsonl") for d in "abc")
+    assert b == c and [r[:2] for r in a] == [r[:2] for r in b]  # same episodes sampled
+    assert a[0][2] != b[0][2]  # ... and another loss

@@ -24,7 +24,13 @@ fresh run with the same seed produce the same curve. Outputs in ``--out``:
 ``tb/`` (TensorBoard), ``router.pt`` (final router with calibrated budget thresholds, evaluated by
 ``precision-gym evaluate --router OUT/router.pt --budget K``).
 
-Pure pieces with their own tests: :func:`group_advantages`, :func:`grpo_loss`.
+``step_advantage_weight`` > 0 adds GiGPO's step-level advantage (verl-agent;
+:func:`step_advantages`): decisions taken on the same env state within a group are compared by
+their discounted return-to-go, which tells tiers apart where the episode advantage cannot
+(two tiers on one state, e.g. high precision after the episode has derailed only adds cost).
+
+Pure pieces with their own tests: :func:`group_advantages`, :func:`step_advantages`,
+:func:`grpo_loss`.
 """
 
 from __future__ import annotations
@@ -59,9 +65,11 @@ __all__ = [
     "add_parser",
     "budget_bias",
     "compute_advantages",
+    "discounted_to_go",
     "group_advantages",
     "grpo_loss",
     "lr_at",
+    "step_advantages",
     "train_grpo",
 ]
 
@@ -141,6 +149,76 @@ def compute_advantages(
     if norm == "batch-std":
         centred = centred / (centred.std() + eps)
     return centred.reshape(-1)
+
+
+def discounted_to_go(rewards: Sequence[float], gamma: float) -> np.ndarray:
+    """``G_t = sum_{k >= t} gamma^(k - t) r_k`` for each step of one trajectory."""
+    out = np.zeros(len(rewards), dtype=np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        out[t] = acc
+    return out
+
+
+def step_advantages(
+    keys: Sequence[Sequence[str]],
+    rewards: Sequence[Sequence[float]],
+    group_size: int,
+    gamma: float = 0.95,
+    norm: str = "group-std",
+    eps: float = 1e-6,
+) -> list[np.ndarray]:
+    """Step-level (anchor-state) advantages, as GiGPO's (verl-agent) within each group.
+
+    ``keys[i][t]`` names the env state on which trajectory ``i`` took decision ``t`` (its
+    *anchor*); ``rewards[i][t]`` is the reward of that step. Trajectories are laid out group
+    by group. Within one group (one task), every decision taken on the same anchor state, in
+    any trajectory and at any step, forms a *step group*; a decision's advantage is its
+    discounted return-to-go minus the step group's mean (divided by the step group's std for
+    ``norm="group-std"``; by one std over the batch's centred values for ``"batch-std"``).
+    Decisions whose state no other decision shares, and step groups whose returns-to-go are
+    all equal, get 0. Unlike the episode advantage, it tells two tiers chosen *on the same
+    state* apart: e.g. once an episode has derailed, a high-precision call only adds cost.
+    """
+    if len(keys) != len(rewards):
+        raise ConfigError(
+            f"keys and rewards must hold the same trajectories, got {len(keys)} and {len(rewards)}"
+        )
+    _groups(np.zeros(len(keys)), group_size)  # validates the layout
+    if norm not in ADVANTAGE_NORMS:
+        raise ConfigError(f"advantage norm must be one of {list(ADVANTAGE_NORMS)}, got {norm!r}")
+    if not 0.0 < gamma <= 1.0:
+        raise ConfigError(f"step gamma must be in (0, 1], got {gamma}")
+    to_go = []
+    for i, (k, r) in enumerate(zip(keys, rewards, strict=True)):
+        if len(k) != len(r):
+            raise ConfigError(
+                f"trajectory {i}: expected one anchor key per reward, got {len(k)} keys and "
+                f"{len(r)} rewards"
+            )
+        to_go.append(discounted_to_go(r, gamma))
+    adv = [np.zeros(len(g)) for g in to_go]
+    for start in range(0, len(keys), group_size):
+        members: dict[str, list[tuple[int, int]]] = {}
+        for i in range(start, start + group_size):
+            for t, key in enumerate(keys[i]):
+                members.setdefault(key, []).append((i, t))
+        for idx in members.values():
+            vals = np.array([to_go[i][t] for i, t in idx])
+            if len(idx) < 2 or np.ptp(vals) <= 1e-12:
+                continue
+            centred = vals - vals.mean()
+            if norm == "group-std":
+                centred = centred / (vals.std() + eps)
+            for (i, t), a in zip(idx, centred, strict=True):
+                adv[i][t] = a
+    if norm == "batch-std":
+        flat = np.concatenate(adv) if adv else np.zeros(0)
+        nz = flat[flat != 0.0]
+        if len(nz):
+            adv = [a / (nz.std() + eps) for a in adv]
+    return adv
 
 
 def lr_at(update: int, max_updates: int, lr: float, schedule: str, final_ratio: float) -> float:
@@ -278,6 +356,19 @@ class GRPOConfig:
         },
     )
     adv_eps: float = field(default=1e-06, metadata={"help": "eps in (R - mean) / (std + eps)"})
+    step_advantage_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "omega: add omega x the step-level advantage (GiGPO, verl-agent) to the "
+            "episode advantage: decisions taken on the same env state (same last action and "
+            "observation) within a group are compared by their discounted return-to-go "
+            "(0 = episode advantage only, the paper's GRPO)"
+        },
+    )
+    step_gamma: float = field(
+        default=0.95,
+        metadata={"help": "discount of the return-to-go in step-level advantages, in (0, 1]"},
+    )
     entropy_coef: float = field(
         default=0.0,
         metadata={"help": "weight of the entropy bonus (mean routing entropy) in the loss"},
@@ -415,6 +506,12 @@ class GRPOConfig:
             raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.adv_eps <= 0:
             raise ConfigError(f"adv_eps must be > 0, got {self.adv_eps}")
+        if not self.step_advantage_weight >= 0.0:
+            raise ConfigError(
+                f"step_advantage_weight must be >= 0, got {self.step_advantage_weight}"
+            )
+        if not 0.0 < self.step_gamma <= 1.0:
+            raise ConfigError(f"step_gamma must be in (0, 1], got {self.step_gamma}")
         if self.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(
                 f"advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
@@ -676,9 +773,11 @@ class GRPOTrainer(Trainer):
             options={"split": self.cfg.split, "task_index": task_index, "charge_router": True},
         )
         trajs = [
-            {"emb": [], "mask": [], "act": [], "logp": [], "ref": [], "ret": 0.0, "info": None}
+            {"emb": [], "mask": [], "act": [], "logp": [], "ref": [], "ret": 0.0, "info": None,
+             "key": [], "rew": []}
             for _ in range(g)
-        ]
+        ]  # fmt: skip
+        state = ["reset"] * g  # each member's anchor state: last action and observation
         active = np.ones(g, dtype=bool)
         while active.any():
             emb = np.asarray(obs["embeddings"], dtype=np.float32)
@@ -695,9 +794,12 @@ class GRPOTrainer(Trainer):
                 t["act"].append(a)
                 t["logp"].append(float(logp_all[i, a]))
                 t["ref"].append(float(ref_all[i, a]))
+                t["key"].append(state[i])
             obs, rewards, terms, truncs, infos = self.vec.step(actions.numpy().astype(np.int64))
             for i in np.flatnonzero(active):
                 trajs[i]["ret"] += float(rewards[i])
+                trajs[i]["rew"].append(float(rewards[i]))
+                state[i] = f"{infos['action'][i]}\x1f{infos['observation'][i]}"
                 if terms[i] or truncs[i]:
                     active[i] = False
                     trajs[i]["info"] = {
@@ -721,6 +823,13 @@ class GRPOTrainer(Trainer):
         returns = np.array([t["ret"] for t in trajs])
         adv = compute_advantages(returns, cfg.group_size, cfg.advantage_norm, cfg.adv_eps)
         lengths = [len(t["act"]) for t in trajs]
+        per_step = np.repeat(adv, lengths)
+        if cfg.step_advantage_weight > 0.0:  # GiGPO: + omega x the anchor-state advantage
+            step = step_advantages(
+                [t["key"] for t in trajs], [t["rew"] for t in trajs], cfg.group_size,
+                cfg.step_gamma, cfg.advantage_norm, cfg.adv_eps,
+            )  # fmt: skip
+            per_step = per_step + cfg.step_advantage_weight * np.concatenate(step)
         decisions = np.array([int(t["info"]["decisions"]) for t in trajs])
         return Batch(
             embeddings=np.concatenate([np.stack(t["emb"]) for t in trajs]),
@@ -728,7 +837,7 @@ class GRPOTrainer(Trainer):
             actions=np.concatenate([t["act"] for t in trajs]).astype(np.int64),
             logp_old=np.concatenate([t["logp"] for t in trajs]).astype(np.float32),
             ref_logp=np.concatenate([t["ref"] for t in trajs]).astype(np.float32),
-            advantages=np.repeat(adv, lengths).astype(np.float32),
+            advantages=per_step.astype(np.float32),
             returns=returns,
             won=np.array([bool(t["info"]["won"]) for t in trajs]),
             episode_time_s=np.array([float(t["info"]["episode_time_s"]) for t in trajs]),

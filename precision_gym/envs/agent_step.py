@@ -308,6 +308,19 @@ class _Expert:
         return self._value
 
 
+def _simulated_pair(backend: Any) -> Any:
+    """The SIMULATED state model behind a tier's backend (through wrappers such as the
+    generation cache), or None for any other backend."""
+    for _ in range(8):
+        pair = getattr(backend, "pair", None)
+        if pair is not None and hasattr(pair, "critical_share"):
+            return pair
+        backend = getattr(backend, "backend", None)
+        if backend is None:
+            return None
+    return None
+
+
 def step_context(tasks: TaskSlots, slot: int, ep: Episode, expert: Any) -> StepContext:
     return StepContext(
         task_name=tasks.task_name,
@@ -514,14 +527,30 @@ class AgentStepper:
 
     def propose(self, tasks: TaskSlots, slot: int, ep: Episode) -> dict[str, Any]:
         """Every tier's parsed action on the pending state, without stepping (side-effect-free
-        tiers only: the simulated oracle reads this), plus the expert's command."""
+        tiers only: the simulated oracles read this), plus the expert's command.
+
+        With SIMULATED tiers it also holds what their state model knows of the step: the
+        expert command's ``kind``, each tier's ``critical_share`` (its chance that a state of
+        this kind and task type is critical, not whether this one is) and ``derailed``
+        (whether the history holds a wrong action on a critical state)."""
         expert, request = self.prepare(tasks, slot, ep)
         admissible = list(ep.last.admissible_commands)
         actions = []
         for tier in self.tiers:
             gen = tier.backend.generate([request])[0]
             actions.append(self.prompter.parse(gen.text, admissible)[0])
-        return {"expert": expert(), "actions": actions}
+        out: dict[str, Any] = {"expert": expert(), "actions": actions}
+        pair = _simulated_pair(self.tiers[0].backend)
+        ctx = request.context
+        if pair is not None and ctx is not None:
+            kind = ctx.step_kind(out["expert"]) if out["expert"] is not None else None
+            out["kind"] = kind
+            out["critical_share"] = [
+                pair.critical_share(t, ctx, kind) if kind is not None else 0.0
+                for t in range(len(self.tiers))
+            ]
+            out["derailed"] = pair.derailed(ctx)
+        return out
 
     def generate_groups(
         self, groups: Sequence[Sequence[_Pending]]
