@@ -59,6 +59,16 @@ class RandomRouter(RouterPolicy):
         return np.where(high, 0, low).astype(np.int64)
 
 
+def _proposals(router: Any, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The pending state's ``proposals()`` of the one env an oracle router was built with."""
+    if batch_len(obs) != 1:
+        raise ValueError(
+            f"{type(router).__name__} reads the state of the one env it was built with: "
+            f"expected a batch of 1 observation, got {batch_len(obs)}"
+        )
+    return router.env.proposals()
+
+
 class OracleRouter(RouterPolicy):
     """SIMULATED-pair oracle: the lowest tier whose proposal equals the expert's command,
     the highest tier where none does (high precision exactly where the low tier would
@@ -72,12 +82,7 @@ class OracleRouter(RouterPolicy):
         super().__init__(int(self.env.action_space.n))
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        if batch_len(obs) != 1:
-            raise ValueError(
-                "OracleRouter reads the state of the one env it was built with: expected a "
-                f"batch of 1 observation, got {batch_len(obs)}"
-            )
-        props = self.env.proposals()
+        props = _proposals(self, obs)
         expert = props["expert"]
         for tier in range(self.n_tiers - 1, -1, -1):
             if props["actions"][tier] == expert:
@@ -115,12 +120,7 @@ class KindOracleRouter(RouterPolicy):
         self.name = f"kind-oracle(share>={self.min_share:g})"
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        if batch_len(obs) != 1:
-            raise ValueError(
-                "KindOracleRouter reads the state of the one env it was built with: expected a "
-                f"batch of 1 observation, got {batch_len(obs)}"
-            )
-        props = self.env.proposals()
+        props = _proposals(self, obs)
         if "critical_share" not in props:
             raise ValueError(
                 "KindOracleRouter needs SIMULATED tiers' state model (critical_share in "

@@ -104,7 +104,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--router",
         required=True,
-        help="always-high | always-low | random | oracle | path to a trained router",
+        help="always-high | always-low | random | oracle | kind-oracle (simulated tiers) | path to a trained router",
     )
     p.add_argument(
         "--p-high",
