@@ -91,7 +91,7 @@ class OracleRouter(RouterPolicy):
 
 
 class KindOracleRouter(RouterPolicy):
-    """SIMULATED-pair *kind* oracle: the most a router that reads the history can know.
+    """SIMULATED-pair *kind* oracle: what a router that reads the history could hope to know.
 
     The simulated tiers fail at *critical* states, drawn by a hash of (task, expert command)
     with a probability that depends only on the step's kind (the expert command's verb class)
@@ -105,7 +105,9 @@ class KindOracleRouter(RouterPolicy):
 
     ``min_share = 0`` routes every live step high. Evaluating a few ``min_share`` values and
     keeping the best gives an *attainable* ceiling for routers that read observations, beside
-    the per-state oracle's unattainable one.
+    the per-state oracle's unattainable one. It is not a strict bound: it ignores the small
+    rise of the non-critical error after "Nothing happens." observations, which a router can
+    see, and it chooses among a few thresholds only.
     """
 
     reads_observation = False

@@ -781,10 +781,10 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Attainable ceiling: the SIMULATED oracle knows which states are critical; a router "
-        "that reads observations cannot, on unseen tasks. The kind oracle knows what it could "
-        "at best infer (each state's chance of being critical, from its kind and task type, "
-        "and whether the episode has derailed). Its best point, or a constant router, chosen "
-        "on these tasks (an upper estimate):",
+        "that reads observations cannot, on unseen tasks. The kind oracle knows what such a "
+        "router could hope to infer (each state's chance of being critical, from its kind and "
+        "task type, and whether the episode has derailed). Its best point, or a constant "
+        "router, chosen on these tasks (an estimate of the attainable, not a strict bound):",
         "",
         "| lambda | attainable ceiling | its utility | gap: attainable - best KL-ST (95% CI) | "
         "kind oracle - KL-ST at the same HP |",

@@ -26,10 +26,12 @@ def _log(path):
     return [(r["env_steps"], r["mean_return"], r.get("loss"), r["hp_fraction"]) for r in rows]
 
 
-def test_same_curve_whatever_the_worker_count(tmp_path):
+@pytest.mark.parametrize("step_weight", [0.0, 1.0])  # 1.0: GiGPO's anchor keys too
+def test_same_curve_whatever_the_worker_count(tmp_path, step_weight):
     logs = {}
     for workers in (0, 1, 2):
-        train_grpo(_cfg(tmp_path / f"w{workers}", workers=workers))
+        cfg = _cfg(tmp_path / f"w{workers}", workers=workers, step_advantage_weight=step_weight)
+        train_grpo(cfg)
         logs[workers] = _log(tmp_path / f"w{workers}")
     assert logs[1] == logs[0] and logs[2] == logs[0]
     assert len(logs[0]) == 2

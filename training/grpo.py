@@ -176,7 +176,8 @@ def step_advantages(
     by group. Within one group (one task), every decision taken on the same anchor state, in
     any trajectory and at any step, forms a *step group*; a decision's advantage is its
     discounted return-to-go minus the step group's mean (divided by the step group's std for
-    ``norm="group-std"``; by one std over the batch's centred values for ``"batch-std"``).
+    ``norm="group-std"``; for ``"batch-std"``, by one std over the batch's non-zero step
+    advantages, so that the decisions no step group holds do not shrink it).
     Decisions whose state no other decision shares, and step groups whose returns-to-go are
     all equal, get 0. Unlike the episode advantage, it tells two tiers chosen *on the same
     state* apart: e.g. once an episode has derailed, a high-precision call only adds cost.
