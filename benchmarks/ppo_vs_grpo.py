@@ -23,7 +23,10 @@ Read top to bottom (CleanRL style):
    before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
-   calibrated at every K on KL-ST's calibration episodes) and ``train-sb3 --algo ppo``
+   calibrated at every K on KL-ST's calibration episodes; at each K it ships the refined
+   router only where the keep-best rule prefers it to the start router calibrated at K,
+   unless ``--no-per-budget-selection``; ``--grpo-hold-budget`` holds the sampling budget at
+   K during training) and ``train-sb3 --algo ppo``
    (encoder and action head from the router). Both evaluate on the calibration split during
    training and keep a later router only when it beats the start there by a paired bootstrap
    bound (``--keep-best-rule paired``), else the start. Seed s's routers are evaluated on
@@ -105,12 +108,19 @@ class Args:
     grpo_eval_every: int = 5
     grpo_step_weight: float = 0.0  # GiGPO's step-level advantage weight (0 = the paper's GRPO)
     grpo_step_gamma: float = 0.95
+    # GRPO samples at K = sample_budget and re-centres its high-tier shift after every update
+    # so that it keeps routing K of the batch high: it can only re-rank states (train-grpo
+    # --hold-sample-budget)
+    grpo_hold_budget: bool = False
     ppo_n_steps: int = 256
     ppo_batch_size: int = 64
     ppo_eval_freq: int = 2_000
     rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
     keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
     keep_best_level: float = 0.9  # its one-sided confidence
+    # GRPO ships, at each K, the refined router only where the keep-best rule prefers it to the
+    # start router calibrated at K (train-grpo --keep-best-per-budget); this flag turns it off
+    no_per_budget_selection: bool = False
     # kind-oracle points (SIMULATED tiers): route high where the low tier's critical share
     # is >= each value (0 = every live step), low once derailed: the attainable ceiling
     kind_shares: tuple[float, ...] = (0.0, 0.1, 0.2)
@@ -322,6 +332,7 @@ def kind_unit(args: Args, env: Any, seed: int) -> dict[str, Any]:
 
 def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) -> dict[str, Any]:
     """Step 4: GRPO and PPO trained at ``lam`` with ``seed``, then evaluated."""
+    from training.grpo import router_for_budget
     from training.policies import load_policy
 
     steps = args.env_steps if lam == args.main_lambda else args.other_env_steps
@@ -345,10 +356,12 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
         "--eval-every", str(args.grpo_eval_every),
         "--step-advantage-weight", str(args.grpo_step_weight),
         "--step-gamma", str(args.grpo_step_gamma),
+        *(["--hold-sample-budget"] if args.grpo_hold_budget else []),
         "--budgets", ",".join(f"{k:g}" for k in args.budgets),
         "--calibration-split", args.calib_split,
         "--calibration-episodes", str(args.calib_episodes),
         "--calibration-seed", "0",  # KL-ST's: a kept start router gets KL-ST's thresholds
+        "--no-keep-best-per-budget" if args.no_per_budget_selection else "--keep-best-per-budget",
     ]  # fmt: skip
     if (grpo_out / "checkpoint.pt").exists():
         grpo_argv.append("--resume")  # the unit was interrupted: GRPO resumes
@@ -368,7 +381,7 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     policies = {}
     if "grpo" in runs:
         policies |= {
-            f"GRPO K={k:g}": load_policy(grpo_out / "router.pt", env, budget=k)
+            f"GRPO K={k:g}": load_policy(router_for_budget(grpo_out, k), env, budget=k)
             for k in args.budgets
         }
     if "ppo" in runs:  # this run's own model (an SB3 archive is unpickled: we wrote it)
@@ -387,14 +400,17 @@ def online_unit(
 ) -> dict[str, Any]:
     """Step 5: KL-ST (``lam`` None) or the GRPO router trained at ``lam``, at every K with the
     online budget control, on seed ``seed``'s episodes (one stream, in the evaluator's order)."""
+    from training.grpo import router_for_budget
     from training.policies import load_policy
 
-    if lam is None:
-        family, router = "KL-ST", klst
-    else:
-        family, router = "GRPO", out / f"grpo_l{lam:g}_s{seed}" / "router.pt"
+    def router(k: float) -> Path:  # GRPO: the router its run ships at K
+        return klst if lam is None else router_for_budget(out / f"grpo_l{lam:g}_s{seed}", k)
+
+    family = "KL-ST" if lam is None else "GRPO"
     policies = {
-        f"{family} K={k:g} online": load_policy(router, env, budget=k, online_step=args.online_step)
+        f"{family} K={k:g} online": load_policy(
+            router(k), env, budget=k, online_step=args.online_step
+        )
         for k in args.budgets
     }
     return {"results": evaluate_all(args, env, policies, seed)}
@@ -641,6 +657,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
         pool |= {n: points[n] for n in ("always-high", "always-low")}
         by_lambda[f"{lam:g}"] = {
             "headroom": headroom_table(args, records, lam),
+            "budget_selection": budget_selection(args, out, lam),
             "points": points,
             "grpo_vs_klst": grpo_vs_klst,
             "ppo_vs_start": ppo_vs_start,
@@ -650,6 +667,19 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             else {},
         }
     return by_lambda
+
+
+def budget_selection(args: Args, out: Path, lam: float) -> dict[str, Any]:
+    """Seed -> each GRPO run's per-budget choice (``budget_selection.json``; a run that kept
+    its start router, or ran without the selection, has none and ships ``router.pt``)."""
+    found = {}
+    for seed in args.seeds if "grpo" in args.algos else ():
+        path = out / f"grpo_l{lam:g}_s{seed}" / "budget_selection.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            found[str(seed)] = {k: {"router": c["router"], "gain": c["gain"]}
+                                for k, c in data["budgets"].items()}  # fmt: skip
+    return found
 
 
 # ----------------------------------------------------------------------------- 5. figures
@@ -837,6 +867,12 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
             if args.grpo_step_weight
             else ""
         )
+        + (
+            f", budget held at K = {args.sample_budget:g} during training (the high-tier "
+            "shift re-centred after every update)"
+            if args.grpo_hold_budget
+            else ""
+        )
         + f"; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
         "encoder and action head from the router. Both keep their best router on "
         f"{args.rl_eval_episodes} {args.calib_split} episodes (start included) by the "
@@ -884,8 +920,10 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
 
 
 def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
-    """GRPO - KL-ST at the same K, at matched HP and (``--online-step``) both held at K."""
+    """GRPO - KL-ST at the same K, at matched HP and (``--online-step``) both held at K; the
+    per-budget choice of each seed's run first."""
     lines = [
+        *selection_lines(args, data["budget_selection"]),
         "",
         "GRPO - KL-ST utility (95% CI; * = excludes 0):",
         "",
@@ -916,6 +954,31 @@ def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
                 f"{g['grpo_hp_online']:.2f}{'*' if far[1] else ''} | "
                 f"{ci(g['online'])}{_star(g['online'])} |"
             )
+    return lines
+
+
+def selection_lines(args: Args, chosen: dict[str, Any]) -> list[str]:
+    """Which router each seed's GRPO run ships at each K, with the paired gain over the start
+    on the keep-best episodes (its two-sided interval; the lower end is the rule's bound)."""
+    if args.no_per_budget_selection:
+        return ["", "GRPO ships its refined router at every K (`--no-per-budget-selection`)."]
+    level = 2 * args.keep_best_level - 1
+    lines = [
+        "",
+        f"GRPO per budget (`train-grpo --keep-best-per-budget`): at each K the refined router "
+        f"only where the {args.keep_best_rule!r} rule prefers it to the start router, both "
+        f"calibrated at K, on {args.rl_eval_episodes} {args.calib_split} episodes (refined - "
+        f"start utility, {level:.0%} CI); '-': the run kept its start router.",
+        "",
+        "| K | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
+        "|---:|" + "---|" * len(args.seeds),
+    ]
+    for k in args.budgets:
+        cells = []
+        for s in args.seeds:
+            c = chosen.get(str(s), {}).get(f"{k:g}")
+            cells.append("-" if c is None else f"{c['router']}: {ci(c['gain'])}")
+        lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -69,6 +69,11 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "frontiers.png").exists()
     report = (tmp_path / "results.md").read_text()
     assert "SIMULATED" in report and "Both held at K online (`--online-step 0.2`)" in report
+    # GRPO's per-budget choice: start or refined at each K (none when it kept its start)
+    assert "--keep-best-per-budget" in proc.stdout and "GRPO per budget" in report
+    for chosen in data["budget_selection"].values():
+        assert set(chosen) == {"0.4", "0.7"}
+        assert {c["router"] for c in chosen.values()} <= {"start", "refined"}
 
 
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
@@ -77,14 +82,18 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     proc = _run(
         "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
         "--lambdas", "0.02", "--algos", "grpo", "--grpo-step-weight", "1",
+        "--no-per-budget-selection",
     )  # fmt: skip
     assert "$ precision-gym train-sb3" not in proc.stdout
+    assert "--no-keep-best-per-budget" in proc.stdout
     assert "--step-advantage-weight 1.0" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
     assert "PPO" not in data["points"] and data["ppo_vs_start"] == {}
+    assert data["budget_selection"] == {}  # the selection is off: router.pt at every K
     assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"}
     report = (tmp_path / "results.md").read_text()
     assert "step-level advantage (GiGPO) weight 1" in report and "PPO - its start" not in report
+    assert "GRPO ships its refined router at every K" in report
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from precision_gym.error import CheckpointError, ConfigError
-from training.grpo import GRPOConfig, GRPOTrainer, group_advantages, grpo_loss, train_grpo
+from training.grpo import (
+    GRPOConfig,
+    GRPOTrainer,
+    group_advantages,
+    grpo_loss,
+    hold_bias,
+    train_grpo,
+)
 
 # ----------------------------------------------------------------------------- advantages
 
@@ -398,3 +405,114 @@ def test_step_advantage_run_records_anchors_and_changes_the_update(tmp_path):
     a, b, c = (_curve(tmp_path / d / "log.jsonl") for d in "abc")
     assert b == c and [r[:2] for r in a] == [r[:2] for r in b]  # same episodes sampled
     assert a[0][2] != b[0][2]  # ... and another loss
+
+
+def test_per_budget_selection_ships_start_or_refined_at_each_budget(tmp_path):
+    """keep_best_per_budget: the start router is saved and calibrated like the refined one, the
+    two are compared at each K on the keep-best episodes, and router_for_budget follows the
+    choice that training.selection.budget_choices makes on those rows."""
+    from agents.router import TransformerRouterPolicy
+    from training.grpo import router_for_budget
+    from training.selection import budget_choices
+
+    model = _init_router(tmp_path / "init.pt").model
+    kw = dict(
+        init_checkpoint=str(tmp_path / "init.pt"), sample_budget=0.4, lr=0.5, max_updates=1,
+        keep_best=False, eval_every=1, eval_episodes=4, calibration_episodes=2,
+        budgets=(0.4, 0.7),
+    )  # fmt: skip
+    summary = train_grpo(_cfg(tmp_path / "a", **kw))
+    out = tmp_path / "a"
+    chosen = json.loads((out / "budget_selection.json").read_text())
+    assert summary["budget_selection"] == chosen and chosen["episodes"] == 4
+    start = TransformerRouterPolicy.load(out / "start_router.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, start.model.state_dict()[k])
+    assert set(start.thresholds) == {"0.4", "0.7"}
+    rows = {n: {float(k): r for k, r in chosen["rows"][n].items()} for n in ("start", "refined")}
+    again = budget_choices(rows["start"], rows["refined"], rule="paired", level=0.9)
+    assert {f"{k:g}": c["router"] for k, c in again.items()} == {
+        k: c["router"] for k, c in chosen["budgets"].items()
+    }
+    for k, c in chosen["budgets"].items():
+        assert c["router"] in ("start", "refined")
+        assert router_for_budget(out, float(k)).name == c["file"]
+        assert c["file"] == {"start": "start_router.pt", "refined": "router.pt"}[c["router"]]
+        assert c["gain"]["value"] == pytest.approx(c["refined_utility"] - c["start_utility"])
+        assert len(chosen["rows"]["start"][k]["returns"]) == 4
+    with pytest.raises(CheckpointError, match=r"expected one of them, got 0.2"):
+        router_for_budget(out, 0.2)
+    # off: no start router, router.pt at every K
+    train_grpo(_cfg(tmp_path / "b", **kw, keep_best_per_budget=False))
+    assert not (tmp_path / "b" / "start_router.pt").exists()
+    assert router_for_budget(tmp_path / "b", 0.2) == tmp_path / "b" / "router.pt"
+
+
+def _init_router(path):
+    """A small untrained router for WebShop, calibrated (by hand) at K = 0.4."""
+    import gymnasium as gym
+
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+
+    env = gym.make("DMR-WebShop-v0")
+    u = env.unwrapped
+    torch.manual_seed(0)
+    model = TransformerRouter(
+        RouterConfig(embed_dim=u.embedding_dim, max_len=u.max_history, d_model=16, n_layers=1)
+    )
+    meta = {"task": u.task.name, "tier_names": list(u.tier_names)}
+    policy = TransformerRouterPolicy(model, thresholds={"0.4": 0.5}, metadata=meta)
+    policy.save(path)
+    env.close()
+    return policy
+
+
+def test_hold_bias_on_known_margins():
+    """Equal margins: the shift is logit(K) - d; symmetric margins +-m around 0 at K = 1/2: no
+    shift; in general the expected sampled high fraction is K (three tiers: high against the
+    log-sum-exp of the others)."""
+    zeros = np.zeros((4, 2))
+    assert hold_bias(zeros, 0.2) == pytest.approx(math.log(0.2 / 0.8), abs=1e-9)
+    assert hold_bias(zeros + np.array([1.5, 0.0]), 0.2) == pytest.approx(
+        math.log(0.25) - 1.5, abs=1e-9
+    )
+    sym = np.array([[2.0, 0.0], [-2.0, 0.0]])
+    assert hold_bias(sym, 0.5) == pytest.approx(0.0, abs=1e-9)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 3)) * 3
+    b = hold_bias(logits, 0.3)
+    shifted = logits + np.array([b, 0.0, 0.0])
+    p_high = np.exp(shifted[:, 0]) / np.exp(shifted).sum(axis=1)
+    assert p_high.mean() == pytest.approx(0.3, abs=1e-9)
+    with pytest.raises(ConfigError, match=r"logits of shape \(N >= 1, tiers >= 2\), got \(4,\)"):
+        hold_bias(np.zeros(4), 0.4)
+    with pytest.raises(ConfigError, match=r"a budget in \(0, 1\), got 1.0"):
+        hold_bias(zeros, 1.0)
+    with pytest.raises(ConfigError, match="hold_sample_budget needs sample_budget"):
+        GRPOConfig(hold_sample_budget=True)
+    with pytest.raises(ConfigError, match=r"hold_step must be in \(0, 1\], got 0.0"):
+        GRPOConfig(hold_step=0.0)
+
+
+def test_held_budget_moves_the_shift_each_update_and_resumes(tmp_path):
+    """hold_sample_budget: the logged shift is re-centred after each update (not the start's
+    log((1 - tau) / tau)), and a resumed run repeats the same shifts and curve."""
+    from training.grpo import budget_bias
+
+    _init_router(tmp_path / "init.pt")
+    kw = dict(
+        init_checkpoint=str(tmp_path / "init.pt"), sample_budget=0.4, hold_sample_budget=True,
+        lr=0.05, eval_every=0,
+    )  # fmt: skip
+    train_grpo(_cfg(tmp_path / "a", **kw))
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    start = budget_bias(str(tmp_path / "init.pt"), 0.4)
+    shifts = [r["high_bias"] for r in rows]
+    assert len(shifts) == 2 and all(b != start for b in shifts) and shifts[0] != shifts[1]
+    first = GRPOTrainer(_cfg(tmp_path / "b", **{**kw, "max_updates": 1}))
+    first.train()
+    first.close()
+    train_grpo(_cfg(tmp_path / "b", **kw, resume=True))
+    again = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["high_bias"] for r in again] == shifts
+    assert _curve(tmp_path / "b" / "log.jsonl") == _curve(tmp_path / "a" / "log.jsonl")

@@ -7,7 +7,7 @@ import pytest
 
 from precision_gym.error import CheckpointError, ConfigError
 from training.evaluation import EpisodeRecord
-from training.selection import eval_plan, eval_row, gain_over_start, select_best
+from training.selection import budget_choices, eval_plan, eval_row, gain_over_start, select_best
 
 
 def _row(returns):
@@ -115,3 +115,33 @@ def test_eval_plan_spreads_tasks_then_adds_seeds_on_a_small_split():
     assert eval_plan(5, 11, seed=0) == (list(range(5)), (0, 1, 2))
     with pytest.raises(ConfigError, match=r"eval_plan needs episodes >= 1 and a split"):
         eval_plan(0, 4, seed=0)
+
+
+def _hp_row(returns, hp):
+    return _row(returns) | {"hp_fraction": hp}
+
+
+def test_budget_choices_keep_the_refined_router_only_where_it_clearly_wins():
+    """Per K: a clear paired win ships the refined router; a loss, or a gain from one lucky
+    episode, ships the start; the gain's lower bound is the rule's bound."""
+    better = [x + 0.2 for x in START["returns"]]
+    lucky = [x - 0.1 for x in START["returns"]]
+    lucky[1] += 2.0
+    worse = [x - 0.3 for x in START["returns"]]
+    start = {k: _hp_row(START["returns"], 0.5) for k in (0.2, 0.4, 0.7)}
+    refined = {0.2: _hp_row(worse, 0.3), 0.4: _hp_row(lucky, 0.5), 0.7: _hp_row(better, 0.8)}
+    paired = budget_choices(start, refined, rule="paired", level=0.9)
+    assert [paired[k]["router"] for k in (0.2, 0.4, 0.7)] == ["start", "start", "refined"]
+    assert paired[0.7]["gain"]["value"] == pytest.approx(0.2)
+    assert paired[0.7]["gain"]["lo"] > 0 >= paired[0.4]["gain"]["lo"]
+    assert (paired[0.2]["start_hp"], paired[0.2]["refined_hp"]) == (0.5, 0.3)
+    mean = budget_choices(start, refined, rule="mean", level=0.9)
+    assert [mean[k]["router"] for k in (0.2, 0.4, 0.7)] == ["start", "refined", "refined"]
+
+
+def test_budget_choices_need_the_same_budgets_and_a_known_rule():
+    start = {0.2: _hp_row([1.0, 0.0], 0.2)}
+    with pytest.raises(ConfigError, match=r"expected refined rows at \[0.2\], got \[0.4\]"):
+        budget_choices(start, {0.4: _hp_row([1.0, 0.0], 0.4)})
+    with pytest.raises(ConfigError, match="keep_best_rule must be one of"):
+        budget_choices(start, start, rule="best")

@@ -18,11 +18,19 @@ by ``keep_best_rule`` (:mod:`training.selection`): by default a later router onl
 beats the start router on those episodes by a paired bootstrap bound, else the start router,
 so a refinement that does not clearly help returns its start instead of a worse router.
 
+``keep_best_per_budget`` (default) then applies the same rule at each calibrated budget K:
+the start router, calibrated like the refined one (``start_router.pt``), against the refined
+router at K on the same episodes; ``budget_selection.json`` names the router to use at each K
+(:func:`router_for_budget`). ``hold_sample_budget`` re-centres the sampling shift after every
+update so that the router keeps sampling ``sample_budget`` of the batch's decisions high in
+expectation (:func:`hold_bias`): the update can only re-rank states.
+
 Everything is seeded from ``(seed, update index)``, so a resumed run (``--resume``) and a
 fresh run with the same seed produce the same curve. Outputs in ``--out``:
 ``checkpoint.pt`` (atomic, every update), ``log.jsonl``, ``eval.jsonl``, ``best_router.pt``,
 ``tb/`` (TensorBoard), ``router.pt`` (final router with calibrated budget thresholds, evaluated by
-``precision-gym evaluate --router OUT/router.pt --budget K``).
+``precision-gym evaluate --router OUT/router.pt --budget K``), and with the per-budget choice
+``start_router.pt`` and ``budget_selection.json``.
 
 ``step_advantage_weight`` > 0 adds GiGPO's step-level advantage (verl-agent;
 :func:`step_advantages`): decisions taken on the same env state within a group are compared by
@@ -30,7 +38,7 @@ their discounted return-to-go, which tells tiers apart where the episode advanta
 (two tiers on one state, e.g. high precision after the episode has derailed only adds cost).
 
 Pure pieces with their own tests: :func:`group_advantages`, :func:`step_advantages`,
-:func:`grpo_loss`.
+:func:`grpo_loss`, :func:`hold_bias`.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
 from training.calibrate import calibrate_router  # issue 4's Eq. 7
 from training.cli.common import add_config_parser, config_from_args, run_command
-from training.selection import eval_plan, eval_row, select_best, validate_rule
+from training.selection import budget_choices, eval_plan, eval_row, select_best, validate_rule
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
@@ -68,7 +76,9 @@ __all__ = [
     "discounted_to_go",
     "group_advantages",
     "grpo_loss",
+    "hold_bias",
     "lr_at",
+    "router_for_budget",
     "step_advantages",
     "train_grpo",
 ]
@@ -76,6 +86,8 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 FINAL = "router.pt"
 BEST = "best_router.pt"
+START = "start_router.pt"
+BUDGET_SELECTION = "budget_selection.json"
 LOG = "log.jsonl"
 EVAL_LOG = "eval.jsonl"
 
@@ -222,6 +234,31 @@ def step_advantages(
     return adv
 
 
+def hold_bias(logits: np.ndarray, budget: float) -> float:
+    """The shift of the high tier's (index 0) logit under which the sampling policy's
+    *expected* high-precision fraction over the ``N`` states is ``budget``:
+    ``mean(sigmoid(d + b)) = budget`` with ``d = logit_0 - logsumexp(other logits)``, solved by
+    bisection (the left side rises with ``b``; deterministic)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 2:
+        raise ConfigError(
+            f"hold_bias expects logits of shape (N >= 1, tiers >= 2), got {logits.shape}"
+        )
+    if not 0.0 < budget < 1.0:
+        raise ConfigError(f"hold_bias expects a budget in (0, 1), got {budget}")
+    rest = logits[:, 1:]
+    top = rest.max(axis=1)
+    d = logits[:, 0] - (top + np.log(np.exp(rest - top[:, None]).sum(axis=1)))
+    lo, hi = -50.0 - d.max(), 50.0 - d.min()
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if np.mean(0.5 * (1.0 + np.tanh((d + mid) / 2.0))) < budget:  # sigmoid, no overflow
+            lo = mid
+        else:
+            hi = mid
+    return float((lo + hi) / 2.0)
+
+
 def lr_at(update: int, max_updates: int, lr: float, schedule: str, final_ratio: float) -> float:
     """Learning rate of 1-based ``update`` of ``max_updates``: ``constant``, or decayed from
     ``lr`` to ``lr * final_ratio`` at the last update, ``linear``-ly or along a half
@@ -317,6 +354,23 @@ class GRPOConfig:
         metadata={
             "help": "sample around the init router's calibrated budget K: add "
             "log((1 - tau_K) / tau_K) to the high tier's logit (None = raw softmax)"
+        },
+    )
+    hold_sample_budget: bool = field(
+        default=False,
+        metadata={
+            "help": "after each update, re-centre that logit shift so that the sampling policy "
+            "routes sample_budget of the batch's decisions to high precision in expectation "
+            "(hold_bias): an update can then only re-rank states, not move the budget, which "
+            "calibration at K removes anyway"
+        },
+    )
+    hold_step: float = field(
+        default=0.25,
+        metadata={
+            "help": "with hold_sample_budget: the shift moves this fraction of the way to the "
+            "batch's solution per update, in (0, 1]; 1 jumps there, which oscillates (fewer "
+            "high decisions derail more episodes, whose many states then ask for more)"
         },
     )
     tasks_per_batch: int = field(default=4, metadata={"help": "tasks per update (one group each)"})
@@ -418,6 +472,16 @@ class GRPOConfig:
     keep_best_level: float = field(
         default=0.9,
         metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
+    )
+    keep_best_per_budget: bool = field(
+        default=True,
+        metadata={
+            "help": "after calibration, at each budget K: ship the refined router only where "
+            "keep_best_rule prefers it to the start router calibrated at K on the evaluation "
+            "episodes, else the start router (start_router.pt; the choice in "
+            "budget_selection.json, read by router_for_budget); needs init_checkpoint and "
+            "calibration"
+        },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0 = none)"})
     d_model: int = field(default=64, metadata={"help": "router width when training from scratch"})
@@ -552,6 +616,10 @@ class GRPOConfig:
             raise ConfigError(f"pool_size must be >= 1 or None, got {self.pool_size}")
         if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
             raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
+        if self.hold_sample_budget and self.sample_budget is None:
+            raise ConfigError("hold_sample_budget needs sample_budget (the K to hold), got None")
+        if not 0.0 < self.hold_step <= 1.0:
+            raise ConfigError(f"hold_step must be in (0, 1], got {self.hold_step}")
         if isinstance(self.workers, bool) or not 0 <= self.workers <= self.group_size:
             raise ConfigError(
                 f"workers must be in [0, group_size={self.group_size}], got {self.workers!r}"
@@ -586,6 +654,7 @@ class GRPOConfig:
         "workers",
         "ray_address",
         "calibration_seed",  # used only by the calibration after training
+        "keep_best_per_budget",  # used only after training
     )
 
 
@@ -982,6 +1051,13 @@ class GRPOTrainer(Trainer):
         t_upd = time.perf_counter()
         batch = self.sample_batch(update)
         stats = self.optimize(batch, update)
+        if self.cfg.hold_sample_budget:  # the next batch is sampled at K again
+            with torch.no_grad():
+                emb = torch.as_tensor(batch.embeddings, dtype=torch.float32)
+                mask = torch.as_tensor(batch.mask, dtype=torch.float32)
+                raw = self.model(emb, mask).numpy()
+            target = hold_bias(raw, float(self.cfg.sample_budget))
+            self.high_bias += self.cfg.hold_step * (target - self.high_bias)
         return self._row(batch, stats, time.perf_counter() - t_upd, update)
 
     def after_step(self, row: dict[str, Any]) -> None:
@@ -1005,6 +1081,7 @@ class GRPOTrainer(Trainer):
             "router": _policy(self.model, self.meta).state(),
             "ref_router": _policy(self.ref_model, self.meta).state(),
             "optimizer": self.optimizer.state_dict(),
+            "high_bias": self.high_bias,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -1014,6 +1091,7 @@ class GRPOTrainer(Trainer):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
+        self.high_bias = float(state.get("high_bias", self.high_bias))  # held: moves per update
 
     def _row(
         self, batch: Batch, stats: dict[str, float], wall_s: float, update: int
@@ -1101,7 +1179,8 @@ def budget_bias(init_checkpoint: str | None, budget: float) -> float:
 
 
 def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
-    """Train, save ``OUT/router.pt`` and calibrate its budgets; returns a summary dict."""
+    """Train, save ``OUT/router.pt`` and calibrate its budgets (then, with
+    ``keep_best_per_budget``, choose refined or start router at each K); returns a summary."""
     t0 = time.perf_counter()
     trainer = GRPOTrainer(cfg)  # refuses a folder with a trained run before any work
     try:
@@ -1123,20 +1202,12 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
             }
         _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
+        per_budget = None
         if cfg.calibration_episodes:
-            split = cfg.calibration_split or _default_calibration_split(trainer.unwrapped)
-            report = calibrate_router(
-                final,
-                trainer._probe,
-                split=split,
-                episodes=cfg.calibration_episodes,
-                refine_iters=cfg.calibration_refine_iters,
-                budgets=cfg.budgets,
-                seed=cfg.seed if cfg.calibration_seed is None else cfg.calibration_seed,
-                out_dir=Path(cfg.out) / "calibration",
-                progress=cfg.progress,
-            )
-            thresholds = report.thresholds
+            thresholds = _calibrate(cfg, trainer, final, "calibration")
+            kept_start = trainer.best is not None and trainer.best["update"] == 0
+            if cfg.keep_best_per_budget and cfg.init_checkpoint and not kept_start:
+                per_budget = _select_per_budget(cfg, trainer)
     finally:
         trainer.close()
     return {
@@ -1147,8 +1218,93 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         "final": rows[-1] if rows else None,
         "evaluations": trainer.evals,
         "selected_update": trainer.best["update"] if trainer.best is not None else trainer.update,
+        "budget_selection": per_budget,
         "wall_time_s": time.perf_counter() - t0,
     }
+
+
+def _calibrate(cfg: GRPOConfig, trainer: GRPOTrainer, router: Path, folder: str) -> dict:
+    """Eq. 7 thresholds of ``router`` at ``cfg.budgets``, written into the file."""
+    report = calibrate_router(
+        router,
+        trainer._probe,
+        split=cfg.calibration_split or _default_calibration_split(trainer.unwrapped),
+        episodes=cfg.calibration_episodes,
+        refine_iters=cfg.calibration_refine_iters,
+        budgets=cfg.budgets,
+        seed=cfg.seed if cfg.calibration_seed is None else cfg.calibration_seed,
+        out_dir=Path(cfg.out) / folder,
+        progress=cfg.progress,
+    )
+    return report.thresholds
+
+
+def _select_per_budget(cfg: GRPOConfig, trainer: GRPOTrainer) -> dict[str, Any]:
+    """``keep_best_per_budget``: the start router, calibrated exactly like the refined one,
+    against the refined router at each budget K on the keep-best evaluation episodes; the
+    choice per K (:func:`training.selection.budget_choices`) goes to ``budget_selection.json``.
+
+    The refined router is trained at one operating point and recalibrated to every K; that
+    leans on the ranking of its scores, which the RL objective does not protect. Choosing per
+    K on held-out episodes keeps a refinement from shipping a router that is worse than its
+    start at a budget it was never checked at."""
+    from training.evaluation import evaluate, write_json
+    from training.policies import load_policy
+
+    out = Path(cfg.out)
+    start = copy.deepcopy(trainer.ref_model)
+    _policy(start, {**trainer.meta, "trained_with": "start of GRPO (init_checkpoint)"}).save(
+        out / START
+    )
+    _calibrate(cfg, trainer, out / START, "calibration_start")
+    split = trainer.eval_split()
+    tasks, seeds = eval_plan(trainer.unwrapped.task.num_tasks(split), cfg.eval_episodes, cfg.seed)
+    rows: dict[str, dict[float, dict[str, Any]]] = {}
+    for name, path in (("start", out / START), ("refined", out / FINAL)):
+        rows[name] = {}
+        for k in cfg.budgets:
+            result = evaluate(
+                load_policy(path, trainer._probe, budget=k),
+                trainer._probe,
+                split=split,
+                task_indices=tasks,
+                seeds=seeds,
+                progress=False,
+            )
+            rows[name][k] = eval_row(result.records, split)
+    choices = budget_choices(
+        rows["start"], rows["refined"], rule=cfg.keep_best_rule, level=cfg.keep_best_level
+    )
+    files = {"start": START, "refined": FINAL}
+    data = {
+        "rule": cfg.keep_best_rule,
+        "level": cfg.keep_best_level,
+        "split": split,
+        "episodes": len(tasks) * len(seeds),
+        "budgets": {f"{k:g}": c | {"file": files[c["router"]]} for k, c in choices.items()},
+        "rows": {name: {f"{k:g}": row for k, row in by_k.items()} for name, by_k in rows.items()},
+    }
+    write_json(data, out / BUDGET_SELECTION)
+    return data
+
+
+def router_for_budget(out: str | Path, budget: float) -> Path:
+    """The router file a ``train-grpo`` run ships at budget K: ``router.pt``, or
+    ``start_router.pt`` where ``keep_best_per_budget`` kept the start (``budget_selection.json``);
+    runs without that file ship ``router.pt`` at every K."""
+    out = Path(out)
+    path = out / BUDGET_SELECTION
+    if not path.exists():
+        return out / FINAL
+    import json
+
+    chosen = json.loads(path.read_text())["budgets"]
+    key = f"{float(budget):g}"
+    if key not in chosen:
+        raise CheckpointError(
+            f"{path} chose routers at budgets {sorted(chosen)}: expected one of them, got {key}"
+        )
+    return out / chosen[key]["file"]
 
 
 def _default_calibration_split(env: Any) -> str:
@@ -1189,6 +1345,19 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
             f"{chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
         )
     print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
+    chosen = summary["budget_selection"]
+    if chosen:
+        print(
+            f"per budget ({chosen['rule']} rule on {chosen['episodes']} {chosen['split']} "
+            "episodes; gain = refined - start utility, two-sided "
+            f"{100 * (2 * chosen['level'] - 1):.0f}% CI):"
+        )
+        for k, c in chosen["budgets"].items():
+            g = c["gain"]
+            print(
+                f"  K={k}: {c['file']} (gain {g['value']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}], "
+                f"HP {c['start_hp']:.2f} -> {c['refined_hp']:.2f})"
+            )
     print(
         f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['router']} "
         + (f"--budget {cfg.budgets[0]}" if summary["thresholds"] else "")

@@ -14,6 +14,10 @@ Rules (``keep_best_rule``):
   mean rule showed: a +0.33 gain on 16 selection episodes that became -0.31 on the test split).
 - ``"mean"``: the router of highest mean utility, the start included (ties go to the earlier).
 
+Per budget (:func:`budget_choices`): a refined router is deployed at several budgets K, each
+through its own calibrated threshold, so the same rule decides at each K between the refined
+and the start router, both calibrated at K and evaluated on the same episodes.
+
 Pure functions of the rows; tested in ``tests/test_selection.py``.
 """
 
@@ -29,6 +33,7 @@ from training.stats import CI, bootstrap_ci
 
 __all__ = [
     "KEEP_BEST_RULES",
+    "budget_choices",
     "eval_plan",
     "eval_row",
     "gain_over_start",
@@ -123,3 +128,34 @@ def select_best(
             continue
         best = i
     return best
+
+
+def budget_choices(
+    start: Mapping[float, Mapping[str, Any]],
+    refined: Mapping[float, Mapping[str, Any]],
+    *,
+    rule: str = "paired",
+    level: float = 0.9,
+) -> dict[float, dict[str, Any]]:
+    """At each budget K, ``"refined"`` where ``rule`` keeps the refined router's row over the
+    start router's (:func:`select_best` on the pair), else ``"start"``; with the paired gain
+    over the start (its ``lo`` is the rule's one-sided bound) and both rows' utility and HP."""
+    validate_rule(rule, level)
+    if set(start) != set(refined):
+        raise ConfigError(
+            "budget_choices compares the routers at the same budgets: expected refined rows at "
+            f"{sorted(start)}, got {sorted(refined)}"
+        )
+    out: dict[float, dict[str, Any]] = {}
+    for k in sorted(start):
+        s, r = start[k], refined[k]
+        gain = gain_over_start(r, s, level=level)
+        out[k] = {
+            "router": "refined" if select_best([s, r], rule=rule, level=level) == 1 else "start",
+            "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
+            "start_utility": float(s["utility"]),
+            "refined_utility": float(r["utility"]),
+            "start_hp": float(s["hp_fraction"]),
+            "refined_hp": float(r["hp_fraction"]),
+        }
+    return out
