@@ -1358,9 +1358,12 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
                 f"  K={k}: {c['file']} (gain {g['value']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}], "
                 f"HP {c['start_hp']:.2f} -> {c['refined_hp']:.2f})"
             )
+    shipped = summary["router"]
+    if summary["thresholds"]:  # the file this run ships at that K
+        shipped = str(router_for_budget(cfg.out, cfg.budgets[0]))
     print(
-        f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['router']} "
-        + (f"--budget {cfg.budgets[0]}" if summary["thresholds"] else "")
+        f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {shipped} "
+        + (f"--budget {cfg.budgets[0]:g}" if summary["thresholds"] else "")
     )
     return 0
 
