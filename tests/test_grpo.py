@@ -442,6 +442,10 @@ def test_per_budget_selection_ships_start_or_refined_at_each_budget(tmp_path):
         assert len(chosen["rows"]["start"][k]["returns"]) == 4
     with pytest.raises(CheckpointError, match=r"expected one of them, got 0.2"):
         router_for_budget(out, 0.2)
+    # a resumed run without the selection leaves no stale choice behind
+    train_grpo(_cfg(out, **{**kw, "resume": True, "keep_best_per_budget": False}))
+    assert not (out / "budget_selection.json").exists() and not (out / "start_router.pt").exists()
+    assert router_for_budget(out, 0.4) == out / "router.pt"
     # off: no start router, router.pt at every K
     train_grpo(_cfg(tmp_path / "b", **kw, keep_best_per_budget=False))
     assert not (tmp_path / "b" / "start_router.pt").exists()

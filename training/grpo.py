@@ -1200,6 +1200,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                 "split": trainer.best["split"],
                 "rule": cfg.keep_best_rule,
             }
+        for stale in (BUDGET_SELECTION, START):  # a resumed run's earlier choice is void
+            (Path(cfg.out) / stale).unlink(missing_ok=True)
         _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
         per_budget = None
