@@ -520,3 +520,53 @@ def test_held_budget_moves_the_shift_each_update_and_resumes(tmp_path):
     again = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["high_bias"] for r in again] == shifts
     assert _curve(tmp_path / "b" / "log.jsonl") == _curve(tmp_path / "a" / "log.jsonl")
+
+
+def test_moved_run_resumes_and_another_start_router_is_refused(tmp_path):
+    """A run folder moved with its KL-ST router resumes (``out`` and the init path changed,
+    same start weights) to the curve of the run left in place; a different start router under
+    the old name is refused, naming init_checkpoint. Fields a checkpoint predates resume at
+    their defaults."""
+    import shutil
+
+    from training.trainer import config_diff
+
+    _init_router(tmp_path / "a" / "init.pt")
+    kw = dict(sample_budget=0.4, eval_every=0)
+    train_grpo(_cfg(tmp_path / "a" / "run", init_checkpoint=str(tmp_path / "a" / "init.pt"), **kw))
+    _init_router(tmp_path / "b0.pt")  # the same router, another file
+    first = GRPOTrainer(
+        _cfg(tmp_path / "b" / "run", init_checkpoint=str(tmp_path / "b0.pt"), **kw, max_updates=1)
+    )
+    first.train()
+    first.close()
+    shutil.move(tmp_path / "b", tmp_path / "moved")
+    shutil.move(tmp_path / "b0.pt", tmp_path / "moved" / "init.pt")
+    moved = _cfg(
+        tmp_path / "moved" / "run",
+        init_checkpoint=str(tmp_path / "moved" / "init.pt"),
+        resume=True,
+        **kw,
+    )
+    train_grpo(moved)
+    assert _curve(tmp_path / "moved" / "run" / "log.jsonl") == _curve(
+        tmp_path / "a" / "run" / "log.jsonl"
+    )
+
+    other = tmp_path / "other.pt"
+    _init_router(other)
+    from agents.router import TransformerRouterPolicy
+
+    policy = TransformerRouterPolicy.load(other)
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(1.0)
+    policy.save(other)
+    with pytest.raises(ConfigError, match=r"different configuration .*init_checkpoint: \("):
+        GRPOTrainer(
+            _cfg(tmp_path / "moved" / "run", init_checkpoint=str(other), resume=True, **kw)
+        ).train()
+
+    # a setting the checkpoint predates compares as its default (old runs ran with it)
+    assert config_diff({"a": 1}, {"a": 1, "new": 0.0}, defaults={"new": 0.0}) == {}
+    assert config_diff({"a": 1}, {"a": 1, "new": 1.0}, defaults={"new": 0.0}) == {"new": (0.0, 1.0)}
+    assert config_diff({"a": 1}, {"a": 1, "new": 1.0}) == {"new": (None, 1.0)}

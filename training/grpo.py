@@ -346,7 +346,8 @@ class GRPOConfig:
     init_checkpoint: str | None = field(
         default=None,
         metadata={
-            "help": "KL-ST router checkpoint to start from (None = a freshly initialised router)"
+            "help": "KL-ST router checkpoint to start from (None = a freshly initialised "
+            "router); a resumed run may name another path to the same router (a moved run)"
         },
     )
     sample_budget: float | None = field(
@@ -655,6 +656,7 @@ class GRPOConfig:
         "ray_address",
         "calibration_seed",  # used only by the calibration after training
         "keep_best_per_budget",  # used only after training
+        "out",  # a moved run folder resumes where it now is
     )
 
 
@@ -1074,6 +1076,23 @@ class GRPOTrainer(Trainer):
 
     def tensorboard_step(self) -> int:
         return self.env_steps
+
+    def resume_differences(
+        self, diff: dict[str, tuple[Any, Any]], state: dict[str, Any]
+    ) -> dict[str, tuple[Any, Any]]:
+        """A moved ``init_checkpoint`` (the run folder was moved or copied with its KL-ST
+        router) resumes when the file now named holds the checkpoint's reference router, the
+        start of the run, weight for weight."""
+        if "init_checkpoint" not in diff or not diff["init_checkpoint"][0]:
+            return diff
+        if not self.cfg.init_checkpoint or "ref_router" not in state:
+            return diff
+        ref = _model_from_state(state["ref_router"]).state_dict()
+        now = self.ref_model.state_dict()  # built from the file now named
+        same = ref.keys() == now.keys() and all(
+            ref[k].shape == now[k].shape and torch.equal(ref[k], now[k]) for k in ref
+        )
+        return {k: v for k, v in diff.items() if k != "init_checkpoint"} if same else diff
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,8 @@ the config fields a resumed run may change (``resumable_fields``), and implement
 :meth:`~Trainer.state_dict` and :meth:`~Trainer.load_state_dict` (the algorithm's tensors
 and counters: tensors, numbers, strings, lists and dicts only). Hooks with defaults:
 :meth:`~Trainer.should_stop`, :meth:`~Trainer.on_train_start`, :meth:`~Trainer.after_step`,
-:meth:`~Trainer.progress_postfix`, :meth:`~Trainer.tensorboard_step`.
+:meth:`~Trainer.progress_postfix`, :meth:`~Trainer.tensorboard_step`,
+:meth:`~Trainer.resume_differences` (which differences still allow a resume).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import sys
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,7 +34,14 @@ from precision_gym.io import (
     refuse_overwrite,
 )
 
-__all__ = ["Trainer", "append_jsonl", "config_diff", "read_jsonl", "write_jsonl"]
+__all__ = [
+    "Trainer",
+    "append_jsonl",
+    "config_defaults",
+    "config_diff",
+    "read_jsonl",
+    "write_jsonl",
+]
 
 
 class Trainer(ABC):
@@ -137,6 +145,14 @@ class Trainer(ABC):
         """The x value of TensorBoard scalars (default: steps done)."""
         return self.steps_done
 
+    def resume_differences(
+        self, diff: dict[str, tuple[Any, Any]], state: dict[str, Any]
+    ) -> dict[str, tuple[Any, Any]]:
+        """The settings differences (``{field: (checkpoint, now)}``, resumable fields left
+        out) that refuse a resume; a trainer drops those its checkpoint ``state`` shows to be
+        harmless (a moved input file with the same content)."""
+        return diff
+
     # -- the loop --------------------------------------------------------------------------
     def is_done(self) -> bool:
         return self.steps_done >= self.total_steps or self.should_stop()
@@ -225,7 +241,13 @@ class Trainer(ABC):
                 f"{path} is not a complete {self.checkpoint_what}: expected the entries "
                 f"config, steps_done and history, missing {', '.join(missing)}"
             )
-        diff = config_diff(state["config"], asdict(self.config), self.resumable_fields)
+        diff = config_diff(
+            state["config"],
+            asdict(self.config),
+            self.resumable_fields,
+            defaults=config_defaults(self.config),
+        )
+        diff = self.resume_differences(diff, state)
         if diff:
             raise ResumeConfigError(
                 f"cannot resume from {path}: different configuration (field: (checkpoint, "
@@ -247,15 +269,38 @@ class Trainer(ABC):
 
 
 def config_diff(
-    saved: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()
+    saved: dict[str, Any],
+    now: dict[str, Any],
+    ignore: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
 ) -> dict[str, tuple[Any, Any]]:
     """``{field: (saved, now)}`` for every field of ``now`` outside ``ignore`` whose value
-    differs from ``saved``'s (tuples compare equal to lists: a checkpoint stores lists)."""
+    differs from ``saved``'s (tuples compare equal to lists: a checkpoint stores lists).
+
+    A field missing from ``saved`` (a checkpoint written before the setting existed) stands
+    for its value in ``defaults``, where one is given: that run ran with the default, since a
+    new setting's default keeps the old behaviour."""
+    defaults = defaults or {}
+
+    def old(k: str) -> Any:
+        return defaults[k] if k not in saved and k in defaults else saved.get(k)
+
     return {
-        k: (saved.get(k), v)
-        for k, v in now.items()
-        if k not in ignore and _plain(saved.get(k)) != _plain(v)
+        k: (old(k), v) for k, v in now.items() if k not in ignore and _plain(old(k)) != _plain(v)
     }
+
+
+def config_defaults(config: Any) -> dict[str, Any]:
+    """The default of every field of the dataclass ``config`` that has one."""
+    if not is_dataclass(config):
+        return {}
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def _plain(v: Any) -> Any:
