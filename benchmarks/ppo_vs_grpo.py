@@ -29,7 +29,8 @@ Read top to bottom (CleanRL style):
    K during training) and ``train-sb3 --algo ppo``
    (encoder and action head from the router). Both evaluate on the calibration split during
    training and keep a later router only when it beats the start there by a paired bootstrap
-   bound (``--keep-best-rule paired``), else the start. Seed s's routers are evaluated on
+   bound (``--keep-best-rule paired``), else the start; a kept later router ships only if the
+   rule holds again on ``--confirm-episodes`` fresh episodes. Seed s's routers are evaluated on
    seed s's episodes.
 5. **Budgets held online** (``--online-step``, default 0.2; 0 turns it off): KL-ST and each
    GRPO router again at every K, with the online budget control of ``evaluate --online-step``
@@ -118,6 +119,9 @@ class Args:
     rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
     keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
     keep_best_level: float = 0.9  # its one-sided confidence
+    # a kept later router must beat the start again on this many fresh calibration-split
+    # episodes, else the start ships; GRPO's per-budget choice uses them too (0: off)
+    confirm_episodes: int = 32
     # GRPO ships, at each K, the refined router only where the keep-best rule prefers it to the
     # start router calibrated at K (train-grpo --keep-best-per-budget); this flag turns it off
     no_per_budget_selection: bool = False
@@ -155,6 +159,7 @@ QUICK = {  # a tiny run for the subprocess test: WebShop is ~100x faster per ste
     "ppo_batch_size": 16,
     "ppo_eval_freq": 16,
     "rl_eval_episodes": 2,
+    "confirm_episodes": 2,
     "n_boot": 200,
     "jobs": 1,
 }
@@ -181,6 +186,8 @@ def parse_args(argv: list[str]) -> Args:
         args = Args(**{**asdict(args), **{k: v for k, v in QUICK.items() if k not in given}})
     if args.main_lambda not in args.lambdas:
         args.main_lambda = args.lambdas[0]
+    if args.confirm_episodes < 0:
+        raise SystemExit(f"--confirm-episodes must be >= 0 (0: off), got {args.confirm_episodes}")
     if not args.online_step >= 0:
         raise SystemExit(
             f"--online-step must be >= 0 (0: no held-K points), got {args.online_step}"
@@ -344,6 +351,7 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
     common += ["--keep-best-rule", args.keep_best_rule]
     common += ["--keep-best-level", str(args.keep_best_level)]
+    common += ["--confirm-episodes", str(args.confirm_episodes)]
     if args.pool_size:
         common += ["--pool-size", str(args.pool_size)]
     grpo_out, ppo_out = out / f"grpo_{tag}", out / f"ppo_{tag}"
@@ -658,6 +666,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
         by_lambda[f"{lam:g}"] = {
             "headroom": headroom_table(args, records, lam),
             "budget_selection": budget_selection(args, out, lam),
+            "confirmations": confirmations(args, out, lam),
             "points": points,
             "grpo_vs_klst": grpo_vs_klst,
             "ppo_vs_start": ppo_vs_start,
@@ -680,6 +689,58 @@ def budget_selection(args: Args, out: Path, lam: float) -> dict[str, Any]:
             found[str(seed)] = {k: {"router": c["router"], "gain": c["gain"]}
                                 for k, c in data["budgets"].items()}  # fmt: skip
     return found
+
+
+def confirmations(args: Args, out: Path, lam: float) -> dict[str, Any]:
+    """``algo seed`` -> the router each RL run kept and how it fared: its paired gain over the
+    start on the keep-best episodes it was chosen on, and on the fresh confirmation episodes
+    (``confirmation.json``; none where the run kept its start or ran without confirmation)."""
+    from training.selection import gain_over_start
+
+    found: dict[str, Any] = {}
+    for algo, seed in itertools.product(args.algos, args.seeds):
+        run = out / f"{algo}_l{lam:g}_s{seed}"
+        if not (run / "summary.json").exists():
+            continue
+        summary = json.loads((run / "summary.json").read_text())
+        evals = summary.get("evaluations") or []
+        if not evals:
+            continue
+        step = "update" if algo == "grpo" else "env_steps"
+        conf = summary.get("confirmation")
+        kept = conf[step] if conf else summary.get(f"selected_{step}")
+        row = next((e for e in evals if e[step] == kept), evals[0])
+        entry: dict[str, Any] = {"kept": kept, "shipped": "start" if kept == 0 else "refined"}
+        if kept != 0 and args.keep_best_rule == "paired":
+            entry["selection_gain"] = gain_over_start(
+                row, evals[0], level=args.keep_best_level
+            ).as_dict()
+        if conf:
+            entry |= {"confirmation_gain": conf["gain"], "shipped": conf["router"]}
+        found[f"{algo.upper()} seed {seed}"] = entry
+    return found
+
+
+def confirmation_lines(args: Args, found: dict[str, Any]) -> list[str]:
+    if not found:
+        return []
+    level = 2 * args.keep_best_level - 1
+    lines = [
+        "",
+        f"Kept routers (refined - start utility, {level:.0%} CI: on the {args.rl_eval_episodes} "
+        f"keep-best episodes they were chosen on, and on {args.confirm_episodes} fresh "
+        f"{args.calib_split} episodes; `--confirm-episodes`):",
+        "",
+        "| run | kept (update / step) | on the keep-best episodes | on fresh episodes | ships |",
+        "|---|---:|---|---|---|",
+    ]
+    for name, e in found.items():
+        sel, conf = e.get("selection_gain"), e.get("confirmation_gain")
+        lines.append(
+            f"| {name} | {e['kept']} | {ci(sel) if sel else '-'} | "
+            f"{ci(conf) if conf else '-'} | {e['shipped']} |"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------------------- 5. figures
@@ -879,8 +940,14 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"{args.keep_best_rule!r} keep-best rule"
         + (
             f": a later router only when its paired one-sided {args.keep_best_level:.0%} "
-            "bootstrap bound over the start is above zero."
+            "bootstrap bound over the start is above zero"
             if args.keep_best_rule == "paired"
+            else ""
+        )
+        + (
+            f"; a kept later router ships only if the rule holds again on "
+            f"{args.confirm_episodes} fresh {args.calib_split} episodes (`--confirm-episodes`)."
+            if args.confirm_episodes
             else "."
         ),
         "",
@@ -902,6 +969,7 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
                 f"{ci(p['hp'], 2)} | {ci(p['utility'])} | "
                 f"{_rank(rank)} | {_rank(data['avg_rank_with_ppo'].get(name))} |"
             )
+        lines += confirmation_lines(args, data["confirmations"])
         if data["grpo_vs_klst"]:
             lines += grpo_lines(args, data)
         if data["ppo_vs_start"]:
@@ -963,12 +1031,17 @@ def selection_lines(args: Args, chosen: dict[str, Any]) -> list[str]:
     if args.no_per_budget_selection:
         return ["", "GRPO ships its refined router at every K (`--no-per-budget-selection`)."]
     level = 2 * args.keep_best_level - 1
+    episodes = (
+        f"{args.confirm_episodes} fresh (confirmation)"
+        if args.confirm_episodes
+        else f"{args.rl_eval_episodes} keep-best"
+    )
     lines = [
         "",
         f"GRPO per budget (`train-grpo --keep-best-per-budget`): at each K the refined router "
         f"only where the {args.keep_best_rule!r} rule prefers it to the start router, both "
-        f"calibrated at K, on {args.rl_eval_episodes} {args.calib_split} episodes (refined - "
-        f"start utility, {level:.0%} CI); '-': the run kept its start router.",
+        f"calibrated at K, on {episodes} {args.calib_split} episodes (refined - "
+        f"start utility, {level:.0%} CI); '-': the run shipped its start router.",
         "",
         "| K | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
         "|---:|" + "---|" * len(args.seeds),

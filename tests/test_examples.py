@@ -74,6 +74,14 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     for chosen in data["budget_selection"].values():
         assert set(chosen) == {"0.4", "0.7"}
         assert {c["router"] for c in chosen.values()} <= {"start", "refined"}
+    # both algorithms confirm a kept later router on fresh episodes; the report lists each run
+    assert proc.stdout.count("--confirm-episodes 2") == 4  # 2 lambdas x (GRPO, PPO)
+    assert set(data["confirmations"]) == {"GRPO seed 0", "PPO seed 0"}
+    for e in data["confirmations"].values():
+        assert e["shipped"] in ("start", "refined") and (e["kept"] == 0) == (
+            "selection_gain" not in e
+        )
+    assert "Kept routers (refined - start utility" in report
 
 
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):

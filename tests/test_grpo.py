@@ -302,7 +302,7 @@ def test_keep_best_never_ships_a_worse_router(tmp_path, rule):
 
     kw = dict(
         lr=0.5, max_updates=3, eval_every=2, eval_episodes=4, advantage_norm="group-std",
-        entropy_coef=0.01, lr_schedule="linear", keep_best_rule=rule,
+        entropy_coef=0.01, lr_schedule="linear", keep_best_rule=rule, confirm_episodes=0,
     )  # fmt: skip
     summary = train_grpo(_cfg(tmp_path / "a", **kw))
     evals = summary["evaluations"]
@@ -419,7 +419,7 @@ def test_per_budget_selection_ships_start_or_refined_at_each_budget(tmp_path):
     kw = dict(
         init_checkpoint=str(tmp_path / "init.pt"), sample_budget=0.4, lr=0.5, max_updates=1,
         keep_best=False, eval_every=1, eval_episodes=4, calibration_episodes=2,
-        budgets=(0.4, 0.7),
+        budgets=(0.4, 0.7), confirm_episodes=4,
     )  # fmt: skip
     summary = train_grpo(_cfg(tmp_path / "a", **kw))
     out = tmp_path / "a"
@@ -440,6 +440,9 @@ def test_per_budget_selection_ships_start_or_refined_at_each_budget(tmp_path):
         assert c["file"] == {"start": "start_router.pt", "refined": "router.pt"}[c["router"]]
         assert c["gain"]["value"] == pytest.approx(c["refined_utility"] - c["start_utility"])
         assert len(chosen["rows"]["start"][k]["returns"]) == 4
+    # ... on the confirmation episodes: tasks the keep-best evaluations did not play
+    evals = summary["evaluations"]
+    assert chosen["rows"]["start"]["0.4"]["returns"] != evals[0]["returns"]
     with pytest.raises(CheckpointError, match=r"expected one of them, got 0.2"):
         router_for_budget(out, 0.2)
     # a resumed run without the selection leaves no stale choice behind
@@ -570,3 +573,39 @@ def test_moved_run_resumes_and_another_start_router_is_refused(tmp_path):
     assert config_diff({"a": 1}, {"a": 1, "new": 0.0}, defaults={"new": 0.0}) == {}
     assert config_diff({"a": 1}, {"a": 1, "new": 1.0}, defaults={"new": 0.0}) == {"new": (0.0, 1.0)}
     assert config_diff({"a": 1}, {"a": 1, "new": 1.0}) == {"new": (None, 1.0)}
+
+
+@pytest.mark.parametrize(("seed", "shipped"), [(1, "refined"), (2, "start")])
+def test_kept_router_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, seed, shipped):
+    """confirm_episodes: a later router that keep-best kept is played again, with the start,
+    on tasks the keep-best evaluations did not use; router.pt is the kept router only where the
+    rule holds there too (seed 1), else the start router's weights (seed 2)."""
+    from agents.router import TransformerRouterPolicy
+    from training.selection import eval_plan, select_best
+
+    kw = dict(lr=0.5, max_updates=2, eval_every=1, eval_episodes=4, confirm_episodes=8)
+    summary = train_grpo(_cfg(tmp_path, seed=seed, **kw))
+    conf = json.loads((tmp_path / "confirmation.json").read_text())
+    assert summary["confirmation"] == conf and conf["update"] == 1  # keep-best kept update 1 ...
+    assert summary["selected_update"] == {"refined": 1, "start": 0}[shipped]
+    used, _ = eval_plan(19, 4, seed)  # WebShop's 19-task eval split
+    assert len(conf["tasks"]) == 8 and not set(conf["tasks"]) & set(used)
+    rows = conf["rows"]
+    assert conf["router"] == (
+        "refined" if select_best([rows["start"], rows["refined"]]) else "start"
+    )
+    assert conf["router"] == shipped  # ... and the fresh episodes decide
+    assert conf["gain"]["value"] == pytest.approx(
+        rows["refined"]["utility"] - rows["start"]["utility"]
+    )
+    final = TransformerRouterPolicy.load(tmp_path / "router.pt")
+    expected = {"refined": TransformerRouterPolicy.load(tmp_path / "best_router.pt").model}
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    from training.grpo import _model_from_state
+
+    expected["start"] = _model_from_state(state["ref_router"])
+    for k, v in final.model.state_dict().items():
+        assert torch.equal(v, expected[shipped].state_dict()[k])
+    assert final.metadata["grpo_selected"]["confirmed"] is (shipped == "refined")
+    with pytest.raises(ConfigError, match="confirm_episodes must be >= 0, got -1"):
+        GRPOConfig(confirm_episodes=-1)

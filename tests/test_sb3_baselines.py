@@ -232,6 +232,7 @@ def test_ppo_keeps_its_best_evaluated_model(tmp_path, rule):
 
     cfg = _tiny(tmp_path, "ppo", "kb", learning_rate=0.5)
     cfg.eval_freq, cfg.eval_episodes, cfg.keep_best_rule = 16, 3, rule
+    cfg.confirm_episodes = 0
     summary = train_sb3(cfg)
     evals = summary["evaluations"]
     assert [e["env_steps"] for e in evals] == [0, 16, 32]
@@ -244,6 +245,35 @@ def test_ppo_keeps_its_best_evaluated_model(tmp_path, rule):
     out = tmp_path / "kb"
     assert (out / "model.zip").read_bytes() == (out / "best_model.zip").read_bytes()
     assert len((out / "eval.jsonl").read_text().splitlines()) == 3
+    assert summary["confirmation"] is None and not (out / "confirmation.json").exists()
+
+
+@pytest.mark.parametrize(("seed", "shipped"), [(1, "refined"), (3, "start")])
+def test_kept_model_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, seed, shipped):
+    """confirm_episodes: a later model that keep-best kept is played again, with the start
+    model, on tasks the evaluations did not use; model.zip is the kept model only where the
+    rule holds there too (seed 1), else the start model saved before training (seed 3)."""
+    from training.selection import eval_plan, select_best
+
+    cfg = _tiny(tmp_path, "ppo", "c", learning_rate=0.5)
+    cfg.eval_freq, cfg.eval_episodes, cfg.keep_best_rule = 16, 3, "mean"
+    cfg.seed, cfg.confirm_episodes = seed, 6
+    summary = train_sb3(cfg)
+    evals, out = summary["evaluations"], tmp_path / "c"
+    assert evals[select_best(evals, rule="mean")]["env_steps"] == 32  # a later model kept ...
+    conf = json.loads((out / "confirmation.json").read_text())
+    assert summary["confirmation"] == conf and conf["env_steps"] == 32
+    assert len(conf["tasks"]) == 6 and not set(conf["tasks"]) & set(eval_plan(19, 3, seed)[0])
+    rows = conf["rows"]
+    assert conf["router"] == (
+        "refined" if select_best([rows["start"], rows["kept"]], rule="mean") else "start"
+    )
+    assert conf["router"] == shipped  # ... and the fresh episodes decide
+    source = {"refined": "best_model.zip", "start": "start_model.zip"}[shipped]
+    assert (out / "model.zip").read_bytes() == (out / source).read_bytes()
+    assert summary["selected_env_steps"] == {"refined": 32, "start": 0}[shipped]
+    with pytest.raises(ConfigError, match="confirm_episodes must be >= 0, got -2"):
+        SB3Config(confirm_episodes=-2)
 
 
 def test_router_encoder_weights_survive_sb3_init(tmp_path):

@@ -7,7 +7,14 @@ import pytest
 
 from precision_gym.error import CheckpointError, ConfigError
 from training.evaluation import EpisodeRecord
-from training.selection import budget_choices, eval_plan, eval_row, gain_over_start, select_best
+from training.selection import (
+    budget_choices,
+    confirm_plan,
+    eval_plan,
+    eval_row,
+    gain_over_start,
+    select_best,
+)
 
 
 def _row(returns):
@@ -145,3 +152,18 @@ def test_budget_choices_need_the_same_budgets_and_a_known_rule():
         budget_choices(start, {0.4: _hp_row([1.0, 0.0], 0.4)})
     with pytest.raises(ConfigError, match="keep_best_rule must be one of"):
         budget_choices(start, start, rule="best")
+
+
+def test_confirm_plan_uses_fresh_tasks_or_fresh_seeds():
+    """Tasks the keep-best plan left out, spread over them; a split too small for that plays
+    every task under the seeds after the keep-best ones."""
+    used = eval_plan(200, 32, 1)
+    tasks, seeds = confirm_plan(200, 32, 1, used)
+    assert len(tasks) == 32 and not set(tasks) & set(used[0]) and seeds == (1,)
+    assert tasks == sorted(tasks) and (tasks[0], tasks[-1]) == (1, 198)
+    small = eval_plan(19, 32, 0)  # every task under seeds 0 and 1
+    assert small == (list(range(19)), (0, 1))
+    assert confirm_plan(19, 32, 0, small) == (list(range(19)), (2, 3))
+    assert confirm_plan(19, 4, 0, eval_plan(19, 4, 0))[1] == (0,)
+    with pytest.raises(ConfigError, match="confirm_plan needs episodes >= 1"):
+        confirm_plan(19, 0, 0, small)

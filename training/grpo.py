@@ -17,10 +17,13 @@ default) before training, every ``eval_every`` updates and after the last one
 by ``keep_best_rule`` (:mod:`training.selection`): by default a later router only when it
 beats the start router on those episodes by a paired bootstrap bound, else the start router,
 so a refinement that does not clearly help returns its start instead of a worse router.
+A kept later router was chosen among several on those episodes, so ``confirm_episodes``
+(default 32) tests it once more against the start on fresh episodes of the split and ships
+the start unless the rule holds there too (``confirmation.json``).
 
 ``keep_best_per_budget`` (default) then applies the same rule at each calibrated budget K:
 the start router, calibrated like the refined one (``start_router.pt``), against the refined
-router at K on the same episodes; ``budget_selection.json`` names the router to use at each K
+router at K on the confirmation episodes; ``budget_selection.json`` names the router to use at each K
 (:func:`router_for_budget`). ``hold_sample_budget`` re-centres the sampling shift after every
 update so that the router keeps sampling ``sample_budget`` of the batch's decisions high in
 expectation (:func:`hold_bias`): the update can only re-rank states.
@@ -61,7 +64,15 @@ from precision_gym import DEFAULT_ENV_ID
 from precision_gym.error import CheckpointError, ConfigError
 from training.calibrate import calibrate_router  # issue 4's Eq. 7
 from training.cli.common import add_config_parser, config_from_args, run_command
-from training.selection import budget_choices, eval_plan, eval_row, select_best, validate_rule
+from training.selection import (
+    budget_choices,
+    confirm_plan,
+    eval_plan,
+    eval_row,
+    gain_over_start,
+    select_best,
+    validate_rule,
+)
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
 __all__ = [
@@ -88,6 +99,7 @@ FINAL = "router.pt"
 BEST = "best_router.pt"
 START = "start_router.pt"
 BUDGET_SELECTION = "budget_selection.json"
+CONFIRMATION = "confirmation.json"
 LOG = "log.jsonl"
 EVAL_LOG = "eval.jsonl"
 
@@ -474,6 +486,16 @@ class GRPOConfig:
         default=0.9,
         metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
     )
+    confirm_episodes: int = field(
+        default=32,
+        metadata={
+            "help": "after training, a kept later router must beat the start again by "
+            "keep_best_rule on this many fresh episodes of the evaluation split (tasks, or "
+            "seeds, the keep-best evaluations did not use), else the start is shipped; the "
+            "per-budget choice uses the same episodes (0 = no confirmation; the per-budget "
+            "choice then reuses the keep-best episodes)"
+        },
+    )
     keep_best_per_budget: bool = field(
         default=True,
         metadata={
@@ -591,6 +613,8 @@ class GRPOConfig:
             raise ConfigError(f"lr_final_ratio must be in [0, 1], got {self.lr_final_ratio}")
         if self.entropy_coef < 0:
             raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.confirm_episodes < 0:
+            raise ConfigError(f"confirm_episodes must be >= 0, got {self.confirm_episodes}")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ConfigError(
                 "eval_every must be >= 0 and eval_episodes >= 1, got "
@@ -656,6 +680,7 @@ class GRPOConfig:
         "ray_address",
         "calibration_seed",  # used only by the calibration after training
         "keep_best_per_budget",  # used only after training
+        "confirm_episodes",  # used only after training
         "out",  # a moved run folder resumes where it now is
     )
 
@@ -816,6 +841,7 @@ class GRPOTrainer(Trainer):
         self.high_bias = 0.0
         if cfg.sample_budget is not None:
             self.high_bias = budget_bias(cfg.init_checkpoint, cfg.sample_budget)
+        self.start_bias = self.high_bias  # the start router's operating point (held: moves)
         self.model.eval()  # no dropout: ratio == 1 on the first pass, reproducible
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -825,12 +851,21 @@ class GRPOTrainer(Trainer):
         self.best: dict[str, Any] | None = None  # the best evaluation row so far
 
     # -- sampling ---------------------------------------------------------------------------
-    def _logits(self, model: torch.nn.Module, emb: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+    def _logits(
+        self,
+        model: torch.nn.Module,
+        emb: np.ndarray,
+        mask: np.ndarray,
+        high_bias: float | None = None,
+    ) -> torch.Tensor:
+        """``model``'s logits with the high tier shifted by ``high_bias`` (default: the
+        sampling operating point now)."""
         emb_t = torch.as_tensor(emb, dtype=torch.float32)
         mask_t = torch.as_tensor(mask, dtype=torch.float32)
         logits = model(emb_t.reshape(*mask_t.shape, -1), mask_t)
-        if self.high_bias:  # the sampling operating point (sample_budget)
-            logits = logits + torch.tensor([self.high_bias] + [0.0] * (logits.shape[1] - 1))
+        bias = self.high_bias if high_bias is None else high_bias
+        if bias:  # the sampling operating point (sample_budget)
+            logits = logits + torch.tensor([bias] + [0.0] * (logits.shape[1] - 1))
         return logits
 
     def sample_group(
@@ -985,9 +1020,11 @@ class GRPOTrainer(Trainer):
             seeds=seeds,
             progress=False,
         )
-        return {"update": self.update, "env_steps": self.env_steps} | eval_row(
-            result.records, split
-        )
+        return {
+            "update": self.update,
+            "env_steps": self.env_steps,
+            "high_bias": self.high_bias,
+        } | eval_row(result.records, split)
 
     def _is_eval_update(self, update: int) -> bool:
         every = self.cfg.eval_every
@@ -1149,8 +1186,15 @@ class _GreedyRouter:
     name = "grpo-eval"
     charge_router = True
 
-    def __init__(self, trainer: GRPOTrainer) -> None:
+    def __init__(
+        self,
+        trainer: GRPOTrainer,
+        model: torch.nn.Module | None = None,
+        high_bias: float | None = None,
+    ) -> None:
         self.trainer = trainer
+        self.model = model  # None: the trainer's current router
+        self.high_bias = high_bias  # None: the trainer's operating point now
 
     def predict(
         self,
@@ -1162,7 +1206,8 @@ class _GreedyRouter:
         emb = np.asarray(obs["embeddings"], dtype=np.float32)[None]
         mask = np.asarray(obs["mask"], dtype=np.float32)[None]
         with torch.no_grad():
-            logits = self.trainer._logits(self.trainer.model, emb, mask)
+            model = self.trainer.model if self.model is None else self.model
+            logits = self.trainer._logits(model, emb, mask, self.high_bias)
         return np.asarray(int(logits.argmax(-1)[0])), state
 
 
@@ -1219,14 +1264,20 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                 "split": trainer.best["split"],
                 "rule": cfg.keep_best_rule,
             }
-        for stale in (BUDGET_SELECTION, START):  # a resumed run's earlier choice is void
+        for stale in (BUDGET_SELECTION, START, CONFIRMATION):  # a resumed run's: void
             (Path(cfg.out) / stale).unlink(missing_ok=True)
+        kept_start = trainer.best is not None and trainer.best["update"] == 0
+        confirmation = None
+        if trainer.best is not None and not kept_start and cfg.confirm_episodes:
+            confirmation = _confirm(cfg, trainer, model)
+            meta["grpo_selected"]["confirmed"] = confirmation["router"] == "refined"
+            if confirmation["router"] == "start":  # the kept router did not hold up
+                model, kept_start = copy.deepcopy(trainer.ref_model), True
         _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
         per_budget = None
         if cfg.calibration_episodes:
             thresholds = _calibrate(cfg, trainer, final, "calibration")
-            kept_start = trainer.best is not None and trainer.best["update"] == 0
             if cfg.keep_best_per_budget and cfg.init_checkpoint and not kept_start:
                 per_budget = _select_per_budget(cfg, trainer)
     finally:
@@ -1238,7 +1289,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         "thresholds": thresholds,
         "final": rows[-1] if rows else None,
         "evaluations": trainer.evals,
-        "selected_update": trainer.best["update"] if trainer.best is not None else trainer.update,
+        "selected_update": _shipped_update(trainer, confirmation),
+        "confirmation": confirmation,
         "budget_selection": per_budget,
         "wall_time_s": time.perf_counter() - t0,
     }
@@ -1260,6 +1312,67 @@ def _calibrate(cfg: GRPOConfig, trainer: GRPOTrainer, router: Path, folder: str)
     return report.thresholds
 
 
+def _shipped_update(trainer: GRPOTrainer, confirmation: dict[str, Any] | None) -> int:
+    """The update whose router ``router.pt`` holds: the kept one, the start (0) where the
+    confirmation failed, the last without keep-best."""
+    if trainer.best is None:
+        return trainer.update
+    if confirmation is not None and confirmation["router"] == "start":
+        return 0
+    return int(trainer.best["update"])
+
+
+def _confirm_plan(cfg: GRPOConfig, trainer: GRPOTrainer) -> tuple[list[int], tuple[int, ...]]:
+    """The fresh episodes of :func:`training.selection.confirm_plan` for this run."""
+    n = trainer.unwrapped.task.num_tasks(trainer.eval_split())
+    used = eval_plan(n, cfg.eval_episodes, cfg.seed)
+    return confirm_plan(n, cfg.confirm_episodes, cfg.seed, used)
+
+
+def _confirm(cfg: GRPOConfig, trainer: GRPOTrainer, refined: torch.nn.Module) -> dict[str, Any]:
+    """``confirm_episodes``: the kept router against the start, both greedy at the operating
+    point they were selected at, on fresh episodes; ``keep_best_rule`` decides once more. The
+    result (rows, paired gain, choice) goes to ``confirmation.json``."""
+    from training.evaluation import evaluate, write_json
+
+    assert trainer.best is not None
+    split = trainer.eval_split()
+    tasks, seeds = _confirm_plan(cfg, trainer)
+    start_bias = trainer.evals[0].get("high_bias", trainer.start_bias)
+    refined_bias = trainer.best.get("high_bias", trainer.high_bias)  # older rows: the last
+    rows = {}
+    for name, model, bias in (
+        ("start", trainer.ref_model, start_bias),
+        ("refined", refined, refined_bias),
+    ):
+        result = evaluate(
+            _GreedyRouter(trainer, model, bias),
+            trainer._probe,
+            split=split,
+            task_indices=tasks,
+            seeds=seeds,
+            progress=False,
+        )
+        rows[name] = eval_row(result.records, split)
+    keep = select_best(
+        [rows["start"], rows["refined"]], rule=cfg.keep_best_rule, level=cfg.keep_best_level
+    )
+    gain = gain_over_start(rows["refined"], rows["start"], level=cfg.keep_best_level)
+    data = {
+        "rule": cfg.keep_best_rule,
+        "level": cfg.keep_best_level,
+        "split": split,
+        "tasks": tasks,
+        "seeds": list(seeds),
+        "update": trainer.best["update"],
+        "router": "refined" if keep == 1 else "start",
+        "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
+        "rows": rows,
+    }
+    write_json(data, Path(cfg.out) / CONFIRMATION)
+    return data
+
+
 def _select_per_budget(cfg: GRPOConfig, trainer: GRPOTrainer) -> dict[str, Any]:
     """``keep_best_per_budget``: the start router, calibrated exactly like the refined one,
     against the refined router at each budget K on the keep-best evaluation episodes; the
@@ -1279,7 +1392,12 @@ def _select_per_budget(cfg: GRPOConfig, trainer: GRPOTrainer) -> dict[str, Any]:
     )
     _calibrate(cfg, trainer, out / START, "calibration_start")
     split = trainer.eval_split()
-    tasks, seeds = eval_plan(trainer.unwrapped.task.num_tasks(split), cfg.eval_episodes, cfg.seed)
+    if cfg.confirm_episodes:  # fresh episodes: the refined router was not chosen on them
+        tasks, seeds = _confirm_plan(cfg, trainer)
+    else:
+        tasks, seeds = eval_plan(
+            trainer.unwrapped.task.num_tasks(split), cfg.eval_episodes, cfg.seed
+        )
     rows: dict[str, dict[float, dict[str, Any]]] = {}
     for name, path in (("start", out / START), ("refined", out / FINAL)):
         rows[name] = {}
@@ -1364,6 +1482,15 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
             f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} after update "
             f"{evals[-1]['update']}; kept update {chosen['update']} (utility "
             f"{chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
+        )
+    conf = summary["confirmation"]
+    if conf:
+        g = conf["gain"]
+        verdict = "confirmed" if conf["router"] == "refined" else "not confirmed: ships the start"
+        print(
+            f"confirmation on {conf['rows']['start']['episodes']} fresh {conf['split']} "
+            f"episodes: update {conf['update']} - start = {g['value']:+.3f} "
+            f"[{g['lo']:+.3f}, {g['hi']:+.3f}] ({verdict})"
         )
     print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
     chosen = summary["budget_selection"]

@@ -22,12 +22,15 @@ operating-point bias; PPO and GRPO then begin from the same router. The model is
 greedily on fixed tasks of a held-out split before training, every ``--eval-freq`` env steps
 and at the end (``OUT/eval.jsonl``); with ``--keep-best`` (default) ``model.zip`` is the
 evaluated model chosen by ``--keep-best-rule`` (:mod:`training.selection`; by default a later
-model only when it beats the start by a paired bootstrap bound, else the start).
+model only when it beats the start by a paired bootstrap bound, else the start). A kept later
+model is then tested once more against the start on ``--confirm-episodes`` fresh episodes
+(``OUT/confirmation.json``): it ships only if the rule holds there too.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import sys
@@ -169,6 +172,15 @@ class SB3Config:
         default=0.9,
         metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
     )
+    confirm_episodes: int = field(
+        default=32,
+        metadata={
+            "help": "after training, a kept later model must beat the start again by "
+            "keep_best_rule on this many fresh episodes of the evaluation split (tasks, or "
+            "seeds, the evaluations did not use), else the start model is shipped "
+            "(confirmation.json; 0 = no confirmation)"
+        },
+    )
     algo_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object overriding SB3 algorithm kwargs"}
     )
@@ -211,6 +223,8 @@ class SB3Config:
                 f"{self.eval_freq} and {self.eval_episodes}"
             )
         validate_rule(self.keep_best_rule, self.keep_best_level)
+        if self.confirm_episodes < 0:
+            raise ConfigError(f"confirm_episodes must be >= 0, got {self.confirm_episodes}")
         if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
             raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
         if self.sample_budget is not None and not self.initialises_policy:
@@ -393,6 +407,10 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             self.tasks, self.seeds = eval_plan(n_tasks, cfg.eval_episodes, cfg.seed)
             self.rows: list[dict[str, Any]] = []
             self.best: dict[str, Any] | None = None
+            self.best_params: dict[str, Any] | None = None
+            # the start model, shipped when a kept later one is not confirmed
+            _atomic_sb3_save(self.model, out / "start_model.zip")
+            self.start_params = copy.deepcopy(self.model.get_parameters())
             self.next_at = 0
             self._evaluate()
 
@@ -410,6 +428,7 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             ):
                 _atomic_sb3_save(self.model, out / "best_model.zip")
                 self.best = row
+                self.best_params = copy.deepcopy(self.model.get_parameters())
             self.next_at = self.num_timesteps + cfg.eval_freq
 
         def _on_step(self) -> bool:
@@ -423,6 +442,65 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             self.env.close()
 
     return EvalKeepBest()
+
+
+def _confirm(cfg: SB3Config, model: Any, evaluator: Any) -> dict[str, Any]:
+    """``confirm_episodes``: the kept model against the start model on fresh episodes of the
+    evaluation split; ``keep_best_rule`` decides once more (``confirmation.json``). The
+    models are played from their weights in memory; ``model`` is left holding the kept one's."""
+    from training.evaluation import evaluate, write_json
+    from training.policies import SB3Policy
+    from training.selection import (
+        confirm_plan,
+        eval_plan,
+        eval_row,
+        gain_over_start,
+        select_best,
+    )
+
+    env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "cost_weight": cfg.cost_weight})
+    try:
+        split = evaluator.split
+        n = env.unwrapped.task.num_tasks(split)
+        used = eval_plan(n, cfg.eval_episodes, cfg.seed)
+        tasks, seeds = confirm_plan(n, cfg.confirm_episodes, cfg.seed, used)
+        rows = {}
+        for name, params in (("start", evaluator.start_params), ("kept", evaluator.best_params)):
+            model.set_parameters(params)
+            result = evaluate(
+                SB3Policy(model), env, split=split, task_indices=tasks, seeds=seeds,
+                progress=False,
+            )  # fmt: skip
+            rows[name] = eval_row(result.records, split)
+    finally:
+        env.close()
+    keep = select_best(
+        [rows["start"], rows["kept"]], rule=cfg.keep_best_rule, level=cfg.keep_best_level
+    )
+    gain = gain_over_start(rows["kept"], rows["start"], level=cfg.keep_best_level)
+    data = {
+        "rule": cfg.keep_best_rule,
+        "level": cfg.keep_best_level,
+        "split": split,
+        "tasks": tasks,
+        "seeds": list(seeds),
+        "env_steps": evaluator.best["env_steps"],
+        "router": "refined" if keep == 1 else "start",
+        "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
+        "rows": rows,
+    }
+    write_json(data, Path(cfg.out) / "confirmation.json")
+    return data
+
+
+def _shipped_steps(evaluator: Any, confirmation: dict[str, Any] | None, model: Any) -> int:
+    """Env steps of the model in model.zip: the kept evaluation's, the start's (0) where the
+    confirmation failed, the last without keep-best."""
+    if evaluator is None or evaluator.best is None:
+        return int(model.num_timesteps)
+    if confirmation is not None and confirmation["router"] == "start":
+        return int(evaluator.rows[0]["env_steps"])
+    return int(evaluator.best["env_steps"])
 
 
 def _atomic_sb3_save(model: Any, path: Path) -> None:
@@ -447,7 +525,15 @@ def train_sb3(cfg: SB3Config) -> dict[str, Any]:
 
 #: outputs an ``--overwrite`` run rewrites from scratch (model.zip and episodes.jsonl are
 #: replaced atomically at the end)
-REPLACED = ("checkpoints", "tb", "best_model.zip", "eval.jsonl", "summary.json")
+REPLACED = (
+    "checkpoints",
+    "tb",
+    "best_model.zip",
+    "start_model.zip",
+    "eval.jsonl",
+    "summary.json",
+    "confirmation.json",
+)
 
 
 def _train_sb3(cfg: SB3Config, out: Path, t0: float) -> dict[str, Any]:
@@ -479,8 +565,14 @@ def _train_sb3(cfg: SB3Config, out: Path, t0: float) -> dict[str, Any]:
             tb_log_name=cfg.algo,
             progress_bar=cfg.progress and _has_progress_bar_deps(),
         )
+        confirmation = None
         if evaluator is not None and evaluator.best is not None:
-            atomic_write_bytes(out / "model.zip", (out / "best_model.zip").read_bytes())
+            chosen = "best_model.zip"
+            if evaluator.best is not evaluator.rows[0] and cfg.confirm_episodes:
+                confirmation = _confirm(cfg, model, evaluator)
+                if confirmation["router"] == "start":  # the kept model did not hold up
+                    chosen = "start_model.zip"
+            atomic_write_bytes(out / "model.zip", (out / chosen).read_bytes())
         else:
             _atomic_sb3_save(model, out / "model.zip")
     finally:
@@ -503,11 +595,8 @@ def _train_sb3(cfg: SB3Config, out: Path, t0: float) -> dict[str, Any]:
         else float("nan"),
         "wall_time_s": time.perf_counter() - t0,
         "evaluations": evals,
-        "selected_env_steps": (
-            evaluator.best["env_steps"]
-            if evaluator is not None and evaluator.best is not None
-            else int(model.num_timesteps)
-        ),
+        "selected_env_steps": _shipped_steps(evaluator, confirmation, model),
+        "confirmation": confirmation,
         "config": asdict(cfg),
     }
     from training.evaluation import write_json
@@ -541,6 +630,15 @@ def cmd_train_sb3(args: argparse.Namespace) -> int:
             f"{evals[0]['utility']:.3f} at the start, {evals[-1]['utility']:.3f} at "
             f"{evals[-1]['env_steps']} steps; kept the model of step {chosen['env_steps']} "
             f"(utility {chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
+        )
+    conf = summary["confirmation"]
+    if conf:
+        g = conf["gain"]
+        verdict = "confirmed" if conf["router"] == "refined" else "not confirmed: ships the start"
+        print(
+            f"confirmation on {conf['rows']['start']['episodes']} fresh {conf['split']} "
+            f"episodes: step {conf['env_steps']} - start = {g['value']:+.3f} "
+            f"[{g['lo']:+.3f}, {g['hi']:+.3f}] ({verdict})"
         )
     print(f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['model']}")
     return 0

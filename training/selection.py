@@ -14,6 +14,12 @@ Rules (``keep_best_rule``):
   mean rule showed: a +0.33 gain on 16 selection episodes that became -0.31 on the test split).
 - ``"mean"``: the router of highest mean utility, the start included (ties go to the earlier).
 
+Confirmation (:func:`confirm_plan`): the router a rule keeps was chosen, among several, on the
+same selection episodes it was scored on, so its gain there is biased upward (the winner's
+curse) and the chance that *some* router no better than the start passes grows with the number
+evaluated. A trainer therefore tests the kept router once more against the start on fresh
+episodes (``confirm_episodes``): one comparison, on episodes that played no part in the choice.
+
 Per budget (:func:`budget_choices`): a refined router is deployed at several budgets K, each
 through its own calibrated threshold, so the same rule decides at each K between the refined
 and the start router, both calibrated at K and evaluated on the same episodes.
@@ -34,6 +40,7 @@ from training.stats import CI, bootstrap_ci
 __all__ = [
     "KEEP_BEST_RULES",
     "budget_choices",
+    "confirm_plan",
     "eval_plan",
     "eval_row",
     "gain_over_start",
@@ -67,6 +74,28 @@ def eval_plan(n_tasks: int, episodes: int, seed: int) -> tuple[list[int], tuple[
     tasks = select_tasks(n_tasks, episodes)
     n_seeds = -(-episodes // len(tasks))
     return tasks, tuple(range(seed, seed + n_seeds))
+
+
+def confirm_plan(
+    n_tasks: int, episodes: int, seed: int, used: tuple[list[int], tuple[int, ...]]
+) -> tuple[list[int], tuple[int, ...]]:
+    """Fresh episodes for the confirmation test: ``episodes`` tasks spread over the tasks of
+    the split that the keep-best plan ``used`` (its ``(tasks, seeds)``) left out, under
+    ``seed``; when fewer than ``episodes`` tasks are left (WebShop's 19-task ``eval`` split),
+    every task of the split under seeds the keep-best plan did not use, from
+    ``max(used seeds) + 1`` on, until at least ``episodes`` episodes."""
+    from training.evaluation import select_tasks
+
+    if episodes < 1 or n_tasks < 1:
+        raise ConfigError(
+            f"confirm_plan needs episodes >= 1 and a split with tasks, got {episodes}, {n_tasks}"
+        )
+    used_tasks, used_seeds = used
+    left = sorted(set(range(n_tasks)) - set(used_tasks))
+    if len(left) >= episodes:
+        return [left[i] for i in select_tasks(len(left), episodes)], (seed,)
+    first = max(used_seeds, default=seed - 1) + 1
+    return list(range(n_tasks)), tuple(range(first, first + -(-episodes // n_tasks)))
 
 
 def eval_row(records: Sequence[Any], split: str) -> dict[str, Any]:
