@@ -266,7 +266,7 @@ def test_kept_model_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, 
     assert len(conf["tasks"]) == 6 and not set(conf["tasks"]) & set(eval_plan(19, 3, seed)[0])
     rows = conf["rows"]
     assert conf["router"] == (
-        "refined" if select_best([rows["start"], rows["kept"]], rule="mean") else "start"
+        "refined" if select_best([rows["start"], rows["refined"]], rule="mean") else "start"
     )
     assert conf["router"] == shipped  # ... and the fresh episodes decide
     source = {"refined": "best_model.zip", "start": "start_model.zip"}[shipped]

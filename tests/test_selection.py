@@ -10,6 +10,8 @@ from training.evaluation import EpisodeRecord
 from training.selection import (
     budget_choices,
     confirm_plan,
+    confirmation,
+    confirmation_line,
     eval_plan,
     eval_row,
     gain_over_start,
@@ -167,3 +169,20 @@ def test_confirm_plan_uses_fresh_tasks_or_fresh_seeds():
     assert confirm_plan(19, 4, 0, eval_plan(19, 4, 0))[1] == (0,)
     with pytest.raises(ConfigError, match="confirm_plan needs episodes >= 1"):
         confirm_plan(19, 0, 0, small)
+
+
+def test_confirmation_decides_once_more_on_the_fresh_rows():
+    """The kept router's fresh row against the start's: the rule's choice, the paired gain."""
+    better = _row([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 0.5])  # never worse, +0.5 on 5 of 8
+    worse = _row([0.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0])
+    ok = confirmation(START, better, rule="paired", level=0.9)
+    assert ok["router"] == "refined" and ok["gain"]["lo"] > 0
+    assert ok["gain"]["value"] == pytest.approx(better["utility"] - START["utility"])
+    assert ok["rows"] == {"start": START, "refined": better} and ok["rule"] == "paired"
+    assert confirmation(START, worse, rule="paired", level=0.9)["router"] == "start"
+    assert confirmation(START, START, rule="mean", level=0.9)["router"] == "start"  # a tie
+    line = confirmation_line({**ok, "split": "valid_train"}, "update 5")
+    assert line.startswith(
+        "confirmation on 8 fresh valid_train episodes: update 5 - start = +0.312"
+    )
+    assert line.endswith("(confirmed)")

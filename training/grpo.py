@@ -67,9 +67,10 @@ from training.cli.common import add_config_parser, config_from_args, run_command
 from training.selection import (
     budget_choices,
     confirm_plan,
+    confirmation,
+    confirmation_line,
     eval_plan,
     eval_row,
-    gain_over_start,
     select_best,
     validate_rule,
 )
@@ -1267,11 +1268,11 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         for stale in (BUDGET_SELECTION, START, CONFIRMATION):  # a resumed run's: void
             (Path(cfg.out) / stale).unlink(missing_ok=True)
         kept_start = trainer.best is not None and trainer.best["update"] == 0
-        confirmation = None
+        confirmed = None
         if trainer.best is not None and not kept_start and cfg.confirm_episodes:
-            confirmation = _confirm(cfg, trainer, model)
-            meta["grpo_selected"]["confirmed"] = confirmation["router"] == "refined"
-            if confirmation["router"] == "start":  # the kept router did not hold up
+            confirmed = _confirm(cfg, trainer, model)
+            meta["grpo_selected"]["confirmed"] = confirmed["router"] == "refined"
+            if confirmed["router"] == "start":  # the kept router did not hold up
                 model, kept_start = copy.deepcopy(trainer.ref_model), True
         _policy(model, meta).save(final)
         thresholds: dict[str, float] = {}
@@ -1289,8 +1290,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         "thresholds": thresholds,
         "final": rows[-1] if rows else None,
         "evaluations": trainer.evals,
-        "selected_update": _shipped_update(trainer, confirmation),
-        "confirmation": confirmation,
+        "selected_update": _shipped_update(trainer, confirmed),
+        "confirmation": confirmed,
         "budget_selection": per_budget,
         "wall_time_s": time.perf_counter() - t0,
     }
@@ -1354,21 +1355,10 @@ def _confirm(cfg: GRPOConfig, trainer: GRPOTrainer, refined: torch.nn.Module) ->
             progress=False,
         )
         rows[name] = eval_row(result.records, split)
-    keep = select_best(
-        [rows["start"], rows["refined"]], rule=cfg.keep_best_rule, level=cfg.keep_best_level
+    data = {"split": split, "tasks": tasks, "seeds": list(seeds), "update": trainer.best["update"]}
+    data |= confirmation(
+        rows["start"], rows["refined"], rule=cfg.keep_best_rule, level=cfg.keep_best_level
     )
-    gain = gain_over_start(rows["refined"], rows["start"], level=cfg.keep_best_level)
-    data = {
-        "rule": cfg.keep_best_rule,
-        "level": cfg.keep_best_level,
-        "split": split,
-        "tasks": tasks,
-        "seeds": list(seeds),
-        "update": trainer.best["update"],
-        "router": "refined" if keep == 1 else "start",
-        "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
-        "rows": rows,
-    }
     write_json(data, Path(cfg.out) / CONFIRMATION)
     return data
 
@@ -1483,15 +1473,9 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
             f"{evals[-1]['update']}; kept update {chosen['update']} (utility "
             f"{chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
         )
-    conf = summary["confirmation"]
-    if conf:
-        g = conf["gain"]
-        verdict = "confirmed" if conf["router"] == "refined" else "not confirmed: ships the start"
-        print(
-            f"confirmation on {conf['rows']['start']['episodes']} fresh {conf['split']} "
-            f"episodes: update {conf['update']} - start = {g['value']:+.3f} "
-            f"[{g['lo']:+.3f}, {g['hi']:+.3f}] ({verdict})"
-        )
+    if summary["confirmation"]:
+        conf = summary["confirmation"]
+        print(confirmation_line(conf, f"update {conf['update']}"))
     print(f"router: {summary['router']} (thresholds {summary['thresholds']})")
     chosen = summary["budget_selection"]
     if chosen:

@@ -450,13 +450,7 @@ def _confirm(cfg: SB3Config, model: Any, evaluator: Any) -> dict[str, Any]:
     models are played from their weights in memory; ``model`` is left holding the kept one's."""
     from training.evaluation import evaluate, write_json
     from training.policies import SB3Policy
-    from training.selection import (
-        confirm_plan,
-        eval_plan,
-        eval_row,
-        gain_over_start,
-        select_best,
-    )
+    from training.selection import confirm_plan, confirmation, eval_plan, eval_row
 
     env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "cost_weight": cfg.cost_weight})
     try:
@@ -465,7 +459,7 @@ def _confirm(cfg: SB3Config, model: Any, evaluator: Any) -> dict[str, Any]:
         used = eval_plan(n, cfg.eval_episodes, cfg.seed)
         tasks, seeds = confirm_plan(n, cfg.confirm_episodes, cfg.seed, used)
         rows = {}
-        for name, params in (("start", evaluator.start_params), ("kept", evaluator.best_params)):
+        for name, params in (("start", evaluator.start_params), ("refined", evaluator.best_params)):
             model.set_parameters(params)
             result = evaluate(
                 SB3Policy(model), env, split=split, task_indices=tasks, seeds=seeds,
@@ -474,21 +468,15 @@ def _confirm(cfg: SB3Config, model: Any, evaluator: Any) -> dict[str, Any]:
             rows[name] = eval_row(result.records, split)
     finally:
         env.close()
-    keep = select_best(
-        [rows["start"], rows["kept"]], rule=cfg.keep_best_rule, level=cfg.keep_best_level
-    )
-    gain = gain_over_start(rows["kept"], rows["start"], level=cfg.keep_best_level)
     data = {
-        "rule": cfg.keep_best_rule,
-        "level": cfg.keep_best_level,
         "split": split,
         "tasks": tasks,
         "seeds": list(seeds),
         "env_steps": evaluator.best["env_steps"],
-        "router": "refined" if keep == 1 else "start",
-        "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
-        "rows": rows,
     }
+    data |= confirmation(
+        rows["start"], rows["refined"], rule=cfg.keep_best_rule, level=cfg.keep_best_level
+    )
     write_json(data, Path(cfg.out) / "confirmation.json")
     return data
 
@@ -631,15 +619,11 @@ def cmd_train_sb3(args: argparse.Namespace) -> int:
             f"{evals[-1]['env_steps']} steps; kept the model of step {chosen['env_steps']} "
             f"(utility {chosen['utility']:.3f}, keep-best rule {cfg.keep_best_rule!r})"
         )
-    conf = summary["confirmation"]
-    if conf:
-        g = conf["gain"]
-        verdict = "confirmed" if conf["router"] == "refined" else "not confirmed: ships the start"
-        print(
-            f"confirmation on {conf['rows']['start']['episodes']} fresh {conf['split']} "
-            f"episodes: step {conf['env_steps']} - start = {g['value']:+.3f} "
-            f"[{g['lo']:+.3f}, {g['hi']:+.3f}] ({verdict})"
-        )
+    if summary["confirmation"]:
+        from training.selection import confirmation_line
+
+        conf = summary["confirmation"]
+        print(confirmation_line(conf, f"step {conf['env_steps']}"))
     print(f"evaluate: precision-gym evaluate --env {cfg.env_id} --router {summary['model']}")
     return 0
 

@@ -41,6 +41,8 @@ __all__ = [
     "KEEP_BEST_RULES",
     "budget_choices",
     "confirm_plan",
+    "confirmation",
+    "confirmation_line",
     "eval_plan",
     "eval_row",
     "gain_over_start",
@@ -96,6 +98,39 @@ def confirm_plan(
         return [left[i] for i in select_tasks(len(left), episodes)], (seed,)
     first = max(used_seeds, default=seed - 1) + 1
     return list(range(n_tasks)), tuple(range(first, first + -(-episodes // n_tasks)))
+
+
+def confirmation(
+    start: Mapping[str, Any],
+    refined: Mapping[str, Any],
+    *,
+    rule: str = "paired",
+    level: float = 0.9,
+) -> dict[str, Any]:
+    """The confirmation test of a kept router: ``rule`` once more on its row and the start's
+    from the fresh episodes; ``router`` is ``"refined"`` or ``"start"``, with the paired gain
+    over the start (its ``lo`` is the rule's one-sided bound) and both rows."""
+    keep = select_best([start, refined], rule=rule, level=level)
+    gain = gain_over_start(refined, start, level=level)
+    return {
+        "rule": rule,
+        "level": level,
+        "router": "refined" if keep == 1 else "start",
+        "gain": {"value": gain.value, "lo": gain.lo, "hi": gain.hi, "level": gain.level},
+        "rows": {"start": dict(start), "refined": dict(refined)},
+    }
+
+
+def confirmation_line(record: Mapping[str, Any], kept: str) -> str:
+    """One printed line for a :func:`confirmation` record (with its ``split``) of the router
+    ``kept`` names (``"update 5"``, ``"step 2000"``)."""
+    g = record["gain"]
+    verdict = "confirmed" if record["router"] == "refined" else "not confirmed: ships the start"
+    return (
+        f"confirmation on {len(record['rows']['start']['returns'])} fresh {record['split']} "
+        f"episodes: {kept} - start = {g['value']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}] "
+        f"({verdict})"
+    )
 
 
 def eval_row(records: Sequence[Any], split: str) -> dict[str, Any]:
