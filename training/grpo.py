@@ -23,8 +23,8 @@ the start unless the rule holds there too (``confirmation.json``).
 
 ``keep_best_per_budget`` (default) then applies the same rule at each calibrated budget K:
 the start router, calibrated like the refined one (``start_router.pt``), against the refined
-router at K on the confirmation episodes; ``budget_selection.json`` names the router to use at each K
-(:func:`router_for_budget`). ``hold_sample_budget`` re-centres the sampling shift after every
+router at K on the confirmation episodes; ``budget_selection.json`` names the router to use
+at each K (:func:`router_for_budget`). ``hold_sample_budget`` re-centres the sampling shift after every
 update so that the router keeps sampling ``sample_budget`` of the batch's decisions high in
 expectation (:func:`hold_bias`): the update can only re-rank states.
 

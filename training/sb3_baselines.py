@@ -450,13 +450,13 @@ def _confirm(cfg: SB3Config, model: Any, evaluator: Any) -> dict[str, Any]:
     models are played from their weights in memory; ``model`` is left holding the kept one's."""
     from training.evaluation import evaluate, write_json
     from training.policies import SB3Policy
-    from training.selection import confirm_plan, confirmation, eval_plan, eval_row
+    from training.selection import confirm_plan, confirmation, eval_row
 
     env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "cost_weight": cfg.cost_weight})
     try:
         split = evaluator.split
         n = env.unwrapped.task.num_tasks(split)
-        used = eval_plan(n, cfg.eval_episodes, cfg.seed)
+        used = (evaluator.tasks, evaluator.seeds)  # the keep-best evaluations' episodes
         tasks, seeds = confirm_plan(n, cfg.confirm_episodes, cfg.seed, used)
         rows = {}
         for name, params in (("start", evaluator.start_params), ("refined", evaluator.best_params)):
