@@ -5,7 +5,7 @@ writes is simulated, not a real-LLM result.
 
 Read top to bottom (CleanRL style):
 
-1. **KL-ST warm start**: reuse ``--klst PATH`` or build one (collect KL on ``train``,
+1. **KL-ST warm start**: reuse ``--klst PATH`` or build one (collect KL on ``--train-split``,
    class-weighted CE), calibrated at every budget K on ``--calib-split``.
 2. **Fixed routers**, evaluated once per seed on the evaluation tasks: always-high,
    always-low, the SIMULATED oracle, random at KL-ST's realised rate at K = 0.4, and KL-ST
@@ -27,8 +27,8 @@ Read top to bottom (CleanRL style):
    router only where the keep-best rule prefers it to the start router calibrated at K,
    unless ``--no-per-budget-selection``; ``--grpo-hold-budget`` holds the sampling budget at
    K during training) and ``train-sb3 --algo ppo``
-   (encoder and action head from the router). Both evaluate on the calibration split during
-   training and keep a later router only when it beats the start there by a paired bootstrap
+   (encoder and action head from the router), on ``--train-split``. Both evaluate on
+   ``--select-split`` (default: the calibration split) during training and keep a later router only when it beats the start there by a paired bootstrap
    bound (``--keep-best-rule paired``), else the start; a kept later router ships only if the
    rule holds again on ``--confirm-episodes`` fresh episodes. Seed s's routers are evaluated on
    seed s's episodes.
@@ -95,6 +95,12 @@ class Args:
     eval_episodes: int = 0  # tasks per seed (0 = every task of the split: 134 on ALFWorld)
     calib_split: str = "valid_train"
     calib_episodes: int = 24
+    # where KL is collected and the RL methods train; ALFWorld's train_fit leaves out the
+    # floorplans of train_heldout (precision_gym.tasks.alfworld.HELDOUT_SCENES)
+    train_split: str = "train"
+    # the keep-best evaluations and the confirmation ('' = --calib-split); train_heldout
+    # chooses on floorplans the RL run never trained on, as valid_unseen's are
+    select_split: str = ""
     klst: str | None = None  # a KL-ST router file; None = build one
     kl_episodes: int = 240
     klst_epochs: int = 14
@@ -163,6 +169,11 @@ QUICK = {  # a tiny run for the subprocess test: WebShop is ~100x faster per ste
     "n_boot": 200,
     "jobs": 1,
 }
+
+
+def selection_split(args: Args) -> str:
+    """The split of the RL runs' keep-best evaluations and confirmation."""
+    return args.select_split or args.calib_split
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -252,7 +263,7 @@ def klst_router(args: Args, out: Path, env: Any) -> Path:
             collect_kl(
                 out / "kl",
                 CollectConfig(env_id=args.env_id, env_kwargs=env_kwargs(args),
-                              split="train", episodes=args.kl_episodes,
+                              split=args.train_split, episodes=args.kl_episodes,
                               seed=0, shard_size=10),
                 env=env,
                 progress=True,
@@ -348,7 +359,9 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     if args.env_kwargs:
         common += ["--env-kwargs", args.env_kwargs]
     common += ["--no-progress", "--sample-budget", str(args.sample_budget)]
-    common += ["--eval-split", args.calib_split, "--eval-episodes", str(args.rl_eval_episodes)]
+    common += ["--split", args.train_split]
+    common += ["--eval-split", selection_split(args)]
+    common += ["--eval-episodes", str(args.rl_eval_episodes)]
     common += ["--keep-best-rule", args.keep_best_rule]
     common += ["--keep-best-level", str(args.keep_best_level)]
     common += ["--confirm-episodes", str(args.confirm_episodes)]
@@ -729,7 +742,7 @@ def confirmation_lines(args: Args, found: dict[str, Any]) -> list[str]:
         "",
         f"Kept routers (refined - start utility, {level:.0%} CI: on the {args.rl_eval_episodes} "
         f"keep-best episodes they were chosen on, and on {args.confirm_episodes} fresh "
-        f"{args.calib_split} episodes; `--confirm-episodes`):",
+        f"{selection_split(args)} episodes; `--confirm-episodes`):",
         "",
         "| run | kept (update / step) | on the keep-best episodes | on fresh episodes | ships |",
         "|---|---:|---|---|---|",
@@ -935,8 +948,9 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
             else ""
         )
         + f"; PPO: n_steps {args.ppo_n_steps}, batch {args.ppo_batch_size}, "
-        "encoder and action head from the router. Both keep their best router on "
-        f"{args.rl_eval_episodes} {args.calib_split} episodes (start included) by the "
+        f"encoder and action head from the router. KL collection and RL train on "
+        f"{args.train_split} tasks. Both keep their best router on "
+        f"{args.rl_eval_episodes} {selection_split(args)} episodes (start included) by the "
         f"{args.keep_best_rule!r} keep-best rule"
         + (
             f": a later router only when its paired one-sided {args.keep_best_level:.0%} "
@@ -946,7 +960,8 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         )
         + (
             f"; a kept later router ships only if the rule holds again on "
-            f"{args.confirm_episodes} fresh {args.calib_split} episodes (`--confirm-episodes`)."
+            f"{args.confirm_episodes} fresh {selection_split(args)} episodes "
+            "(`--confirm-episodes`)."
             if args.confirm_episodes
             else "."
         ),
@@ -1040,7 +1055,7 @@ def selection_lines(args: Args, chosen: dict[str, Any]) -> list[str]:
         "",
         f"GRPO per budget (`train-grpo --keep-best-per-budget`): at each K the refined router "
         f"only where the {args.keep_best_rule!r} rule prefers it to the start router, both "
-        f"calibrated at K, on {episodes} {args.calib_split} episodes (refined - "
+        f"calibrated at K, on {episodes} {selection_split(args)} episodes (refined - "
         f"start utility, {level:.0%} CI); '-': the run shipped its start router.",
         "",
         "| K | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
@@ -1079,17 +1094,31 @@ def update_results_md(path: Path, section: str) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def check_splits(args: Args, env: Any) -> None:
+    """Every split flag names a split of the env's task, before any work starts."""
+    have = env.unwrapped.task.splits()
+    for flag, split in (
+        ("--train-split", args.train_split),
+        ("--calib-split", args.calib_split),
+        ("--select-split", selection_split(args)),
+        ("--eval-split", args.eval_split),
+    ):
+        if split not in have:
+            raise SystemExit(f"{flag} must be one of {have} for {args.env_id}, got {split!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     t0 = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     from precision_gym.threads import configure_torch_threads
     from training.cli.common import make_env
 
     configure_torch_threads(args.threads)
     env = make_env(args.env_id, env_kwargs(args))
+    check_splits(args, env)
+    out.mkdir(parents=True, exist_ok=True)
     if args.only_unit:  # a worker of --jobs
         run_unit(args, out, env, Path(args.klst or ""), args.only_unit)
         return 0

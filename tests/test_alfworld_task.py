@@ -5,8 +5,15 @@ import pickle
 import pytest
 from conftest import requires_alfworld
 
-from precision_gym.error import ConfigError, DataNotFoundError
-from precision_gym.tasks.alfworld import TASK_TYPES, ALFWorldTask, command_kind, task_type_of
+from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
+from precision_gym.tasks.alfworld import (
+    HELDOUT_SCENES,
+    TASK_TYPES,
+    ALFWorldTask,
+    command_kind,
+    scene_of,
+    task_type_of,
+)
 
 
 def test_missing_data_error_says_where_and_how(tmp_path):
@@ -55,6 +62,36 @@ def test_splits_types_and_filter():
     games = heat.games("valid_unseen")
     assert games and all(task_type_of(g) == "pick_heat_then_place_in_recep" for g in games)
     assert {task_type_of(g) for g in task.games("valid_unseen")} == set(TASK_TYPES)
+
+
+@requires_alfworld
+def test_floorplan_splits_partition_train():
+    """train_fit and train_heldout split ``train`` by floorplan: disjoint, together all of it,
+    the held-out games exactly those of HELDOUT_SCENES (three of each room type), every task
+    type on both sides, and no held-out floorplan in valid_unseen (its four are unseen)."""
+    task = ALFWorldTask()
+    assert {"train_fit", "train_heldout"} <= set(task.splits())
+    train, fit, held = (task.games(s) for s in ("train", "train_fit", "train_heldout"))
+    assert sorted(fit + held) == sorted(train) and not set(fit) & set(held)
+    assert {scene_of(g) for g in held} == set(HELDOUT_SCENES)
+    assert not {scene_of(g) for g in fit} & set(HELDOUT_SCENES)
+    assert sorted({s // 100 for s in HELDOUT_SCENES}) == [0, 2, 3, 4]
+    assert len(held) == 154 and task.num_tasks("train_heldout") == 154  # 12.8% of 1200
+    assert {task_type_of(g) for g in held} == {task_type_of(g) for g in fit} == set(TASK_TYPES)
+    assert not {scene_of(g) for g in task.games("valid_unseen")} & set(HELDOUT_SCENES)
+    heat = ALFWorldTask(task_types=["pick_heat_then_place_in_recep"])
+    assert {task_type_of(g) for g in heat.games("train_heldout")} == {
+        "pick_heat_then_place_in_recep"
+    }
+    obs = task.reset("train_heldout", 0)  # a derived split plays like any other
+    assert "Your task is to:" in obs.text
+
+
+def test_scene_of_reads_the_folder_name(tmp_path):
+    game = tmp_path / "pick_and_place_simple-Mug-None-Desk-308" / "trial_1" / "game.tw-pddl"
+    assert scene_of(game) == 308
+    with pytest.raises(CorruptDataError, match=r"does not end in a scene number"):
+        scene_of(tmp_path / "pick_and_place_simple-Mug" / "trial_1" / "game.tw-pddl")
 
 
 @requires_alfworld

@@ -107,6 +107,20 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert bad.returncode != 0 and "--algos must name grpo, ppo or both, got 'dqn'" in bad.stderr
+    # RL trains on --train-split and selects on --select-split; a split the task lacks is
+    # refused before any work starts
+    assert "--split train --eval-split eval" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", "--select-split", "heldout",
+         "--out", str(tmp_path / "bad")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert (
+        "--select-split must be one of ['test', 'eval', 'train'] for DMR-WebShop-v0, got 'heldout'"
+        in bad.stderr
+    )
+    assert not (tmp_path / "bad").exists()
 
 
 def test_soak_benchmark_smoke():

@@ -35,7 +35,14 @@ from typing import Any, ClassVar
 from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
 
-__all__ = ["TASK_TYPES", "ALFWorldTask", "alfworld_data_root", "command_kind"]
+__all__ = [
+    "HELDOUT_SCENES",
+    "TASK_TYPES",
+    "ALFWorldTask",
+    "alfworld_data_root",
+    "command_kind",
+    "scene_of",
+]
 
 TASK_TYPES = (
     "pick_and_place_simple",
@@ -46,6 +53,15 @@ TASK_TYPES = (
     "pick_two_obj_and_place",
 )
 KNOWN_SPLITS = ("train", "valid_train", "valid_seen", "valid_unseen")
+#: floorplans (ALFRED scene numbers) held out of ``train`` by the derived splits below: the
+#: numbers ending in 7, three of each room type (kitchens 1-30, living rooms 201-230, bedrooms
+#: 301-330, bathrooms 401-430), as valid_unseen holds one unseen floorplan of each type
+HELDOUT_SCENES = (7, 17, 27, 207, 217, 227, 307, 317, 327, 407, 417, 427)
+#: splits made from ``train`` by floorplan: ``train_fit`` (the games of every other floorplan)
+#: to train on, and ``train_heldout`` (the games of :data:`HELDOUT_SCENES`) to select on, so
+#: that a router is chosen on floorplans its training never saw, as the test split's are.
+#: ``valid_train`` shares every floorplan with ``train``.
+DERIVED_SPLITS = {"train_fit": ("train", False), "train_heldout": ("train", True)}
 _MANIPULATION_VERBS = (
     "take",
     "put",
@@ -331,6 +347,18 @@ def _list_games(split_dir: str) -> tuple[str, ...]:
     return tuple(str(p) for p in sorted(Path(split_dir).glob("*/*/game.tw-pddl")))
 
 
+def scene_of(game_file: str | Path) -> int:
+    """The ALFRED scene (floorplan) number from the game folder name
+    (``pick_and_place_simple-Mug-None-Desk-308`` -> 308)."""
+    folder = Path(game_file).parent.parent.name
+    tail = folder.rsplit("-", 1)[-1]
+    if not tail.isdigit():
+        raise CorruptDataError(
+            f"game folder {folder!r} does not end in a scene number ('-<digits>'): {game_file}"
+        )
+    return int(tail)
+
+
 def task_type_of(game_file: str | Path) -> str:
     """Task type from the game folder name (``pick_heat_then_place_in_recep-Egg-...``)."""
     folder = Path(game_file).parent.parent.name
@@ -364,6 +392,12 @@ def _read_walkthrough(game_file: str) -> list[str]:
 
 class ALFWorldTask(TextTask):
     """ALFWorld games of one data folder, one game loaded at a time.
+
+    Splits are the data's folders (``train``, ``valid_train``, ``valid_unseen``) and, where
+    ``train`` is present, two made from it by floorplan: ``train_fit`` and ``train_heldout``
+    (the games of :data:`HELDOUT_SCENES`). Train on ``train_fit`` and select or confirm on
+    ``train_heldout`` to choose a router on floorplans it never trained on, as valid_unseen's
+    are (``valid_train`` shares its floorplans with ``train``).
 
     Args:
         data_root: folder holding ``json_2.1.1`` (default: ``$ALFWORLD_DATA`` or the cache).
@@ -455,11 +489,20 @@ class ALFWorldTask(TextTask):
     def splits(self) -> list[str]:
         if not self.json_root.is_dir():
             raise self._missing_data_error()
-        return [s for s in KNOWN_SPLITS if (self.json_root / s).is_dir()]
+        found = [s for s in KNOWN_SPLITS if (self.json_root / s).is_dir()]
+        return found + [d for d, (base, _) in DERIVED_SPLITS.items() if base in found]
 
     def games(self, split: str) -> list[str]:
         check_split(self, split, str(self.json_root))
-        games = list(_list_games(str(self.json_root / split)))
+        if split in DERIVED_SPLITS:
+            base, held_out = DERIVED_SPLITS[split]
+            games = [
+                g
+                for g in _list_games(str(self.json_root / base))
+                if (scene_of(g) in HELDOUT_SCENES) == held_out
+            ]
+        else:
+            games = list(_list_games(str(self.json_root / split)))
         if self.task_types is not None:
             games = [g for g in games if task_type_of(g) in self.task_types]
         if self.max_games is not None:
