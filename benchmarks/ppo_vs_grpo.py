@@ -47,7 +47,8 @@ Read top to bottom (CleanRL style):
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
 
 Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
-benchmark resumes where it stopped.
+benchmark resumes where it stopped, and a method added later (``--algos grpo,ppo`` after a run
+with ``--algos ppo``) trains only its own units beside the finished ones.
 """
 
 from __future__ import annotations
@@ -348,8 +349,10 @@ def kind_unit(args: Args, env: Any, seed: int) -> dict[str, Any]:
     return {"results": evaluate_all(args, env, policies, seed)}
 
 
-def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) -> dict[str, Any]:
-    """Step 4: GRPO and PPO trained at ``lam`` with ``seed``, then evaluated."""
+def rl_unit(
+    args: Args, out: Path, env: Any, klst: Path, algo: str, lam: float, seed: int
+) -> dict[str, Any]:
+    """Step 4: ``algo`` (GRPO or PPO) trained at ``lam`` with ``seed``, then evaluated."""
     from training.grpo import router_for_budget
     from training.policies import load_policy
 
@@ -395,25 +398,19 @@ def rl_unit(args: Args, out: Path, env: Any, klst: Path, lam: float, seed: int) 
     ]  # fmt: skip
     if (ppo_out / "model.zip").exists():
         ppo_argv.append("--overwrite")  # SB3 does not resume: an interrupted unit retrains
-    runs = {"grpo": grpo_argv, "ppo": ppo_argv}
-    runs = {algo: argv for algo, argv in runs.items() if algo in args.algos}
-    times = {f"{algo}_s": cli(*argv) for algo, argv in runs.items()}
+    argv = {"grpo": grpo_argv, "ppo": ppo_argv}[algo]
+    times = {f"{algo}_s": cli(*argv)}
     t = time.perf_counter()
-    policies = {}
-    if "grpo" in runs:
-        policies |= {
+    if algo == "grpo":
+        policies = {
             f"GRPO K={k:g}": load_policy(router_for_budget(grpo_out, k), env, budget=k)
             for k in args.budgets
         }
-    if "ppo" in runs:  # this run's own model (an SB3 archive is unpickled: we wrote it)
-        policies["PPO"] = load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)
+    else:  # this run's own model (an SB3 archive is unpickled: we wrote it)
+        policies = {"PPO": load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)}
     results = evaluate_all(args, env, policies, seed)
     times["eval_s"] = time.perf_counter() - t
-    return {
-        "results": results,
-        "times": times,
-        "commands": ["precision-gym " + shlex.join(a) for a in runs.values()],
-    }
+    return {"results": results, "times": times, "commands": ["precision-gym " + shlex.join(argv)]}
 
 
 def online_unit(
@@ -439,7 +436,8 @@ def online_unit(
 
 def units(args: Args) -> list[str]:
     fixed = [f"fixed_s{s}" for s in args.seeds] + [f"kind_s{s}" for s in args.seeds]
-    rl = [f"rl_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds]
+    # one unit per method, so that a method added later (--algos) joins a finished run folder
+    rl = [f"rl_{a}_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds for a in args.algos]
     if not args.online_step:
         return fixed + rl
     online = [f"online_s{s}" for s in args.seeds]  # KL-ST held at K
@@ -449,9 +447,11 @@ def units(args: Args) -> list[str]:
 
 
 def unit_lambda(unit: str) -> str | None:
-    """The lambda a unit's routers were trained at (``rl_l0.5_s1`` -> "0.5"), else None."""
-    part = unit.split("_")[1]
-    return part.removeprefix("l") if part.startswith("l") else None
+    """The lambda a unit's routers were trained at (``rl_ppo_l0.5_s1`` -> "0.5"), else None."""
+    for part in unit.split("_")[1:]:
+        if part.startswith("l") and part[1:2].isdigit():
+            return part[1:]
+    return None
 
 
 def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
@@ -470,7 +470,8 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     elif unit.startswith("online"):
         data = online_unit(args, out, env, klst, None if lam is None else float(lam), seed)
     else:
-        data = rl_unit(args, out, env, klst, float(lam), seed)  # type: ignore[arg-type]
+        algo = unit.split("_")[1]
+        data = rl_unit(args, out, env, klst, algo, float(lam), seed)  # type: ignore[arg-type]
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 

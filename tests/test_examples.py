@@ -102,6 +102,19 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     report = (tmp_path / "results.md").read_text()
     assert "step-level advantage (GiGPO) weight 1" in report and "PPO - its start" not in report
     assert "GRPO ships its refined router at every K" in report
+    # PPO added to the finished GRPO run: only its units train, the report has both methods
+    more = _run(
+        "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
+        "--lambdas", "0.02", "--algos", "grpo,ppo", "--grpo-step-weight", "1",
+        "--no-per-budget-selection",
+    )  # fmt: skip
+    assert "$ precision-gym train-grpo" not in more.stdout
+    assert more.stdout.count("$ precision-gym train-sb3") == 1
+    both = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
+    assert "PPO" in both["points"] and set(both["ppo_vs_start"]) == {"0"}
+    assert {n: p for n, p in both["points"].items() if n.startswith("GRPO")} == {
+        n: p for n, p in data["points"].items() if n.startswith("GRPO")
+    }
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,
