@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -87,11 +88,11 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
     advantage); no PPO point, curve or comparison, and bad ``--algos`` is refused."""
-    proc = _run(
+    argv = (
         "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
-        "--lambdas", "0.02", "--algos", "grpo", "--grpo-step-weight", "1",
-        "--no-per-budget-selection",
+        "--lambdas", "0.02", "--grpo-step-weight", "1", "--no-per-budget-selection",
     )  # fmt: skip
+    proc = _run(*argv, "--algos", "grpo")
     assert "$ precision-gym train-sb3" not in proc.stdout
     assert "--no-keep-best-per-budget" in proc.stdout
     assert "--step-advantage-weight 1.0" in proc.stdout
@@ -103,11 +104,7 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     assert "step-level advantage (GiGPO) weight 1" in report and "PPO - its start" not in report
     assert "GRPO ships its refined router at every K" in report
     # PPO added to the finished GRPO run: only its units train, the report has both methods
-    more = _run(
-        "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
-        "--lambdas", "0.02", "--algos", "grpo,ppo", "--grpo-step-weight", "1",
-        "--no-per-budget-selection",
-    )  # fmt: skip
+    more = _run(*argv, "--algos", "grpo,ppo")
     assert "$ precision-gym train-grpo" not in more.stdout
     assert more.stdout.count("$ precision-gym train-sb3") == 1
     both = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
@@ -145,3 +142,48 @@ def test_soak_benchmark_smoke():
     lines = proc.stdout.strip().splitlines()
     assert sum(line.startswith("decisions ") and "RSS" in line for line in lines) == 3
     assert lines[-2].startswith("rss_growth=") and lines[-1].startswith(("PASS", "FAIL"))
+
+
+def _summary(path, returns, *, simulated=True, seeds=(0,)):
+    """An ``evaluate --out``-shaped summary whose episodes are won in ``returns[i]`` of the time."""
+    records = [
+        {"seed": s, "task_index": t, "won": bool(w), "episode_time_s": time_s, "decisions": 4,
+         "high_decisions": high}
+        for s in seeds
+        for t, (w, time_s, high) in enumerate(returns)
+    ]  # fmt: skip
+    path.write_text(json.dumps({"simulated": simulated, "records": records}))
+    return str(path)
+
+
+def test_paired_compare_smoke(tmp_path):
+    """benchmarks/paired_compare.py: per-seed and pooled rows with the paired difference, a
+    benchmark unit's router by PATH#NAME, and clear errors for episodes that do not pair up."""
+    a = _summary(tmp_path / "a.json", [(1, 2.0, 4), (1, 2.0, 4), (0, 4.0, 2)], seeds=(0, 1))
+    b = _summary(tmp_path / "b.json", [(1, 2.0, 0), (0, 4.0, 0), (0, 4.0, 0)], seeds=(0, 1))
+    unit = tmp_path / "unit.json"
+    unit.write_text(json.dumps({"results": {"KL-ST K=0.4": json.loads(Path(b).read_text())}}))
+    proc = _run(
+        "benchmarks/paired_compare.py", "--a", a, "--b", f"{unit}#KL-ST K=0.4",
+        "--cost-weight", "0.5",
+    )  # fmt: skip
+    assert "SIMULATED" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| seed", "| pooled"))]
+    assert len(rows) == 3
+    # utilities: A (0, 0, -2) -> -0.667, B (0, -2, -2) -> -1.333; A - B = +0.667 on every seed
+    assert rows[-1].startswith(
+        "| pooled | 3 | 0.667 / 0.333 | 0.83 / 0.00 | -0.667 / -1.333 | +0.667"
+    )
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/paired_compare.py", "--a", a, "--b",
+         _summary(tmp_path / "c.json", [(1, 2.0, 0)]), "--cost-weight", "0.5"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "the sides must hold the same (seed, task) episodes: 5 only in A" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/paired_compare.py", "--a", a, "--b", f"{unit}#PPO",
+         "--cost-weight", "0.5"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert "has no router 'PPO': expected one of ['KL-ST K=0.4']" in bad.stderr
