@@ -248,11 +248,14 @@ def test_ppo_keeps_its_best_evaluated_model(tmp_path, rule):
     assert summary["confirmation"] is None and not (out / "confirmation.json").exists()
 
 
-@pytest.mark.parametrize(("seed", "shipped"), [(1, "refined"), (3, "start")])
+@pytest.mark.parametrize(("seed", "shipped"), [(4, "refined"), (3, "start")])
 def test_kept_model_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, seed, shipped):
     """confirm_episodes: a later model that keep-best kept is played again, with the start
     model, on tasks the evaluations did not use; model.zip is the kept model only where the
-    rule holds there too (seed 1), else the start model saved before training (seed 3)."""
+    rule holds there too (seed 4), else the start model saved before training (seed 3)."""
+    import torch
+    from stable_baselines3 import PPO
+
     from training.selection import eval_plan, select_best
 
     cfg = _tiny(tmp_path, "ppo", "c", learning_rate=0.5)
@@ -272,6 +275,11 @@ def test_kept_model_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, 
     source = {"refined": "best_model.zip", "start": "start_model.zip"}[shipped]
     assert (out / "model.zip").read_bytes() == (out / source).read_bytes()
     assert summary["selected_env_steps"] == {"refined": 32, "start": 0}[shipped]
+    # the model training ended with is on disk whatever ships: here the kept one, whose row
+    # (step 32) is evaluated after the last update
+    final, kept = (PPO.load(out / f) for f in ("final_model.zip", "best_model.zip"))
+    for name, value in kept.policy.state_dict().items():
+        assert torch.equal(final.policy.state_dict()[name], value), name
     with pytest.raises(ConfigError, match="confirm_episodes must be >= 0, got -2"):
         SB3Config(confirm_episodes=-2)
 

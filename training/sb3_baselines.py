@@ -24,7 +24,8 @@ and at the end (``OUT/eval.jsonl``); with ``--keep-best`` (default) ``model.zip`
 evaluated model chosen by ``--keep-best-rule`` (:mod:`training.selection`; by default a later
 model only when it beats the start by a paired bootstrap bound, else the start). A kept later
 model is then tested once more against the start on ``--confirm-episodes`` fresh episodes
-(``OUT/confirmation.json``): it ships only if the rule holds there too.
+(``OUT/confirmation.json``): it ships only if the rule holds there too. The model as training
+left it is saved as ``OUT/final_model.zip`` either way, for after-the-fact comparisons.
 """
 
 from __future__ import annotations
@@ -432,7 +433,9 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             self.next_at = self.num_timesteps + cfg.eval_freq
 
         def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next_at:
+            # a step that reaches the total is left to _on_training_end, which comes after
+            # the last update: the end row is the model training ended with
+            if self.next_at <= self.num_timesteps < self.model._total_timesteps:
                 self._evaluate()
             return True
 
@@ -518,6 +521,7 @@ REPLACED = (
     "tb",
     "best_model.zip",
     "start_model.zip",
+    "final_model.zip",
     "eval.jsonl",
     "summary.json",
     "confirmation.json",
@@ -555,6 +559,8 @@ def _train_sb3(cfg: SB3Config, out: Path, t0: float) -> dict[str, Any]:
         )
         confirmation = None
         if evaluator is not None and evaluator.best is not None:
+            # the last model too, whatever ships (the confirmation below loads other weights)
+            _atomic_sb3_save(model, out / "final_model.zip")
             chosen = "best_model.zip"
             if evaluator.best is not evaluator.rows[0] and cfg.confirm_episodes:
                 confirmation = _confirm(cfg, model, evaluator)
