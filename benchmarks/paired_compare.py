@@ -66,38 +66,27 @@ def by_episode(records: list[dict[str, Any]], side: str) -> dict[tuple[int, int]
     return out
 
 
+def utility(r: dict[str, Any], lam: float) -> float:
+    from precision_gym.cost import trajectory_return
+
+    return trajectory_return(float(r["won"]), r["episode_time_s"], lam)
+
+
 def summary(recs: list[dict[str, Any]], lam: float) -> tuple[float, float, float]:
     """Success rate, HP fraction pooled over decisions, mean utility."""
     decisions = sum(r["decisions"] for r in recs)
     hp = sum(r["high_decisions"] for r in recs) / max(decisions, 1)
-    util = float(np.mean([float(r["won"]) - lam * r["episode_time_s"] for r in recs]))
+    util = float(np.mean([utility(r, lam) for r in recs]))
     return float(np.mean([r["won"] for r in recs])), hp, util
 
 
-def per_task_utility(eps: dict[tuple[int, int], dict], lam: float, tasks: list[int]) -> np.ndarray:
-    """Each task's utility averaged over its seeds."""
-    return np.array(
-        [
-            np.mean(
-                [
-                    float(r["won"]) - lam * r["episode_time_s"]
-                    for (_, t), r in eps.items()
-                    if t == task
-                ]
-            )
-            for task in tasks
-        ]
-    )
-
-
 def row(label: str, a: dict, b: dict, lam: float, level: float, n_boot: int) -> str:
-    from training.stats import paired_bootstrap_diff
+    """One table row: both sides' summaries and A - B over tasks (each task's seed mean)."""
+    from training.stats import paired_bootstrap_diff, per_task
 
-    tasks = sorted({t for _, t in a})
-    diff = paired_bootstrap_diff(
-        per_task_utility(a, lam, tasks), per_task_utility(b, lam, tasks), level=level,
-        n_boot=n_boot,
-    )  # fmt: skip
+    tasks, ua_task = per_task(a.values(), lambda r: utility(r, lam))
+    _, ub_task = per_task(b.values(), lambda r: utility(r, lam))  # same tasks: checked in main
+    diff = paired_bootstrap_diff(ua_task, ub_task, level=level, n_boot=n_boot)
     (sa, ha, ua), (sb, hb, ub) = summary(list(a.values()), lam), summary(list(b.values()), lam)
     return (
         f"| {label} | {len(tasks)} | {sa:.3f} / {sb:.3f} | {ha:.2f} / {hb:.2f} | "

@@ -28,8 +28,9 @@ Read top to bottom (CleanRL style):
    unless ``--no-per-budget-selection``; ``--grpo-hold-budget`` holds the sampling budget at
    K during training) and ``train-sb3 --algo ppo``
    (encoder and action head from the router), on ``--train-split``. Both evaluate on
-   ``--select-split`` (default: the calibration split) during training and keep a later router only when it beats the start there by a paired bootstrap
-   bound (``--keep-best-rule paired``), else the start; a kept later router ships only if the
+   ``--select-split`` (default: the calibration split) during training and keep a later
+   router only when it beats the start there by a paired bootstrap bound
+   (``--keep-best-rule paired``), else the start; a kept later router ships only if the
    rule holds again on ``--confirm-episodes`` fresh episodes. Seed s's routers are evaluated on
    seed s's episodes.
 5. **Budgets held online** (``--online-step``, default 0.2; 0 turns it off): KL-ST and each

@@ -343,8 +343,15 @@ def _observation(text: str, state: dict[str, Any], *, valid: bool = True) -> Tas
 
 
 @lru_cache(maxsize=16)
-def _list_games(split_dir: str) -> tuple[str, ...]:
-    return tuple(str(p) for p in sorted(Path(split_dir).glob("*/*/game.tw-pddl")))
+def _list_games(json_root: str, split: str) -> tuple[str, ...]:
+    """The game files of ``split`` (a data folder, or one of :data:`DERIVED_SPLITS`), sorted;
+    memoised, as every ``reset`` asks."""
+    if split in DERIVED_SPLITS:
+        base, held_out = DERIVED_SPLITS[split]
+        return tuple(
+            g for g in _list_games(json_root, base) if (scene_of(g) in HELDOUT_SCENES) == held_out
+        )
+    return tuple(str(p) for p in sorted((Path(json_root) / split).glob("*/*/game.tw-pddl")))
 
 
 def scene_of(game_file: str | Path) -> int:
@@ -494,15 +501,7 @@ class ALFWorldTask(TextTask):
 
     def games(self, split: str) -> list[str]:
         check_split(self, split, str(self.json_root))
-        if split in DERIVED_SPLITS:
-            base, held_out = DERIVED_SPLITS[split]
-            games = [
-                g
-                for g in _list_games(str(self.json_root / base))
-                if (scene_of(g) in HELDOUT_SCENES) == held_out
-            ]
-        else:
-            games = list(_list_games(str(self.json_root / split)))
+        games = list(_list_games(str(self.json_root), split))
         if self.task_types is not None:
             games = [g for g in games if task_type_of(g) in self.task_types]
         if self.max_games is not None:
