@@ -40,8 +40,8 @@ Read top to bottom (CleanRL style):
    and KL-ST are compared at the same HP without interpolation.
 6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
-   and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed, all
-   as paired bootstrap CIs; the paper's average rank (Sec. 5.3); the frontier plot (success
+   and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed and,
+   seeds pooled, vs its start and vs KL-ST at PPO's HP, all as paired bootstrap CIs; the paper's average rank (Sec. 5.3); the frontier plot (success
    vs EP time) and learning curves (mean +- std over seeds) as PNG.
 
     python benchmarks/ppo_vs_grpo.py                      # the full comparison (hours)
@@ -672,6 +672,18 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             ppo_vs_start[str(seed)] = paired_bootstrap_diff(
                 per_task_utility(ppo, lam), per_task_utility(ref, lam), n_boot=args.n_boot
             ).as_dict()
+        ppo_pooled = {}
+        if "ppo" in args.algos:  # every seed's episodes (per-task means over seeds)
+            ppo, hp = records[f"PPO{tag}"], point_hp(records[f"PPO{tag}"])
+            ppo_pooled = {
+                "vs_start": paired_bootstrap_diff(
+                    per_task_utility(ppo, lam), per_task_utility(records[start], lam),
+                    n_boot=args.n_boot,
+                ).as_dict(),
+                "matched_hp": matched_hp_diff(args, records, f"PPO{tag}", lam, hp),
+                "ppo_hp": hp,
+                "start_hp": point_hp(records[start]),
+            }  # fmt: skip
         pool = {  # the paper's ranking: fixed tau_K points
             n: p
             for n, p in points.items()
@@ -685,6 +697,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             "points": points,
             "grpo_vs_klst": grpo_vs_klst,
             "ppo_vs_start": ppo_vs_start,
+            "ppo_pooled": ppo_pooled,
             "avg_rank": average_ranks(pool),
             "avg_rank_with_ppo": average_ranks({**pool, "PPO": points["PPO"]})
             if "PPO" in points
@@ -997,6 +1010,14 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
                     f"seed {s}: {ci(d)}{_star(d)}" for s, d in data["ppo_vs_start"].items()
                 ),
             ]
+        if data.get("ppo_pooled"):
+            d = data["ppo_pooled"]
+            m = d["matched_hp"]
+            lines.append(
+                f"PPO, seeds pooled (HP {d['ppo_hp']:.2f}; start {d['start_hp']:.2f}): - its start "
+                f"{ci(d['vs_start'])}{_star(d['vs_start'])}; - KL-ST at the same HP "
+                f"{ci(m)}{_star(m)}" + ("" if m["interpolated"] else " (outside the KL-ST curve)")
+            )
         lines.append("")
     lines += [f"Plots: `{out}/frontiers.png`, `{out}/learning_curves.png`.", ""]
     text = "\n".join(lines)

@@ -60,6 +60,11 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     for p in data["points"].values():
         assert p["utility"]["lo"] <= p["utility"]["value"] <= p["utility"]["hi"]
     assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"} and set(data["ppo_vs_start"]) == {"0"}
+    pooled = data["ppo_pooled"]  # PPO over every seed: vs its start and vs KL-ST at its HP
+    assert set(pooled) == {"vs_start", "matched_hp", "ppo_hp", "start_hp"}
+    for d in (pooled["vs_start"], pooled["matched_hp"]):
+        assert d["lo"] <= d["value"] <= d["hi"]
+    assert "PPO, seeds pooled (HP" in (tmp_path / "results.md").read_text()
     held = data["grpo_vs_klst"]["0.4"]
     assert {"online", "grpo_hp_online", "klst_hp_online"} <= set(held)
     assert held["online"]["lo"] <= held["online"]["value"] <= held["online"]["hi"]
@@ -98,6 +103,7 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     assert "--step-advantage-weight 1.0" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
     assert "PPO" not in data["points"] and data["ppo_vs_start"] == {}
+    assert data["ppo_pooled"] == {}
     assert data["budget_selection"] == {}  # the selection is off: router.pt at every K
     assert set(data["grpo_vs_klst"]) == {"0.4", "0.7"}
     report = (tmp_path / "results.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -281,7 +282,7 @@ def test_lr_schedules():
         ({"eval_every": -1}, r"eval_every must be >= 0 and eval_episodes >= 1, got -1 and 32"),
         (
             {"keep_best_rule": "max"},
-            r"keep_best_rule must be one of \['paired', 'mean'\], got 'max'",
+            r"keep_best_rule must be one of \['paired', 'mean', 'final'\], got 'max'",
         ),
         ({"keep_best_level": 1.5}, r"keep_best_level must be in \(0.5, 1\), got 1.5"),
         ({"step_advantage_weight": -1.0}, r"step_advantage_weight must be >= 0, got -1.0"),
@@ -327,6 +328,35 @@ def test_keep_best_never_ships_a_worse_router(tmp_path, rule):
     resumed = train_grpo(_cfg(tmp_path / "b", **kw, resume=True))
     assert [e["utility"] for e in resumed["evaluations"]] == [e["utility"] for e in evals]
     assert resumed["selected_update"] == summary["selected_update"]
+
+
+def test_final_rule_puts_the_start_back_when_the_last_router_fails(tmp_path, monkeypatch):
+    """keep_best_rule='final': a middle router that beat the start is saved as best while it is
+    the newest; when the last one then fails the bound, best_router.pt and router.pt are the
+    start router again (scripted evaluation rows: +0.5 on every episode, then -0.1)."""
+    from agents.router import TransformerRouterPolicy
+
+    base = np.linspace(-1.0, 1.0, 8)
+    offsets = iter([0.0, 0.5, -0.1])
+
+    def scripted(self):
+        returns = (base + next(offsets)).tolist()
+        return {"update": self.update, "env_steps": self.env_steps, "high_bias": 0.0,
+                "split": "eval", "episodes": 8, "utility": float(np.mean(returns)),
+                "success_rate": 1.0, "hp_fraction": 0.5, "returns": returns}  # fmt: skip
+
+    monkeypatch.setattr(GRPOTrainer, "evaluate_router", scripted)
+    kw = dict(lr=0.05, max_updates=2, eval_every=1, keep_best_rule="final", confirm_episodes=0)
+    probe = GRPOTrainer(_cfg(tmp_path / "probe", **kw))  # the same seed: the same start router
+    start = copy.deepcopy(probe.model.state_dict())
+    probe.close()
+    summary = train_grpo(_cfg(tmp_path / "run", **kw))
+    assert [e["update"] for e in summary["evaluations"]] == [0, 1, 2]
+    assert [e["best_update"] for e in summary["evaluations"]] == [0, 1, 0]
+    assert summary["selected_update"] == 0
+    for name in ("best_router.pt", "router.pt"):
+        shipped = TransformerRouterPolicy.load(tmp_path / "run" / name).model.state_dict()
+        assert all(torch.equal(v, shipped[k]) for k, v in start.items()), name
 
 
 def test_no_evaluation_keeps_the_last_router(tmp_path):

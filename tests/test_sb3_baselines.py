@@ -248,6 +248,33 @@ def test_ppo_keeps_its_best_evaluated_model(tmp_path, rule):
     assert summary["confirmation"] is None and not (out / "confirmation.json").exists()
 
 
+def test_final_rule_puts_the_start_model_back(tmp_path, monkeypatch):
+    """keep_best_rule='final': the model at step 16 beats the start and is saved as best while
+    it is the newest; the last one then fails the bound, so model.zip is the start model
+    (scripted evaluation rows: +0.5 on every episode at step 16, -0.1 at the end)."""
+    import training.selection
+
+    base = np.linspace(-1.0, 1.0, 8)
+    offsets = iter([0.0, 0.5, -0.1])
+
+    def scripted(records, split):
+        returns = (base + next(offsets)).tolist()
+        return {"split": split, "episodes": 8, "utility": float(np.mean(returns)),
+                "success_rate": 1.0, "hp_fraction": 0.5, "returns": returns}  # fmt: skip
+
+    monkeypatch.setattr(training.selection, "eval_row", scripted)
+    cfg = _tiny(tmp_path, "ppo", "f", learning_rate=0.5)
+    cfg.eval_freq, cfg.eval_episodes, cfg.keep_best_rule, cfg.confirm_episodes = 16, 2, "final", 0
+    summary = train_sb3(cfg)
+    assert [e["env_steps"] for e in summary["evaluations"]] == [0, 16, 32]
+    assert summary["selected_env_steps"] == 0
+    out = tmp_path / "f"
+    start = (out / "start_model.zip").read_bytes()
+    assert (out / "best_model.zip").read_bytes() == start
+    assert (out / "model.zip").read_bytes() == start
+    assert (out / "final_model.zip").read_bytes() != start
+
+
 @pytest.mark.parametrize(("seed", "shipped"), [(4, "refined"), (3, "start")])
 def test_kept_model_is_confirmed_on_fresh_episodes_or_the_start_ships(tmp_path, seed, shipped):
     """confirm_episodes: a later model that keep-best kept is played again, with the start

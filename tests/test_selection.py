@@ -73,10 +73,31 @@ def test_adding_a_row_never_moves_the_choice_back(rule):
         assert after in (before, k)
 
 
+def test_final_rule_has_one_candidate_the_last_router():
+    """'final': the routers evaluated in between are never chosen, however good; the last one
+    ships only when its paired bound clears zero, else the choice goes back to the start."""
+    big = _row([x + 0.2 for x in START["returns"]])
+    small = _row([x + 0.05 for x in START["returns"]])
+    worse = _row([x - 0.1 for x in START["returns"]])
+    assert select_best([START], rule="final") == 0
+    assert select_best([START, big, small], rule="final") == 2  # not the higher middle row
+    assert select_best([START, big], rule="final") == 1
+    assert select_best([START, big, worse], rule="final") == 0  # the start is back
+    lucky = [x - 0.1 for x in START["returns"]]
+    lucky[1] += 2.0  # a higher mean from one episode: the bound does not clear zero
+    assert select_best([START, _row(lucky)], rule="final") == 0
+    at_k = budget_choices({0.4: {**START, "hp_fraction": 0.4}}, {0.4: {**big, "hp_fraction": 0.4}},
+                          rule="final")  # fmt: skip
+    assert at_k[0.4]["router"] == "refined"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"rule": "median"}, r"keep_best_rule must be one of \['paired', 'mean'\], got 'median'"),
+        (
+            {"rule": "median"},
+            r"keep_best_rule must be one of \['paired', 'mean', 'final'\], got 'median'",
+        ),
         ({"level": 0.5}, r"keep_best_level must be in \(0.5, 1\), got 0.5"),
         ({"level": 1.0}, r"keep_best_level must be in \(0.5, 1\), got 1.0"),
     ],

@@ -480,7 +480,9 @@ class GRPOConfig:
         metadata={
             "help": "'paired': keep a later router only when it beats the start on the "
             "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
-            "keep_best_level (else the start); 'mean': the highest mean utility"
+            "keep_best_level (else the start); 'mean': the highest mean utility; 'final': "
+            "only the last router is a candidate, shipped when it beats the start by that "
+            "bound (one test: no winner's curse, so confirm_episodes can be 0)"
         },
     )
     keep_best_level: float = field(
@@ -1035,9 +1037,13 @@ class GRPOTrainer(Trainer):
         """Evaluate now; keep ``best_router.pt`` (written before the row is logged)."""
         row = self.evaluate_router()
         rows = [*self.evals, row]
-        if self.cfg.keep_best and self._select(rows) == len(rows) - 1:
+        choice = self._select(rows) if self.cfg.keep_best else None
+        if choice == len(rows) - 1:
             _policy(self.model, self.meta).save(self.out / BEST)
             self.best = row
+        elif choice == 0 and self.best is not rows[0]:  # 'final': the start is back
+            _policy(copy.deepcopy(self.ref_model), self.meta).save(self.out / BEST)
+            self.best = rows[0]
         row["best_update"] = self.best["update"] if self.best is not None else None
         self.evals.append(row)
         append_jsonl(row, self.out / EVAL_LOG)

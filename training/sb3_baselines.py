@@ -166,7 +166,9 @@ class SB3Config:
         metadata={
             "help": "'paired': keep a later model only when it beats the start on the "
             "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
-            "keep_best_level (else the start); 'mean': the highest mean utility"
+            "keep_best_level (else the start); 'mean': the highest mean utility; 'final': "
+            "only the last model is a candidate, shipped when it beats the start by that "
+            "bound (one test: no winner's curse, so confirm_episodes can be 0)"
         },
     )
     keep_best_level: float = field(
@@ -422,14 +424,19 @@ def _keep_best_callback(cfg: SB3Config, out: Path) -> Any:
             )  # fmt: skip
             row = {"env_steps": int(self.num_timesteps)} | eval_row(result.records, self.split)
             self.rows.append(row)
-            if (
-                cfg.keep_best
-                and select_best(self.rows, rule=cfg.keep_best_rule, level=cfg.keep_best_level)
-                == len(self.rows) - 1
-            ):
+            choice = (
+                select_best(self.rows, rule=cfg.keep_best_rule, level=cfg.keep_best_level)
+                if cfg.keep_best
+                else None
+            )
+            if choice == len(self.rows) - 1:
                 _atomic_sb3_save(self.model, out / "best_model.zip")
                 self.best = row
                 self.best_params = copy.deepcopy(self.model.get_parameters())
+            elif choice == 0 and self.best is not self.rows[0]:  # 'final': the start is back
+                start = (out / "start_model.zip").read_bytes()
+                atomic_write_bytes(out / "best_model.zip", start)
+                self.best, self.best_params = self.rows[0], self.start_params
             self.next_at = self.num_timesteps + cfg.eval_freq
 
         def _on_step(self) -> bool:

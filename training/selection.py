@@ -13,6 +13,12 @@ Rules (``keep_best_rule``):
   episodes then cannot hand a router that is worse than its start a lucky win (the failure the
   mean rule showed: a +0.33 gain on 16 selection episodes that became -0.31 on the test split).
 - ``"mean"``: the router of highest mean utility, the start included (ties go to the earlier).
+- ``"final"``: one candidate named before any evaluation, the router training ends with. It
+  ships when its paired one-sided bound over the start (at ``level``) is above zero, else the
+  start ships; the evaluations in between are logged (learning curves) but never chosen. With
+  one candidate there is no winner's curse and no bound to correct for the number of routers
+  tried, so every episode of the selection split can go to this one test (no confirmation
+  needed): the most power the split allows.
 
 Confirmation (:func:`confirm_plan`): the router a rule keeps was chosen, among several, on the
 same selection episodes it was scored on, so its gain there is biased upward (the winner's
@@ -50,7 +56,7 @@ __all__ = [
     "validate_rule",
 ]
 
-KEEP_BEST_RULES = ("paired", "mean")
+KEEP_BEST_RULES = ("paired", "mean", "final")
 _BOOTSTRAP = 4_000
 
 
@@ -178,12 +184,17 @@ def select_best(
 ) -> int:
     """Index of the row whose router is kept; ``rows[0]`` is the start router's evaluation.
 
-    Adding a row never moves the choice to an older row, so a trainer saves its best
-    router exactly when the newest row is chosen.
+    Under ``"paired"`` and ``"mean"`` adding a row never moves the choice to an older row, so
+    a trainer saves its best router exactly when the newest row is chosen. Under ``"final"``
+    the choice is the newest row or the start: a trainer whose newest row is not chosen puts
+    the start back as its best router.
     """
     validate_rule(rule, level)
     if not rows:
         raise ConfigError("select_best needs at least the start router's evaluation, got none")
+    if rule == "final":
+        last = len(rows) - 1
+        return last if last and gain_over_start(rows[last], rows[0], level=level).lo > 0 else 0
     best = 0
     for i in range(1, len(rows)):
         if rows[i]["utility"] <= rows[best]["utility"]:
