@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import RouterPolicy
-from agents.baselines import ConstantTierPolicy, KindOracleRouter, OracleRouter, RandomRouter
+from agents.baselines import (
+    ConstantTierPolicy,
+    KindOracleRouter,
+    LowWhenDerailed,
+    OracleRouter,
+    RandomRouter,
+)
 
 __all__ = [
     "BASELINE_NAMES",
     "ConstantTierPolicy",
     "KindOracleRouter",
+    "LowWhenDerailed",
     "OracleRouter",
     "RandomRouter",
     "RouterPolicy",

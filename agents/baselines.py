@@ -1,5 +1,6 @@
-"""Baseline routers: a fixed tier, random at a given high-precision rate, and the two
-simulated-pair oracles (the per-state oracle and the kind oracle)."""
+"""Baseline routers: a fixed tier, random at a given high-precision rate, the two
+simulated-pair oracles (the per-state oracle and the kind oracle), and a simulated-pair
+diagnostic wrapper (:class:`LowWhenDerailed`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import numpy as np
 
 from agents.base import RouterPolicy, batch_len
 
-__all__ = ["ConstantTierPolicy", "KindOracleRouter", "OracleRouter", "RandomRouter"]
+__all__ = [
+    "ConstantTierPolicy",
+    "KindOracleRouter",
+    "LowWhenDerailed",
+    "OracleRouter",
+    "RandomRouter",
+]
 
 
 class ConstantTierPolicy(RouterPolicy):
@@ -136,3 +143,45 @@ class KindOracleRouter(RouterPolicy):
             if shares[tier] < self.min_share:
                 return np.array([tier], dtype=np.int64)
         return np.array([0], dtype=np.int64)
+
+
+class LowWhenDerailed(RouterPolicy):
+    """SIMULATED-pair diagnostic: ``inner``'s tier, except the lowest tier once the episode
+    has derailed or nothing is left to do (the flags :class:`KindOracleRouter` reads from the
+    simulated state model).
+
+    Played beside ``inner`` on the same episodes, the difference is what moving derailed
+    states to the bottom of ``inner``'s ranking is worth at ``inner``'s threshold. That part of
+    the headroom is learnable by a router that reads observations: a derailed agent's loops
+    and "Nothing happens." observations show in its history. It is not a router to deploy:
+    it reads the simulator's state.
+    """
+
+    def __init__(self, inner: RouterPolicy, env: Any) -> None:
+        from agents.base import charges_router
+
+        self.env = getattr(env, "unwrapped", env)
+        super().__init__(int(self.env.action_space.n))
+        if inner.n_tiers != self.n_tiers:
+            raise ValueError(
+                f"inner router has {inner.n_tiers} tiers, the env {self.n_tiers}: expected equal"
+            )
+        self.inner = inner
+        self.charge_router = charges_router(inner)  # the inner router still runs every step
+        self.reads_observation = inner.reads_observation
+        self.name = f"{inner.name} + low-when-derailed"
+
+    def reset(self, seed: int | None = None) -> None:
+        self.inner.reset(seed)
+
+    def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        props = _proposals(self, obs)
+        if "derailed" not in props:
+            raise ValueError(
+                "LowWhenDerailed needs SIMULATED tiers' state model (derailed in proposals()); "
+                f"got proposals with keys {sorted(props)}"
+            )
+        tier = self.inner.predict(obs, deterministic=deterministic)[0]
+        if props["derailed"] or props["expert"] is None:
+            return np.array([self.n_tiers - 1], dtype=np.int64)
+        return np.asarray(tier, dtype=np.int64).reshape(1)

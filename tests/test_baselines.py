@@ -147,3 +147,33 @@ def test_kind_oracle_plays_by_its_rule_on_webshop():
             done = term or trunc
     assert {"search", "click"} <= kinds
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("inner_tier", "derailed", "expert", "want"),
+    [
+        (0, False, "go to desk 1", 0),  # live: the inner router's tier
+        (1, False, "go to desk 1", 1),
+        (0, True, "take pen 1 from desk 1", 1),  # derailed: the lowest tier
+        (0, False, None, 1),  # nothing left to do: the lowest tier
+    ],
+)
+def test_low_when_derailed_wraps_the_inner_router(inner_tier, derailed, expert, want):
+    from agents import LowWhenDerailed
+
+    env = _FakeEnv(2, {"expert": expert, "actions": [], "derailed": derailed})
+    router = LowWhenDerailed(ConstantTierPolicy(2, inner_tier), env)
+    a, _ = router.predict(_obs())
+    assert int(a) == want
+    assert router.name.endswith("+ low-when-derailed")
+    assert router.charge_router is False  # a fixed tier costs no router time, wrapped or not
+
+
+def test_low_when_derailed_errors():
+    from agents import LowWhenDerailed
+
+    env = _FakeEnv(2, {"expert": "look", "actions": ["look", "look"]})
+    with pytest.raises(ValueError, match=r"needs SIMULATED tiers' state model .* got proposals"):
+        LowWhenDerailed(ConstantTierPolicy(2, 0), env).predict(_obs())
+    with pytest.raises(ValueError, match="inner router has 3 tiers, the env 2: expected equal"):
+        LowWhenDerailed(ConstantTierPolicy(3, 0), env)

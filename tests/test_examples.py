@@ -162,6 +162,23 @@ def _summary(path, returns, *, simulated=True, seeds=(0,)):
     return str(path)
 
 
+def test_derailed_headroom_smoke(tmp_path):
+    """The derailed-state diagnostic runs end to end and writes its figures and records."""
+    out = tmp_path / "d.json"
+    proc = _run("benchmarks/derailed_headroom.py", "--quick", "--out", str(out))
+    assert "SIMULATED precision tiers" in proc.stdout and "| K | success" in proc.stdout
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["gain"]["lo"] <= row["gain"]["value"] <= row["gain"]["hi"]
+    assert len(row["records"]["router"]) == len(row["records"]["wrapper"]) == 3
+    assert 0 <= row["differ"] <= 3
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/derailed_headroom.py", "--quick", "--split", "nope"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--split must be one of" in bad.stderr
+
+
 def test_paired_compare_smoke(tmp_path):
     """benchmarks/paired_compare.py: per-seed and pooled rows with the paired difference, a
     benchmark unit's router by PATH#NAME, and clear errors for episodes that do not pair up."""
