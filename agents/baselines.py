@@ -76,6 +76,22 @@ def _proposals(router: Any, obs: dict[str, np.ndarray]) -> dict[str, Any]:
     return router.env.proposals()
 
 
+def _state_model(router: Any, obs: dict[str, np.ndarray], key: str) -> dict[str, Any]:
+    """``proposals()`` of a SIMULATED pair, whose state model holds ``key``."""
+    props = _proposals(router, obs)
+    if key not in props:
+        raise ValueError(
+            f"{type(router).__name__} needs SIMULATED tiers' state model ({key} in "
+            f"proposals()); got proposals with keys {sorted(props)}"
+        )
+    return props
+
+
+def _nothing_to_save(props: dict[str, Any]) -> bool:
+    """The episode has derailed (every tier errs alike) or nothing is left to do."""
+    return bool(props["derailed"] or props["expert"] is None)
+
+
 class OracleRouter(RouterPolicy):
     """SIMULATED-pair oracle: the lowest tier whose proposal equals the expert's command,
     the highest tier where none does (high precision exactly where the low tier would
@@ -129,14 +145,9 @@ class KindOracleRouter(RouterPolicy):
         self.name = f"kind-oracle(share>={self.min_share:g})"
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        props = _proposals(self, obs)
-        if "critical_share" not in props:
-            raise ValueError(
-                "KindOracleRouter needs SIMULATED tiers' state model (critical_share in "
-                f"proposals()); got proposals with keys {sorted(props)}"
-            )
+        props = _state_model(self, obs, "critical_share")
         low = self.n_tiers - 1
-        if self.low_when_derailed and (props["derailed"] or props["expert"] is None):
+        if self.low_when_derailed and _nothing_to_save(props):
             return np.array([low], dtype=np.int64)
         shares = props["critical_share"]
         for tier in range(low, 0, -1):
@@ -175,13 +186,8 @@ class LowWhenDerailed(RouterPolicy):
         self.inner.reset(seed)
 
     def _predict_batch(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        props = _proposals(self, obs)
-        if "derailed" not in props:
-            raise ValueError(
-                "LowWhenDerailed needs SIMULATED tiers' state model (derailed in proposals()); "
-                f"got proposals with keys {sorted(props)}"
-            )
+        props = _state_model(self, obs, "derailed")
         tier = self.inner.predict(obs, deterministic=deterministic)[0]
-        if props["derailed"] or props["expert"] is None:
+        if _nothing_to_save(props):
             return np.array([self.n_tiers - 1], dtype=np.int64)
         return np.asarray(tier, dtype=np.int64).reshape(1)
