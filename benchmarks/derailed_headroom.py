@@ -29,9 +29,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if "ALFWORLD_DATA" not in os.environ and (ROOT.parent / "shared" / "alfworld").is_dir():
@@ -73,27 +70,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def utility(r: Any, lam: float) -> float:
-    from precision_gym.cost import trajectory_return
-
-    return trajectory_return(float(r.won), r.episode_time_s, lam)
-
-
-def summary(recs: list[Any], lam: float) -> dict[str, float]:
-    decisions = sum(r.decisions for r in recs)
-    return {
-        "success": float(np.mean([r.won for r in recs])),
-        "hp_fraction": sum(r.high_decisions for r in recs) / max(decisions, 1),
-        "utility": float(np.mean([utility(r, lam) for r in recs])),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from agents import LowWhenDerailed
     from precision_gym.threads import configure_torch_threads
     from training.cli.common import make_env
-    from training.evaluation import evaluate, select_tasks
+    from training.evaluation import episode_utility as utility
+    from training.evaluation import evaluate, select_tasks, utility_summary
     from training.policies import load_policy
     from training.stats import paired_bootstrap_diff, per_task
 
@@ -133,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         ua = per_task(recs["wrapper"], lambda r: utility(r, args.cost_weight))[1]
         ub = per_task(recs["router"], lambda r: utility(r, args.cost_weight))[1]
         gain = paired_bootstrap_diff(ua, ub, n_boot=args.n_boot)
-        a, b = summary(recs["router"], args.cost_weight), summary(recs["wrapper"], args.cost_weight)
+        a, b = (utility_summary(recs[n], args.cost_weight) for n in ("router", "wrapper"))
         differ = sum(
             abs(utility(x, args.cost_weight) - utility(y, args.cost_weight)) > 1e-12
             for x, y in zip(recs["router"], recs["wrapper"], strict=True)

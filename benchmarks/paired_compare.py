@@ -26,8 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def load_side(specs: list[str]) -> tuple[list[dict[str, Any]], bool]:
     """Episode records of one side (every file pooled) and whether any file is simulated."""
@@ -66,28 +64,16 @@ def by_episode(records: list[dict[str, Any]], side: str) -> dict[tuple[int, int]
     return out
 
 
-def utility(r: dict[str, Any], lam: float) -> float:
-    from precision_gym.cost import trajectory_return
-
-    return trajectory_return(float(r["won"]), r["episode_time_s"], lam)
-
-
-def summary(recs: list[dict[str, Any]], lam: float) -> tuple[float, float, float]:
-    """Success rate, HP fraction pooled over decisions, mean utility."""
-    decisions = sum(r["decisions"] for r in recs)
-    hp = sum(r["high_decisions"] for r in recs) / max(decisions, 1)
-    util = float(np.mean([utility(r, lam) for r in recs]))
-    return float(np.mean([r["won"] for r in recs])), hp, util
-
-
 def row(label: str, a: dict, b: dict, lam: float, level: float, n_boot: int) -> str:
     """One table row: both sides' summaries and A - B over tasks (each task's seed mean)."""
+    from training.evaluation import episode_utility, utility_summary
     from training.stats import paired_bootstrap_diff, per_task
 
-    tasks, ua_task = per_task(a.values(), lambda r: utility(r, lam))
-    _, ub_task = per_task(b.values(), lambda r: utility(r, lam))  # same tasks: checked in main
+    tasks, ua_task = per_task(a.values(), lambda r: episode_utility(r, lam))
+    _, ub_task = per_task(b.values(), lambda r: episode_utility(r, lam))  # same tasks: in main
     diff = paired_bootstrap_diff(ua_task, ub_task, level=level, n_boot=n_boot)
-    (sa, ha, ua), (sb, hb, ub) = summary(list(a.values()), lam), summary(list(b.values()), lam)
+    sa, ha, ua = utility_summary(list(a.values()), lam).values()
+    sb, hb, ub = utility_summary(list(b.values()), lam).values()
     return (
         f"| {label} | {len(tasks)} | {sa:.3f} / {sb:.3f} | {ha:.2f} / {hb:.2f} | "
         f"{ua:+.3f} / {ub:+.3f} | {diff.value:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}] |"

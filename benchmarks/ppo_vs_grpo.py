@@ -41,8 +41,9 @@ Read top to bottom (CleanRL style):
 6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
    and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed and,
-   seeds pooled, vs its start and vs KL-ST at PPO's HP, all as paired bootstrap CIs; the paper's average rank (Sec. 5.3); the frontier plot (success
-   vs EP time) and learning curves (mean +- std over seeds) as PNG.
+   seeds pooled, vs its start and vs KL-ST at PPO's HP, all as paired bootstrap CIs; the
+   paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
+   curves (mean +- std over seeds) as PNG.
 
     python benchmarks/ppo_vs_grpo.py                      # the full comparison (hours)
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
@@ -244,10 +245,10 @@ def cli(*argv: str) -> float:
 
 
 def utility(record: Any, lam: float) -> float:
-    """Eq. 8 for one episode at ``lam``: the record's modeled time does not depend on it."""
-    from precision_gym.cost import trajectory_return
+    """Eq. 8 for one episode at ``lam`` (``training.evaluation.episode_utility``)."""
+    from training.evaluation import episode_utility
 
-    return trajectory_return(float(record.won), record.episode_time_s, lam)
+    return episode_utility(record, lam)
 
 
 # ----------------------------------------------------------------------------- 1. KL-ST

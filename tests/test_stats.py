@@ -62,3 +62,21 @@ def test_headroom_gap_between_start_and_ceiling():
     assert table["routers"]["oracle"]["value"] == pytest.approx(start.mean() + 0.01)
     with pytest.raises(ConfigError, match=r"needs the 'oracle' router's utilities; got \['klst'\]"):
         headroom({"klst": start}, start="klst")
+
+
+def test_episode_utility_and_summary_read_records_and_their_dicts():
+    from dataclasses import asdict
+
+    from training.evaluation import EpisodeRecord, episode_utility, utility_summary
+
+    def rec(won, t, dec, high):
+        return EpisodeRecord(seed=0, task_index=0, task_id="t", task_type="x", won=won, score=0.0,
+                             episode_time_s=t, steps=dec, decisions=dec, high_decisions=high,
+                             episode_return=0.0)  # fmt: skip
+
+    recs = [rec(True, 2.0, 4, 1), rec(False, 6.0, 6, 4)]
+    assert episode_utility(recs[0], 0.5) == pytest.approx(1.0 - 0.5 * 2.0)
+    assert episode_utility(asdict(recs[1]), 0.5) == pytest.approx(-3.0)
+    want = {"success": 0.5, "hp_fraction": 0.5, "utility": -1.5}
+    assert utility_summary(recs, 0.5) == pytest.approx(want)
+    assert utility_summary([asdict(r) for r in recs], 0.5) == pytest.approx(want)

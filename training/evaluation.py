@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,14 @@ __all__ = [
     "EpisodeRecord",
     "EvalResult",
     "episode_seed",
+    "episode_utility",
     "evaluate",
     "format_table",
     "pareto_plot",
     "rollout",
     "save_figure",
     "select_tasks",
+    "utility_summary",
     "write_json",
 ]
 
@@ -52,6 +54,31 @@ class EpisodeRecord:
     episode_return: float
     backend_error: str | None = None
     tiers: list[int] = field(default_factory=list)  # the router's decision at each step
+
+
+def _field(record: EpisodeRecord | Mapping[str, Any], name: str) -> Any:
+    return record[name] if isinstance(record, Mapping) else getattr(record, name)
+
+
+def episode_utility(record: EpisodeRecord | Mapping[str, Any], cost_weight: float) -> float:
+    """``success - lambda * T`` (Eq. 8) of one episode record, at ``cost_weight`` = lambda per
+    second; ``record`` is an :class:`EpisodeRecord` or its dict form (``evaluate --out``)."""
+    from precision_gym.cost import trajectory_return
+
+    won, time_s = _field(record, "won"), _field(record, "episode_time_s")
+    return trajectory_return(float(won), time_s, cost_weight)
+
+
+def utility_summary(
+    records: Sequence[EpisodeRecord | Mapping[str, Any]], cost_weight: float
+) -> dict[str, float]:
+    """Success rate, HP fraction (pooled over decisions) and mean utility of ``records``."""
+    decisions = sum(_field(r, "decisions") for r in records)
+    return {
+        "success": float(np.mean([bool(_field(r, "won")) for r in records])),
+        "hp_fraction": sum(_field(r, "high_decisions") for r in records) / max(decisions, 1),
+        "utility": float(np.mean([episode_utility(r, cost_weight) for r in records])),
+    }
 
 
 @dataclass

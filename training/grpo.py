@@ -1042,7 +1042,7 @@ class GRPOTrainer(Trainer):
             _policy(self.model, self.meta).save(self.out / BEST)
             self.best = row
         elif choice == 0 and self.best is not rows[0]:  # 'final': the start is back
-            _policy(copy.deepcopy(self.ref_model), self.meta).save(self.out / BEST)
+            _policy(self.ref_model, self.meta).save(self.out / BEST)
             self.best = rows[0]
         row["best_update"] = self.best["update"] if self.best is not None else None
         self.evals.append(row)
