@@ -587,20 +587,13 @@ def matched_hp_diff(
 ) -> dict[str, Any]:
     """``name`` minus KL-ST at the same realised HP (per-task utilities interpolated between
     the two KL-ST points whose HP brackets ``hp``), as a paired bootstrap CI over tasks."""
-    from training.stats import paired_bootstrap_diff
+    from training.stats import curve_at, paired_bootstrap_diff
 
-    curve = sorted(
+    curve = [
         (point_hp(records[f"KL-ST K={k:g}"]), per_task_utility(records[f"KL-ST K={k:g}"], lam))
         for k in args.budgets
-    )
-    xs = [c[0] for c in curve]
-    if hp < xs[0] or hp > xs[-1] or len(xs) == 1:  # outside the curve: its nearest end
-        i = 0 if hp <= xs[0] else len(curve) - 1
-        ref, inside = curve[i][1], hp == xs[i]
-    else:
-        j = min(max(int(np.searchsorted(xs, hp)), 1), len(xs) - 1)
-        w = (hp - xs[j - 1]) / max(xs[j] - xs[j - 1], 1e-12)
-        ref, inside = (1 - w) * curve[j - 1][1] + w * curve[j][1], True
+    ]
+    ref, inside = curve_at(curve, hp)  # outside the curve: its nearest end
     diff = paired_bootstrap_diff(per_task_utility(records[name], lam), ref, n_boot=args.n_boot)
     return {**diff.as_dict(), "interpolated": inside}
 

@@ -179,6 +179,37 @@ def test_derailed_headroom_smoke(tmp_path):
     assert bad.returncode != 0 and "--split must be one of" in bad.stderr
 
 
+def test_matched_hp_smoke(tmp_path):
+    """benchmarks/matched_hp.py end to end on WebShop: KL-ST's curve, the candidate against it
+    with a CI, the PNG; a rerun reuses the stored units and prints the same figures; a
+    malformed --router and a bad --split are refused before any episode."""
+    out = tmp_path / "m"
+    proc = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
+    assert "SIMULATED precision tiers" in proc.stdout and "| threshold | HP |" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    assert [r["threshold"] for r in data["klst_curve"]] == [0.3, 0.5, 0.7]
+    (row,) = data["candidates"]
+    assert row["candidate"] == "untrained s0" and 0.0 <= row["hp_fraction"] <= 1.0
+    assert row["diff"]["lo"] <= row["diff"]["value"] <= row["diff"]["hi"]
+    assert data["pooled"]["untrained"]["seeds"] == 1
+    assert (out / "matched_hp.png").stat().st_size > 0
+    assert len(list((out / "units").glob("*.json"))) == 4  # 3 curve points + the candidate
+    again = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
+    table = proc.stdout.split("wall time")[0]
+    assert again.stdout.split("wall time")[0] == table
+    for flags, message in (
+        (["--router", "PPO=model.zip"], "--router expects GROUP=PATH"),
+        (["--split", "nope"], "--split must be one of"),
+    ):
+        bad = subprocess.run(
+            [sys.executable, "benchmarks/matched_hp.py", "--quick", "--out", str(tmp_path / "b"),
+             *flags],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert bad.returncode != 0 and message in bad.stderr
+        assert not list((tmp_path / "b" / "units").glob("*.json"))
+
+
 def test_paired_compare_smoke(tmp_path):
     """benchmarks/paired_compare.py: per-seed and pooled rows with the paired difference, a
     benchmark unit's router by PATH#NAME, and clear errors for episodes that do not pair up."""

@@ -555,6 +555,32 @@ def test_held_budget_moves_the_shift_each_update_and_resumes(tmp_path):
     assert _curve(tmp_path / "b" / "log.jsonl") == _curve(tmp_path / "a" / "log.jsonl")
 
 
+def test_last_router_routes_at_the_runs_last_sampling_point(tmp_path):
+    """``last_router``: the checkpoint's router (not the shipped one), greedy at the last held
+    shift b, i.e. the threshold rule at tau = sigmoid(-b); a folder without a run is refused
+    by name."""
+    from training.grpo import CHECKPOINT, last_router
+
+    _init_router(tmp_path / "init.pt")
+    cfg = _cfg(tmp_path / "a", init_checkpoint=str(tmp_path / "init.pt"), sample_budget=0.4,
+               hold_sample_budget=True, lr=0.05, eval_every=0, max_updates=1)  # fmt: skip
+    train_grpo(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    policy = last_router(tmp_path / "a")
+    b = rows[-1]["high_bias"]
+    assert policy.threshold == pytest.approx(1 / (1 + math.exp(b)))
+    op = policy.metadata["operating_point"]
+    assert op["high_bias"] == pytest.approx(b) and op["sample_budget"] == 0.4
+    assert op["update"] == 1 and policy.thresholds == {}
+    state = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["router"]["state_dict"]
+    for k, v in policy.model.state_dict().items():
+        assert torch.equal(v, state[k])
+    probs = np.array([[0.9, 0.1], [policy.threshold * 1.01, 0.5], [policy.threshold * 0.99, 0.5]])
+    assert policy.route(probs).tolist() == [0, 0, 1]
+    with pytest.raises(CheckpointError, match="expected a train-grpo run folder holding"):
+        last_router(tmp_path / "nothing")
+
+
 def test_moved_run_resumes_and_another_start_router_is_refused(tmp_path):
     """A run folder moved with its KL-ST router resumes (``out`` and the init path changed,
     same start weights) to the curve of the run left in place; a different start router under

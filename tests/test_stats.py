@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from precision_gym.error import ConfigError
-from training.stats import CI, bootstrap_ci, headroom, paired_bootstrap_diff, per_task
+from training.stats import (
+    CI,
+    bootstrap_ci,
+    curve_at,
+    headroom,
+    paired_bootstrap_diff,
+    per_task,
+)
 
 
 def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
@@ -80,3 +87,18 @@ def test_episode_utility_and_summary_read_records_and_their_dicts():
     want = {"success": 0.5, "hp_fraction": 0.5, "utility": -1.5}
     assert utility_summary(recs, 0.5) == pytest.approx(want)
     assert utility_summary([asdict(r) for r in recs], 0.5) == pytest.approx(want)
+
+
+def test_curve_at_interpolates_task_by_task_between_the_bracketing_points():
+    lo, mid, hi = np.array([0.0, 1.0]), np.array([1.0, 1.0]), np.array([3.0, 0.0])
+    points = [(0.9, hi), (0.2, lo), (0.5, mid)]  # any order
+    values, inside = curve_at(points, 0.6)  # a third of the way from 0.5 to 0.9
+    assert inside and values == pytest.approx([1 + 2 / 4, 1 - 1 / 4])
+    assert curve_at(points, 0.5)[0] == pytest.approx(mid)
+    values, inside = curve_at(points, 0.95)  # outside: the nearest end, flagged
+    assert not inside and values == pytest.approx(hi)
+    assert curve_at(points, 0.2) == (pytest.approx(lo), True)
+    with pytest.raises(ConfigError, match="curve_at needs at least one measured point"):
+        curve_at([], 0.5)
+    with pytest.raises(ConfigError, match=r"expected equal lengths, got \[1, 2\]"):
+        curve_at([(0.1, [1.0]), (0.2, [1.0, 2.0])], 0.15)

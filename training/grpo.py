@@ -89,6 +89,7 @@ __all__ = [
     "group_advantages",
     "grpo_loss",
     "hold_bias",
+    "last_router",
     "lr_at",
     "router_for_budget",
     "step_advantages",
@@ -1247,6 +1248,46 @@ def budget_bias(init_checkpoint: str | None, budget: float) -> float:
     policy.set_budget(budget)  # CheckpointError naming the calibrated budgets if missing
     tau = min(max(policy.threshold, 1e-6), 1 - 1e-6)
     return float(math.log((1.0 - tau) / tau))
+
+
+def last_router(run_dir: str | Path) -> Any:
+    """The router a ``train-grpo`` run's training ended with (``OUT/checkpoint.pt``), routing
+    greedily at its last sampling operating point, whichever router the run shipped.
+
+    With ``sample_budget`` the trainer samples from the router's logits with the high tier
+    shifted by ``b`` (held near K by ``hold_sample_budget``); greedy at that shift is the
+    threshold rule at ``tau = sigmoid(-b)`` on ``p(high)`` (exact for two tiers; with more,
+    the threshold rule at the same ``p(high)`` crossing). The returned
+    ``agents.router.TransformerRouterPolicy`` has that ``threshold``, no calibrated budgets,
+    and ``metadata["operating_point"]`` (``high_bias``, ``tau``, ``sample_budget``, ``seed``,
+    ``update``). The checkpoint is read tensors-only; a missing or foreign file raises
+    :class:`~precision_gym.error.CheckpointError` naming the path."""
+    from agents.router import TransformerRouterPolicy
+    from precision_gym.io import load_torch_checkpoint
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(
+            f"expected a train-grpo run folder holding {CHECKPOINT}, got {Path(run_dir)} "
+            f"(no file {path})"
+        )
+    state = load_torch_checkpoint(path, GRPOTrainer.checkpoint_format, "GRPO checkpoint")
+    router = state["router"]
+    model = _model_from_state(router)
+    bias = float(state.get("high_bias", 0.0))
+    tau = 1.0 / (1.0 + math.exp(bias))  # sigmoid(-b): shifted logits tie where p(high) = tau
+    cfg = state.get("config", {})
+    meta = dict(router.get("metadata", {}))
+    meta["operating_point"] = {
+        "high_bias": bias,
+        "tau": tau,
+        "sample_budget": cfg.get("sample_budget"),
+        "seed": cfg.get("seed"),
+        "update": int(state.get("steps_done", 0)),
+        "run": str(run_dir),
+    }
+    model.eval()
+    return TransformerRouterPolicy(model, metadata=meta, threshold=tau)
 
 
 def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:

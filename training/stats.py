@@ -21,6 +21,7 @@ from precision_gym.error import ConfigError
 __all__ = [
     "CI",
     "bootstrap_ci",
+    "curve_at",
     "headroom",
     "paired_bootstrap_diff",
     "per_task",
@@ -105,6 +106,36 @@ def paired_bootstrap_diff(
             f"expected equal lengths, got {len(xa)} and {len(xb)}"
         )
     return bootstrap_ci(xa - xb, level=level, n_boot=n_boot, seed=seed)
+
+
+def curve_at(
+    points: Sequence[tuple[float, Sequence[float] | np.ndarray]], x: float
+) -> tuple[np.ndarray, bool]:
+    """A router's per-task values at operating point ``x`` (e.g. an HP fraction), read off
+    its measured curve ``points`` = ``[(x_i, per-task values at x_i), ...]``.
+
+    Between the two measured points that bracket ``x`` the per-task values are interpolated
+    linearly in ``x``, task by task (so a paired bootstrap over tasks stays paired); outside
+    the curve the nearest end is returned. The flag says whether ``x`` lies on the curve
+    (inside its range). Points are sorted by ``x``; their per-task vectors must have one
+    length."""
+    if not points:
+        raise ConfigError("curve_at needs at least one measured point, got none")
+    curve = sorted(((float(px), _check(v, "curve_at(values)")) for px, v in points),
+                   key=lambda c: c[0])  # fmt: skip
+    lengths = {len(v) for _, v in curve}
+    if len(lengths) != 1:
+        raise ConfigError(
+            f"curve_at needs one value per task at every point: expected equal lengths, "
+            f"got {sorted(lengths)}"
+        )
+    xs = [c[0] for c in curve]
+    if x < xs[0] or x > xs[-1] or len(xs) == 1:
+        i = 0 if x <= xs[0] else len(xs) - 1
+        return curve[i][1].copy(), x == xs[i]
+    j = min(max(int(np.searchsorted(xs, x)), 1), len(xs) - 1)
+    w = (x - xs[j - 1]) / max(xs[j] - xs[j - 1], 1e-12)
+    return (1 - w) * curve[j - 1][1] + w * curve[j][1], True
 
 
 def per_task(
