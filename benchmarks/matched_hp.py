@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.env_id} {args.split}: {len(tasks)} tasks x seeds {seeds}, lambda = {lam:g}/s; "
           f"KL-ST = {args.klst} at {len(args.thresholds)} thresholds\n")  # fmt: skip
     t0 = time.perf_counter()
-    recs = run_units(args, [*curve_units.values(), *cands], tasks, out)
+    recs = run_units(args, [*cands, *curve_units.values()], tasks, out)
 
     def util(rs: list[dict]) -> np.ndarray:
         return per_task(rs, lambda r: episode_utility(r, lam))[1]
