@@ -188,6 +188,17 @@ def play(unit: Unit, env_id: str, split: str, tasks: list[int], trust: bool) -> 
     return [asdict(r) for r in result.records]
 
 
+def digest(unit: Unit) -> str | None:
+    """SHA-256 of the file a unit's router comes from (a GRPO run: its ``checkpoint.pt``; a
+    baseline name: None), so a stored unit is reused only for the same weights."""
+    import hashlib
+
+    path = Path(unit.path) / "checkpoint.pt" if unit.kind == "grpo-run" else Path(unit.path)
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run_units(args: argparse.Namespace, units: list[Unit], tasks: list[int], out: Path) -> dict:
     """Every unit's records: read from ``out/units`` when a rerun finds them (the same unit
     and episodes), else played in ``--jobs`` processes and stored atomically."""
@@ -198,12 +209,15 @@ def run_units(args: argparse.Namespace, units: list[Unit], tasks: list[int], out
     records, todo = {}, []
     for u in units:
         path = out / "units" / f"{u.slug}.json"
-        spec = {"unit": asdict(u), "env_id": args.env_id, "split": args.split, "tasks": tasks}
+        spec = {"unit": asdict(u), "digest": digest(u), "env_id": args.env_id,
+                "split": args.split, "tasks": tasks}  # fmt: skip
         if path.exists():
             stored = json.loads(path.read_text())
-            if stored["spec"] != spec:
-                raise SystemExit(f"{path} holds another unit or other episodes than this run: "
-                                 f"expected {spec}, got {stored['spec']}; use another --out")  # fmt: skip
+            differ = [k for k in spec if stored["spec"].get(k) != spec[k]]
+            if differ:
+                raise SystemExit(f"{path} was played with another {', '.join(differ)} than this "
+                                 "run asks for (a changed router file changes its digest): "
+                                 "use another --out")  # fmt: skip
             records[u] = stored["records"]
         else:
             todo.append((u, path, spec))

@@ -197,6 +197,20 @@ def test_matched_hp_smoke(tmp_path):
     again = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
     table = proc.stdout.split("wall time")[0]
     assert again.stdout.split("wall time")[0] == table
+    other = tmp_path / "other.pt"  # a stored unit is not reused once its router file changes
+    other.write_bytes((out / "quick_router.pt").read_bytes())
+    cand = ["--router", f"other={other}@0", "--out", str(tmp_path / "o")]
+    _run("benchmarks/matched_hp.py", "--quick", *cand)
+    from agents.router import TransformerRouterPolicy
+
+    changed = TransformerRouterPolicy.load(other)
+    changed.thresholds["0.5"] = 0.5
+    changed.save(other)
+    stale = subprocess.run(
+        [sys.executable, "benchmarks/matched_hp.py", "--quick", *cand],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert stale.returncode != 0 and "was played with another digest" in stale.stderr
     for flags, message in (
         (["--router", "PPO=model.zip"], "--router expects GROUP=PATH"),
         (["--split", "nope"], "--split must be one of"),

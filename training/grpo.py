@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -75,6 +75,9 @@ from training.selection import (
     validate_rule,
 )
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from agents.router import TransformerRouterPolicy
 
 __all__ = [
     "ADVANTAGE_NORMS",
@@ -1250,7 +1253,7 @@ def budget_bias(init_checkpoint: str | None, budget: float) -> float:
     return float(math.log((1.0 - tau) / tau))
 
 
-def last_router(run_dir: str | Path) -> Any:
+def last_router(run_dir: str | Path) -> TransformerRouterPolicy:
     """The router a ``train-grpo`` run's training ended with (``OUT/checkpoint.pt``), routing
     greedily at its last sampling operating point, whichever router the run shipped.
 
