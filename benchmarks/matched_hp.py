@@ -12,6 +12,9 @@ Read top to bottom:
    (``--grpo-run DIR``: the router its training ended with, greedy at its last sampling
    operating point, ``training.grpo.last_router``; the seed is the run's), or any router
    file (``--router GROUP=PATH[#K]@SEED``: an SB3 ``.zip`` needs ``--trust-checkpoint``);
+   with SIMULATED tiers the kind oracle joins on each seed (``agents.KindOracleRouter``:
+   every live step high, derailed states low; it reads the simulator, so it is the attainable
+   estimate, the headroom, not a router) and its rows print first (``--no-headroom``: not);
 2. play KL-ST at each ``--thresholds`` value on every candidate seed's episodes, and each
    candidate on its own seed's episodes (``--split``, ``--episodes`` tasks; ``--jobs``
    processes, one torch thread each; each (router, seed) unit is stored in ``--out``/units
@@ -88,6 +91,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="allow SB3 .zip candidates (unpickled: only files you made or trust)")  # fmt: skip
     p.add_argument("--thresholds", default=DEFAULT_THRESHOLDS,
                    help="comma-separated thresholds on KL-ST's p(high): its curve's points")  # fmt: skip
+    p.add_argument("--no-headroom", action="store_true",
+                   help="simulated tiers: leave out the kind oracle (every live step high, "
+                   "derailed states low) that is otherwise played on each seed as the "
+                   "attainable estimate")  # fmt: skip
     p.add_argument("--split", default="valid_unseen", help="split the episodes come from")
     p.add_argument("--episodes", type=int, default=0, help="tasks per seed (0 = all)")
     p.add_argument("--cost-weight", type=float, default=0.5, help="lambda per second (Eq. 8)")
@@ -262,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         seed = int(last_router(run).metadata["operating_point"]["seed"] or 0)
         cands.append(Unit("grpo-run", f"GRPO s{seed}", "GRPO", run, seed))
     cands += [parse_router(spec) for spec in args.router]
+    if unwrapped.simulated and not args.no_headroom:  # the attainable estimate, first
+        have = {c.seed for c in cands if c.group == "kind-oracle"}
+        head = [Unit("router", f"kind-oracle s{s}", "kind-oracle", "kind-oracle", s)
+                for s in sorted({c.seed for c in cands} - have)]  # fmt: skip
+        cands = [*head, *cands]
+    cands.sort(key=lambda c: c.group != "kind-oracle")  # stable: headroom rows print first
     names = [(c.name, c.seed) for c in cands]
     if len(set(names)) != len(names):
         raise SystemExit(f"expected one candidate per group and seed, got {sorted(names)}")

@@ -188,12 +188,13 @@ def test_matched_hp_smoke(tmp_path):
     assert "SIMULATED precision tiers" in proc.stdout and "| threshold | HP |" in proc.stdout
     data = json.loads((out / "results.json").read_text())
     assert [r["threshold"] for r in data["klst_curve"]] == [0.3, 0.5, 0.7]
-    (row,) = data["candidates"]
+    head, row = data["candidates"]  # the headroom (kind oracle) first
+    assert head["candidate"] == "kind-oracle s0" and head["group"] == "kind-oracle"
     assert row["candidate"] == "untrained s0" and 0.0 <= row["hp_fraction"] <= 1.0
     assert row["diff"]["lo"] <= row["diff"]["value"] <= row["diff"]["hi"]
-    assert data["pooled"]["untrained"]["seeds"] == 1
+    assert data["pooled"]["untrained"]["seeds"] == data["pooled"]["kind-oracle"]["seeds"] == 1
     assert (out / "matched_hp.png").stat().st_size > 0
-    assert len(list((out / "units").glob("*.json"))) == 4  # 3 curve points + the candidate
+    assert len(list((out / "units").glob("*.json"))) == 5  # 3 curve points + 2 candidates
     again = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
     table = proc.stdout.split("wall time")[0]
     assert again.stdout.split("wall time")[0] == table
