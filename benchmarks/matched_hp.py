@@ -9,8 +9,8 @@ densely, by thresholds on KL-ST's ``p(high)``, on the very episodes the candidat
 Read top to bottom:
 
 1. load every candidate and the KL-ST router before any episode is played: a GRPO run folder
-   (``--grpo-run DIR``: the router its training ended with, greedy at its last sampling
-   operating point, ``training.grpo.last_router``; the seed is the run's), or any router
+   (``--grpo-run [GROUP=]DIR``: the router its training ended with, greedy at its last
+   sampling operating point, ``training.grpo.last_router``; the seed is the run's), or any router
    file (``--router GROUP=PATH[#K]@SEED``: an SB3 ``.zip`` needs ``--trust-checkpoint``);
    with SIMULATED tiers the kind oracle joins on each seed (``agents.KindOracleRouter``:
    every live step high, derailed states low; it reads the simulator, so it is the attainable
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -82,8 +81,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--env-id", default="DMR-ALFWorld-v0", help="registered env id")
     p.add_argument("--klst", help="the KL-ST router.pt whose curve is measured")
     p.add_argument("--grpo-run", action="append", default=[],
-                   help="a train-grpo --out folder (repeat): its last router at its last "
-                   "sampling operating point, on the run's seed")  # fmt: skip
+                   help="[GROUP=]DIR (repeat): a train-grpo --out folder: its last router at its "
+                   "last sampling operating point, on the run's seed, in GROUP (default GRPO: "
+                   "name two runs' groups to compare them)")  # fmt: skip
     p.add_argument("--router", action="append", default=[],
                    help="GROUP=PATH[#K]@SEED (repeat): a router file, at its calibrated K if "
                    "given, on SEED's episodes")  # fmt: skip
@@ -228,8 +228,9 @@ def run_units(args: argparse.Namespace, units: list[Unit], tasks: list[int], out
             records[u] = stored["records"]
         else:
             todo.append((u, path, spec))
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context(method)) as ex:
+    from training.pools import process_pool
+
+    with process_pool(args.jobs) as ex:  # workers end with this script, SIGTERM included
         futures = {ex.submit(play, u, args.env_id, args.split, tasks, args.trust_checkpoint):
                    (u, path, spec) for u, path, spec in todo}  # fmt: skip
         for fut in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
@@ -265,9 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         args.klst = quick_router(out, env)
         args.router = args.router or [f"untrained={args.klst}@0"]
     cands = []
-    for run in args.grpo_run:  # the seed is the run's own
+    for spec in args.grpo_run:  # the seed is the run's own
+        group, eq, run = spec.partition("=")
+        group, run = (group, run) if eq else ("GRPO", spec)
+        if not (group and run):
+            raise SystemExit(f"--grpo-run expects [GROUP=]DIR, got {spec!r}")
         seed = int(last_router(run).metadata["operating_point"]["seed"] or 0)
-        cands.append(Unit("grpo-run", f"GRPO s{seed}", "GRPO", run, seed))
+        cands.append(Unit("grpo-run", f"{group} s{seed}", group, run, seed))
     cands += [parse_router(spec) for spec in args.router]
     if unwrapped.simulated and not args.no_headroom:  # the attainable estimate, first
         have = {c.seed for c in cands if c.group == "kind-oracle"}

@@ -214,6 +214,7 @@ def test_matched_hp_smoke(tmp_path):
     assert stale.returncode != 0 and "was played with another digest" in stale.stderr
     for flags, message in (
         (["--router", "PPO=model.zip"], "--router expects GROUP=PATH"),
+        (["--grpo-run", "=runs/grpo"], "--grpo-run expects [GROUP=]DIR"),
         (["--split", "nope"], "--split must be one of"),
     ):
         bad = subprocess.run(
@@ -223,6 +224,32 @@ def test_matched_hp_smoke(tmp_path):
         )  # fmt: skip
         assert bad.returncode != 0 and message in bad.stderr
         assert not list((tmp_path / "b" / "units").glob("*.json"))
+
+
+def test_routing_by_state_smoke(tmp_path):
+    """benchmarks/routing_by_state.py end to end on WebShop: KL-ST plays, every scorer scores
+    the same states, AUCs with a CI against KL-ST, the PNG; a rerun reuses the stored states
+    and prints the same table; a malformed --router is refused before any episode."""
+    out = tmp_path / "r"
+    proc = _run("benchmarks/routing_by_state.py", "--quick", "--out", str(out))
+    assert "SIMULATED precision tiers" in proc.stdout and "| scorer | threshold |" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    klst, same = data["scorers"]
+    assert (klst["scorer"], same["scorer"]) == ("KL-ST", "untrained")
+    assert 0 < data["live"] < data["states"]  # both labels occur
+    assert klst["threshold"] == 0.99 and klst["auc_minus_klst"] is None
+    assert 0.0 <= same["auc"] <= 1.0 and same["auc"] == klst["auc"]  # the same file scores
+    assert same["auc_minus_klst"]["value"] == 0.0
+    assert (out / "routing_by_state.png").stat().st_size > 0
+    again = _run("benchmarks/routing_by_state.py", "--quick", "--out", str(out))
+    assert again.stdout.split("wall time")[0] == proc.stdout.split("wall time")[0]
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/routing_by_state.py", "--quick", "--out",
+         str(tmp_path / "b"), "--router", "x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--router expects NAME=PATH[#K]" in bad.stderr
+    assert not list((tmp_path / "b").glob("states_*.json"))
 
 
 def test_paired_compare_smoke(tmp_path):

@@ -9,10 +9,12 @@ from precision_gym.error import ConfigError
 from training.stats import (
     CI,
     bootstrap_ci,
+    clustered_auc_diff,
     curve_at,
     headroom,
     paired_bootstrap_diff,
     per_task,
+    rank_auc,
 )
 
 
@@ -102,3 +104,31 @@ def test_curve_at_interpolates_task_by_task_between_the_bracketing_points():
         curve_at([], 0.5)
     with pytest.raises(ConfigError, match=r"expected equal lengths, got \[1, 2\]"):
         curve_at([(0.1, [1.0]), (0.2, [1.0, 2.0])], 0.15)
+
+
+def test_rank_auc_is_the_chance_a_positive_outscores_a_negative_ties_half():
+    assert rank_auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert rank_auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    assert rank_auc([1.0], [1.0]) == 0.5
+    assert rank_auc([1.0, 3.0], [2.0]) == 0.5
+    assert rank_auc([2.0, 2.0], [2.0, 1.0]) == pytest.approx(0.75)  # (0.5 + 1) per positive
+    with pytest.raises(ConfigError, match="at least one positive and one negative score, got 2"):
+        rank_auc([1.0, 2.0], [])
+
+
+def test_clustered_auc_diff_resamples_tasks_and_is_exact_on_known_scorers():
+    y = np.array([True, True, False])
+    good, bad = np.array([0.9, 0.8, 0.1]), np.array([0.1, 0.2, 0.9])
+    clusters = [(good + 0.01 * i, bad, y) for i in range(5)] + [(good, good, y)]
+    ci = clustered_auc_diff(clusters, n_boot=300)
+    b = np.concatenate([c[1] for c in clusters])
+    ys = np.tile(y, 6)
+    assert ci.value == pytest.approx(1.0 - rank_auc(b[ys], b[~ys]))  # a separates perfectly
+    assert ci.lo <= ci.value <= ci.hi and ci.excludes_zero
+    assert ci == clustered_auc_diff(clusters, n_boot=300)  # deterministic for a seed
+    same = clustered_auc_diff([(good, good, y), (bad, bad, y)], n_boot=100)
+    assert (same.value, same.lo, same.hi) == (0.0, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="cluster 0: expected equal lengths"):
+        clustered_auc_diff([(good, bad[:2], y)])
+    with pytest.raises(ConfigError, match="needs both classes"):
+        clustered_auc_diff([(good, bad, np.ones(3, dtype=bool))])

@@ -231,13 +231,10 @@ def _shard_episodes(
         for si, tasks in todo:
             yield si, local(tasks)
         return
-    import concurrent.futures
-    import multiprocessing as mp
+    from training.pools import process_pool
 
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
-        mp_context=mp.get_context(method),
+    with process_pool(
+        min(workers, len(todo)),
         initializer=_worker_init,
         initargs=(cfg.env_id, dict(cfg.env_kwargs)),
     ) as pool:

@@ -8,7 +8,7 @@ records; the driver puts them back in the original order. An episode's result de
 its reset seed (derived from seed and task) and the policy, so the records are identical
 whatever the worker count: same seeds, same tasks, same order.
 
-* ``workers`` local processes (``forkserver``) via :mod:`concurrent.futures`;
+* ``workers`` local processes (``forkserver``) via :func:`training.pools.process_pool`;
 * ``ray_address``: Ray actors (the optional ``ray`` extra, Ray core only) on an existing
   cluster (``"auto"``, ``"ray://host:10001"``) or ``"local"`` to start one on this machine
   and end it afterwards. When the caller already ran ``ray.init``, that instance is used.
@@ -17,7 +17,6 @@ whatever the worker count: same seeds, same tasks, same order.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from precision_gym.error import ConfigError
 from training.cli.common import make_env
 from training.evaluation import EpisodeRecord, rollout
 from training.policies import load_policy
+from training.pools import process_pool
 
 __all__ = ["RolloutSpec", "ray_session", "run_distributed", "run_share", "shares"]
 
@@ -133,10 +133,7 @@ def run_distributed(
         return _in_job_order(index_parts, _run_ray(spec, parts, ray_address))
     if len(parts) == 1:
         return run_share(spec, parts[0])
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=len(parts), mp_context=mp.get_context(method)
-    ) as pool:
+    with process_pool(len(parts)) as pool:
         futures = [pool.submit(run_share, spec, part) for part in parts]
         bar = None
         if progress:

@@ -21,10 +21,12 @@ from precision_gym.error import ConfigError
 __all__ = [
     "CI",
     "bootstrap_ci",
+    "clustered_auc_diff",
     "curve_at",
     "headroom",
     "paired_bootstrap_diff",
     "per_task",
+    "rank_auc",
 ]
 
 
@@ -136,6 +138,69 @@ def curve_at(
     j = min(max(int(np.searchsorted(xs, x)), 1), len(xs) - 1)
     w = (x - xs[j - 1]) / max(xs[j] - xs[j - 1], 1e-12)
     return (1 - w) * curve[j - 1][1] + w * curve[j][1], True
+
+
+def rank_auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve of scores separating ``pos`` from ``neg``: the chance that a
+    random positive scores above a random negative, ties counting one half (Mann-Whitney U /
+    (n_pos n_neg), from average ranks). 1: every positive above every negative; 0.5: no
+    separation."""
+    p, n = np.asarray(pos, dtype=float).ravel(), np.asarray(neg, dtype=float).ravel()
+    if not len(p) or not len(n):
+        raise ConfigError(
+            f"rank_auc needs at least one positive and one negative score, got {len(p)} "
+            f"positive and {len(n)} negative"
+        )
+    both = np.concatenate([p, n])
+    order = np.argsort(both, kind="mergesort")
+    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(both))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based average ranks
+    return float((ranks[: len(p)].sum() - len(p) * (len(p) + 1) / 2.0) / (len(p) * len(n)))
+
+
+def clustered_auc_diff(
+    clusters: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2_000,
+    seed: int = 0,
+) -> CI:
+    """CI of ``AUC(a) - AUC(b)``: two scorers (``a``, ``b``) of the same items with the same
+    labels (True = positive), in clusters ``[(scores_a, scores_b, labels), ...]`` (one per
+    task: the states of its episodes). Percentile bootstrap over clusters, so the states of
+    one episode, which are not independent, are resampled together; a resample without both
+    classes is drawn again. Deterministic for a ``seed``."""
+    if not clusters:
+        raise ConfigError("clustered_auc_diff needs at least one cluster, got none")
+    for i, (a, b, y) in enumerate(clusters):
+        if not len(a) == len(b) == len(y):
+            raise ConfigError(
+                f"clustered_auc_diff cluster {i}: expected equal lengths of scores_a, scores_b "
+                f"and labels, got {len(a)}, {len(b)} and {len(y)}"
+            )
+    a = [np.asarray(c[0], dtype=float) for c in clusters]
+    b = [np.asarray(c[1], dtype=float) for c in clusters]
+    y = [np.asarray(c[2], dtype=bool) for c in clusters]
+
+    def diff(idx: np.ndarray) -> float | None:
+        ya = np.concatenate([y[i] for i in idx])
+        if ya.all() or not ya.any():
+            return None
+        sa, sb = np.concatenate([a[i] for i in idx]), np.concatenate([b[i] for i in idx])
+        return rank_auc(sa[ya], sa[~ya]) - rank_auc(sb[ya], sb[~ya])
+
+    value = diff(np.arange(len(clusters)))
+    if value is None:
+        raise ConfigError("clustered_auc_diff needs both classes among the labels, got one")
+    rng = np.random.default_rng(seed)
+    draws: list[float] = []
+    while len(draws) < n_boot:
+        d = diff(rng.integers(0, len(clusters), len(clusters)))
+        if d is not None:
+            draws.append(d)
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return CI(value=float(value), lo=float(lo), hi=float(hi), level=level)
 
 
 def per_task(

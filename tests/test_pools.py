@@ -1,0 +1,63 @@
+"""training.pools.process_pool: its workers end with the block, on SIGTERM too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+
+from training.pools import process_pool
+
+#: a parent that starts two workers, prints their pids and waits on work that never ends
+PARENT = """
+import os, sys, time
+from training.pools import process_pool
+with process_pool(2) as pool:
+    pids = {pool.submit(os.getpid).result() for _ in range(8)}
+    pending = [pool.submit(time.sleep, 600) for _ in range(4)]
+    print(" ".join(map(str, sorted(set(pool._processes)))), flush=True)
+    pending[0].result()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has ended
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_to_the_parent_ends_its_workers():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), "a worker outlived its parent"
+    finally:
+        proc.kill()
+
+
+def test_the_pool_returns_results_and_restores_the_sigterm_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    with process_pool(1) as pool:
+        assert signal.getsignal(signal.SIGTERM) is not before
+        assert pool.submit(pow, 2, 5).result() == 32
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(ValueError, match="max_workers must be >= 1, got 0"), process_pool(0):
+        pass
