@@ -10,7 +10,8 @@ Read top to bottom:
 
 1. load every candidate and the KL-ST router before any episode is played: a GRPO run folder
    (``--grpo-run [GROUP=]DIR``: the router its training ended with, greedy at its last
-   sampling operating point, ``training.grpo.last_router``; the seed is the run's), or any router
+   sampling operating point, ``training.grpo.last_router``; the seed is the run's;
+   ``--run-thresholds``: at those thresholds too, the run's own curve), or any router
    file (``--router GROUP=PATH[#K]@SEED``: an SB3 ``.zip`` needs ``--trust-checkpoint``);
    with SIMULATED tiers the kind oracle joins on each seed (``agents.KindOracleRouter``:
    every live step high, derailed states low; it reads the simulator, so it is the attainable
@@ -68,7 +69,7 @@ class Unit:
     group: str  # "KL-ST", "GRPO", "PPO", ...
     path: str
     seed: int
-    threshold: float | None = None  # KL-ST's threshold on p(high)
+    threshold: float | None = None  # KL-ST's (or a GRPO run's) threshold on p(high)
     budget: float | None = None  # a router file's calibrated K
 
     @property
@@ -87,6 +88,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--router", action="append", default=[],
                    help="GROUP=PATH[#K]@SEED (repeat): a router file, at its calibrated K if "
                    "given, on SEED's episodes")  # fmt: skip
+    p.add_argument("--run-thresholds", default="",
+                   help="comma-separated thresholds on p(high) at which each --grpo-run router "
+                   "also plays (its own curve: one group per threshold, 'GROUP tau=T'), beside "
+                   "its last operating point")  # fmt: skip
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow SB3 .zip candidates (unpickled: only files you made or trust)")  # fmt: skip
     p.add_argument("--thresholds", default=DEFAULT_THRESHOLDS,
@@ -124,6 +129,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise SystemExit(f"--thresholds must be comma-separated numbers: {exc}") from None
     if not args.thresholds or not all(0.0 < t < 1.0 for t in args.thresholds):
         raise SystemExit(f"--thresholds must be in (0, 1), got {args.thresholds}")
+    try:
+        args.run_thresholds = sorted(
+            {float(t) for t in args.run_thresholds.split(",") if t.strip()}
+        )
+    except ValueError as exc:
+        raise SystemExit(f"--run-thresholds must be comma-separated numbers: {exc}") from None
+    if not all(0.0 < t < 1.0 for t in args.run_thresholds):
+        raise SystemExit(f"--run-thresholds must be in (0, 1), got {args.run_thresholds}")
     return args
 
 
@@ -171,6 +184,8 @@ def load_unit(unit: Unit, env: Any, trust: bool) -> Any:
     if unit.kind == "grpo-run":
         policy = last_router(unit.path)
         check_policy_matches_env(policy, env, unit.path)
+        if unit.threshold is not None:  # a point of the run's own curve
+            policy.threshold = float(unit.threshold)
         return policy
     return load_policy(unit.path, env, budget=unit.budget, trust_checkpoint=trust)
 
@@ -273,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--grpo-run expects [GROUP=]DIR, got {spec!r}")
         seed = int(last_router(run).metadata["operating_point"]["seed"] or 0)
         cands.append(Unit("grpo-run", f"{group} s{seed}", group, run, seed))
+        cands += [Unit("grpo-run", f"{group} tau={t:g} s{seed}", f"{group} tau={t:g}", run, seed,
+                       threshold=t) for t in args.run_thresholds]  # fmt: skip
     cands += [parse_router(spec) for spec in args.router]
     if unwrapped.simulated and not args.no_headroom:  # the attainable estimate, first
         have = {c.seed for c in cands if c.group == "kind-oracle"}

@@ -215,6 +215,7 @@ def test_matched_hp_smoke(tmp_path):
     for flags, message in (
         (["--router", "PPO=model.zip"], "--router expects GROUP=PATH"),
         (["--grpo-run", "=runs/grpo"], "--grpo-run expects [GROUP=]DIR"),
+        (["--run-thresholds", "0.5,2"], "--run-thresholds must be in (0, 1)"),
         (["--split", "nope"], "--split must be one of"),
     ):
         bad = subprocess.run(
@@ -224,6 +225,27 @@ def test_matched_hp_smoke(tmp_path):
         )  # fmt: skip
         assert bad.returncode != 0 and message in bad.stderr
         assert not list((tmp_path / "b" / "units").glob("*.json"))
+
+
+def test_matched_hp_plays_a_named_grpo_run_along_its_own_curve(tmp_path):
+    """``--grpo-run GROUP=DIR --run-thresholds``: a (tiny) GRPO run's last router at its last
+    operating point and at each threshold, one group per threshold, each against the curve."""
+    from training.grpo import GRPOConfig, train_grpo
+
+    run = tmp_path / "grpo"
+    train_grpo(GRPOConfig(env_id="DMR-WebShop-v0", split="train", pool_size=2, tasks_per_batch=1,
+                          group_size=2, max_updates=1, d_model=16, n_layers=1, n_heads=2,
+                          calibration_episodes=0, eval_every=0, tensorboard=False,
+                          progress=False, out=str(run)))  # fmt: skip
+    out = tmp_path / "m"
+    _run("benchmarks/matched_hp.py", "--quick", "--no-headroom", "--grpo-run", f"tiny={run}",
+         "--run-thresholds", "0.4", "--out", str(out))  # fmt: skip
+    data = json.loads((out / "results.json").read_text())
+    names = [r["candidate"] for r in data["candidates"]]
+    assert names == ["tiny s0", "tiny tau=0.4 s0", "untrained s0"]
+    assert set(data["pooled"]) == {"tiny", "tiny tau=0.4", "untrained"}
+    spec = json.loads((out / "units" / "tiny_tau_0.4_s0_s0.json").read_text())["spec"]
+    assert spec["unit"]["threshold"] == 0.4 and spec["digest"]
 
 
 def test_routing_by_state_smoke(tmp_path):
