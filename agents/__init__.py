@@ -33,9 +33,10 @@ def make_baseline(
     p_high: float | None = None,
     seed: int | None = None,
     min_share: float = 0.0,
+    charge_router: bool = True,
 ) -> RouterPolicy:
     """A baseline router by name for ``env`` (``random`` needs ``p_high``; ``kind-oracle``
-    takes ``min_share``, see :class:`KindOracleRouter`)."""
+    takes ``min_share`` and ``charge_router``, see :class:`KindOracleRouter`)."""
     n_tiers = int(env.action_space.n)
     if name == "always-high":
         return ConstantTierPolicy(n_tiers, 0)
@@ -48,5 +49,5 @@ def make_baseline(
     if name == "oracle":
         return OracleRouter(env)
     if name == "kind-oracle":
-        return KindOracleRouter(env, min_share=min_share)
+        return KindOracleRouter(env, min_share=min_share, charge_router=charge_router)
     raise ValueError(f"unknown router {name!r}: expected one of {list(BASELINE_NAMES)}")

@@ -14,8 +14,9 @@ Read top to bottom:
    ``--run-thresholds``: at those thresholds too, the run's own curve), or any router
    file (``--router GROUP=PATH[#K]@SEED``: an SB3 ``.zip`` needs ``--trust-checkpoint``);
    with SIMULATED tiers the kind oracle joins on each seed (``agents.KindOracleRouter``:
-   every live step high, derailed states low; it reads the simulator, so it is the attainable
-   estimate, the headroom, not a router) and its rows print first (``--no-headroom``: not);
+   every live step high, derailed states low, paying the router's per-call time as the
+   candidates do; it reads the simulator, so it is the attainable estimate, the headroom,
+   not a router) and its rows print first (``--no-headroom``: not);
 2. play KL-ST at each ``--thresholds`` value on every candidate seed's episodes, and each
    candidate on its own seed's episodes (``--split``, ``--episodes`` tasks; ``--jobs``
    processes, one torch thread each; each (router, seed) unit is stored in ``--out``/units
@@ -221,9 +222,17 @@ def digest(unit: Unit) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_units(args: argparse.Namespace, units: list[Unit], tasks: list[int], out: Path) -> dict:
+def run_units(
+    args: argparse.Namespace,
+    units: list[Unit],
+    tasks: list[int],
+    out: Path,
+    baselines: dict[Unit, str] | None = None,
+) -> dict:
     """Every unit's records: read from ``out/units`` when a rerun finds them (the same unit
-    and episodes), else played in ``--jobs`` processes and stored atomically."""
+    and episodes; for a baseline name, the same baseline: ``baselines`` maps its unit to the
+    policy's name, e.g. whether the kind oracle pays router time), else played in ``--jobs``
+    processes and stored atomically."""
     from tqdm.auto import tqdm
 
     from precision_gym.io import atomic_write_text
@@ -233,6 +242,8 @@ def run_units(args: argparse.Namespace, units: list[Unit], tasks: list[int], out
         path = out / "units" / f"{u.slug}.json"
         spec = {"unit": asdict(u), "digest": digest(u), "env_id": args.env_id,
                 "split": args.split, "tasks": tasks}  # fmt: skip
+        if u in (baselines or {}):
+            spec["baseline"] = baselines[u]  # type: ignore[index]
         if path.exists():
             stored = json.loads(path.read_text())
             differ = [k for k in spec if stored["spec"].get(k) != spec[k]]
@@ -303,8 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted({c.seed for c in cands})
     curve_units = {(t, s): Unit("klst", f"KL-ST tau={t:g}", "KL-ST", args.klst, s, threshold=t)
                    for t in args.thresholds for s in seeds}  # fmt: skip
+    from agents import BASELINE_NAMES
+
+    baselines = {}
     for u in [*cands, curve_units[args.thresholds[0], seeds[0]]]:
-        load_unit(u, env, args.trust_checkpoint)  # every router loads before any episode
+        policy = load_unit(u, env, args.trust_checkpoint)  # every router loads before any episode
+        if u.path in BASELINE_NAMES:
+            baselines[u] = str(policy.name)
     tasks = select_tasks(unwrapped.task.num_tasks(args.split), args.episodes or None)
     simulated = bool(unwrapped.simulated)
     lam = args.cost_weight
@@ -313,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.env_id} {args.split}: {len(tasks)} tasks x seeds {seeds}, lambda = {lam:g}/s; "
           f"KL-ST = {args.klst} at {len(args.thresholds)} thresholds\n")  # fmt: skip
     t0 = time.perf_counter()
-    recs = run_units(args, [*cands, *curve_units.values()], tasks, out)
+    recs = run_units(args, [*cands, *curve_units.values()], tasks, out, baselines)
 
     def util(rs: list[dict]) -> np.ndarray:
         return per_task(rs, lambda r: episode_utility(r, lam))[1]

@@ -177,3 +177,22 @@ def test_low_when_derailed_errors():
         LowWhenDerailed(ConstantTierPolicy(2, 0), env).predict(_obs())
     with pytest.raises(ValueError, match="inner router has 3 tiers, the env 2: expected equal"):
         LowWhenDerailed(ConstantTierPolicy(3, 0), env)
+
+
+def test_kind_oracle_pays_the_router_time_a_router_would():
+    """The kind oracle stands in for a router, so by default each step pays the router's
+    per-call time; ``charge_router=False`` plays the same tiers without it."""
+    import gymnasium as gym
+
+    from training.evaluation import rollout
+
+    env = gym.make("DMR-WebShop-v0")
+    charged = make_baseline("kind-oracle", env)
+    free = make_baseline("kind-oracle", env, charge_router=False)
+    assert (charged.name, free.name) == (
+        "kind-oracle(share>=0)", "kind-oracle(share>=0,no router time)"
+    )  # fmt: skip
+    a, b = (rollout(env, r, seed=0, task_index=1, split="test") for r in (charged, free))
+    assert a.tiers == b.tiers and a.decisions > 0
+    router_s = env.unwrapped.latency.router_ms_per_call / 1000.0
+    assert a.episode_time_s - b.episode_time_s == pytest.approx(a.decisions * router_s)
