@@ -87,8 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "last sampling operating point, on the run's seed, in GROUP (default GRPO: "
                    "name two runs' groups to compare them)")  # fmt: skip
     p.add_argument("--router", action="append", default=[],
-                   help="GROUP=PATH[#K]@SEED (repeat): a router file, at its calibrated K if "
-                   "given, on SEED's episodes")  # fmt: skip
+                   help="GROUP=PATH[#K]@SEED (repeat; GROUP without '='): a router file, at "
+                   "its calibrated K if given, on SEED's episodes")  # fmt: skip
     p.add_argument("--run-thresholds", default="",
                    help="comma-separated thresholds on p(high) at which each --grpo-run router "
                    "also plays (its own curve: one group per threshold, 'GROUP tau=T'), beside "

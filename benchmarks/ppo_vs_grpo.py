@@ -17,7 +17,8 @@ Read top to bottom (CleanRL style):
    stage could add. The SIMULATED oracle knows which states are critical, which no router
    that reads observations can know on unseen tasks; so the *kind oracle*
    (``agents.KindOracleRouter``: knows each state's chance of being critical from its kind
-   and task type, and whether the episode has derailed) runs at ``--kind-shares`` too, and
+   and task type, and whether the episode has derailed; it pays the router's per-call time,
+   as the RL routers do, since session 15) runs at ``--kind-shares`` too, and
    the best of it and the constant routers gives the attainable ceiling, with its gap over
    KL-ST and each kind-oracle point against KL-ST at the same HP. Printed (and written)
    before any RL result.
