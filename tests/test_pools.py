@@ -54,10 +54,22 @@ def test_sigterm_to_the_parent_ends_its_workers():
 
 
 def test_the_pool_returns_results_and_restores_the_sigterm_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with process_pool(1) as pool:
-        assert signal.getsignal(signal.SIGTERM) is not before
-        assert pool.submit(pow, 2, 5).result() == 32
-    assert signal.getsignal(signal.SIGTERM) is before
+    """Its handler goes in only over the default action (another library's, e.g. Ray's after
+    ``ray.init`` in this test session, is left alone) and comes out with the block."""
+    outer = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with process_pool(1) as pool:
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            assert pool.submit(pow, 2, 5).result() == 32
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        def theirs(signum, frame):  # pragma: no cover - never called
+            pass
+
+        signal.signal(signal.SIGTERM, theirs)
+        with process_pool(1):
+            assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, outer)
     with pytest.raises(ValueError, match="max_workers must be >= 1, got 0"), process_pool(0):
         pass
