@@ -198,6 +198,16 @@ def test_matched_hp_smoke(tmp_path):
     again = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
     table = proc.stdout.split("wall time")[0]
     assert again.stdout.split("wall time")[0] == table
+    unit = out / "units" / "kind-oracle_s0_s0.json"  # as stored before the oracle paid router time
+    assert json.loads(unit.read_text())["spec"]["baseline"] == "kind-oracle(share>=0)"
+    old = json.loads(unit.read_text())
+    del old["spec"]["baseline"]
+    unit.write_text(json.dumps(old))
+    stale = subprocess.run(
+        [sys.executable, "benchmarks/matched_hp.py", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert stale.returncode != 0 and "was played with another baseline" in stale.stderr
     other = tmp_path / "other.pt"  # a stored unit is not reused once its router file changes
     other.write_bytes((out / "quick_router.pt").read_bytes())
     cand = ["--router", f"other={other}@0", "--out", str(tmp_path / "o")]

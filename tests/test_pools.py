@@ -15,10 +15,11 @@ from training.pools import process_pool
 
 #: a parent that starts two workers, prints their pids and waits on work that never ends
 PARENT = """
-import os, sys, time
+import os, time
 from training.pools import process_pool
 with process_pool(2) as pool:
-    pids = {pool.submit(os.getpid).result() for _ in range(8)}
+    for _ in range(8):  # both workers started
+        pool.submit(os.getpid).result()
     pending = [pool.submit(time.sleep, 600) for _ in range(4)]
     print(" ".join(map(str, sorted(set(pool._processes)))), flush=True)
     pending[0].result()
@@ -63,13 +64,10 @@ def test_the_pool_returns_results_and_restores_the_sigterm_handler():
             assert pool.submit(pow, 2, 5).result() == 32
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
-        def theirs(signum, frame):  # pragma: no cover - never called
-            pass
-
-        signal.signal(signal.SIGTERM, theirs)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # someone else's choice: kept
         with process_pool(1):
-            assert signal.getsignal(signal.SIGTERM) is theirs
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, outer)
     with pytest.raises(ValueError, match="max_workers must be >= 1, got 0"), process_pool(0):
-        pass
+        pytest.fail("process_pool(0) must refuse before its block runs")
