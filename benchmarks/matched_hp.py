@@ -14,9 +14,11 @@ Read top to bottom:
    ``--run-thresholds``: at those thresholds too, the run's own curve), or any router
    file (``--router GROUP=PATH[#K]@SEED``: an SB3 ``.zip`` needs ``--trust-checkpoint``);
    with SIMULATED tiers the kind oracle joins on each seed (``agents.KindOracleRouter``:
-   every live step high, derailed states low, paying the router's per-call time as the
-   candidates do; it reads the simulator, so it is the attainable estimate, the headroom,
-   not a router) and its rows print first (``--no-headroom``: not);
+   every live step whose kind's critical share is at least ``--kind-shares`` high, derailed
+   states low, paying the router's per-call time as the candidates do; it reads the
+   simulator, so it is the attainable estimate, the headroom, not a router; share 0 is the
+   high-HP end, 0.1 routes navigation low, 0.3 also the task types with few critical
+   manipulations) and its rows print first (``--no-headroom``: not);
 2. play KL-ST at each ``--thresholds`` value on every candidate seed's episodes, and each
    candidate on its own seed's episodes (``--split``, ``--episodes`` tasks; ``--jobs``
    processes, one torch thread each; each (router, seed) unit is stored in ``--out``/units
@@ -72,6 +74,7 @@ class Unit:
     seed: int
     threshold: float | None = None  # KL-ST's (or a GRPO run's) threshold on p(high)
     budget: float | None = None  # a router file's calibrated K
+    min_share: float | None = None  # the kind oracle's share threshold (None: 0)
 
     @property
     def slug(self) -> str:
@@ -81,6 +84,9 @@ class Unit:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env-id", default="DMR-ALFWorld-v0", help="registered env id")
+    p.add_argument("--env-kwargs", default="",
+                   help='JSON object of env kwargs, e.g. \'{"task_kwargs": '
+                   '{"force_high_on_search": false}}\' (WebShop with search steps routed)')  # fmt: skip
     p.add_argument("--klst", help="the KL-ST router.pt whose curve is measured")
     p.add_argument("--grpo-run", action="append", default=[],
                    help="[GROUP=]DIR (repeat): a train-grpo --out folder: its last router at its "
@@ -101,6 +107,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="simulated tiers: leave out the kind oracle (every live step high, "
                    "derailed states low) that is otherwise played on each seed as the "
                    "attainable estimate")  # fmt: skip
+    p.add_argument("--kind-shares", default="0",
+                   help="comma-separated critical-share thresholds at which the kind oracle "
+                   "(the headroom) plays: a live step goes high when its kind's share of "
+                   "critical states under the low tier is at least this (0: every live step; "
+                   "0.1 and 0.3: lower HP)")  # fmt: skip
     p.add_argument("--split", default="valid_unseen", help="split the episodes come from")
     p.add_argument("--episodes", type=int, default=0, help="tasks per seed (0 = all)")
     p.add_argument("--cost-weight", type=float, default=0.5, help="lambda per second (Eq. 8)")
@@ -119,6 +130,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise SystemExit("--klst is required: the KL-ST router.pt whose curve is measured")
     if not args.quick and not (args.grpo_run or args.router):
         raise SystemExit("expected at least one candidate (--grpo-run DIR or --router ...)")
+    try:
+        args.env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--env-kwargs expects a JSON object: {exc}") from None
+    if not isinstance(args.env_kwargs, dict):
+        raise SystemExit(f"--env-kwargs expects a JSON object, got {args.env_kwargs!r}")
     if args.cost_weight < 0:
         raise SystemExit(f"--cost-weight must be >= 0, got {args.cost_weight}")
     if args.episodes < 0 or args.jobs < 1:
@@ -138,6 +155,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise SystemExit(f"--run-thresholds must be comma-separated numbers: {exc}") from None
     if not all(0.0 < t < 1.0 for t in args.run_thresholds):
         raise SystemExit(f"--run-thresholds must be in (0, 1), got {args.run_thresholds}")
+    try:
+        args.kind_shares = sorted({float(t) for t in args.kind_shares.split(",") if t.strip()})
+    except ValueError as exc:
+        raise SystemExit(f"--kind-shares must be comma-separated numbers: {exc}") from None
+    if not args.kind_shares or not all(0.0 <= t <= 1.0 for t in args.kind_shares):
+        raise SystemExit(f"--kind-shares must be in [0, 1], got {args.kind_shares}")
     return args
 
 
@@ -171,8 +194,17 @@ def quick_router(out: Path, env: Any) -> str:
     return str(path)
 
 
+def kind_unit(share: float, seed: int) -> Unit:
+    """The kind oracle at ``share`` on ``seed``'s episodes (share 0 keeps the plain name, so
+    units stored before ``--kind-shares`` are reused)."""
+    group = "kind-oracle" if share == 0 else f"kind-oracle(share>={share:g})"
+    return Unit("router", f"{group} s{seed}", group, "kind-oracle", seed,
+                min_share=share or None)  # fmt: skip
+
+
 def load_unit(unit: Unit, env: Any, trust: bool) -> Any:
     """The policy a unit plays (raises before any episode if a file is missing or foreign)."""
+    from agents import make_baseline
     from agents.router import TransformerRouterPolicy
     from training.grpo import last_router
     from training.policies import check_policy_matches_env, load_policy
@@ -188,13 +220,17 @@ def load_unit(unit: Unit, env: Any, trust: bool) -> Any:
         if unit.threshold is not None:  # a point of the run's own curve
             policy.threshold = float(unit.threshold)
         return policy
+    if unit.path == "kind-oracle":
+        return make_baseline("kind-oracle", env, min_share=unit.min_share or 0.0)
     return load_policy(unit.path, env, budget=unit.budget, trust_checkpoint=trust)
 
 
 _ENV: dict[str, Any] = {}
 
 
-def play(unit: Unit, env_id: str, split: str, tasks: list[int], trust: bool) -> list[dict]:
+def play(
+    unit: Unit, env_id: str, env_kwargs: dict, split: str, tasks: list[int], trust: bool
+) -> list[dict]:
     """Worker: ``unit``'s episode records (one torch thread; the env is built once per
     process)."""
     from precision_gym.threads import configure_torch_threads
@@ -202,9 +238,10 @@ def play(unit: Unit, env_id: str, split: str, tasks: list[int], trust: bool) -> 
     from training.evaluation import evaluate
 
     configure_torch_threads(1)
-    if env_id not in _ENV:
-        _ENV[env_id] = make_env(env_id, {})
-    env = _ENV[env_id]
+    key = json.dumps([env_id, env_kwargs], sort_keys=True)
+    if key not in _ENV:
+        _ENV[key] = make_env(env_id, env_kwargs)
+    env = _ENV[key]
     policy = load_unit(unit, env, trust)
     result = evaluate(policy, env, env_id=env_id, split=split, task_indices=tasks,
                       seeds=[unit.seed], router_name=unit.name, progress=False)  # fmt: skip
@@ -240,13 +277,19 @@ def run_units(
     records, todo = {}, []
     for u in units:
         path = out / "units" / f"{u.slug}.json"
-        spec = {"unit": asdict(u), "digest": digest(u), "env_id": args.env_id,
+        unit = {k: v for k, v in asdict(u).items() if v is not None}  # fields added later
+        spec = {"unit": unit, "digest": digest(u), "env_id": args.env_id,
                 "split": args.split, "tasks": tasks}  # fmt: skip
+        if args.env_kwargs:  # (absent when empty: units stored before the flag are reused)
+            spec["env_kwargs"] = args.env_kwargs
         if u in (baselines or {}):
             spec["baseline"] = baselines[u]  # type: ignore[index]
         if path.exists():
             stored = json.loads(path.read_text())
-            differ = [k for k in spec if stored["spec"].get(k) != spec[k]]
+            old = stored["spec"].get("unit") or {}
+            stored["spec"]["unit"] = {k: v for k, v in old.items() if v is not None}
+            keys = dict.fromkeys([*spec, *stored["spec"]])  # a key on one side only differs
+            differ = [k for k in keys if stored["spec"].get(k) != spec.get(k)]
             if differ:
                 raise SystemExit(f"{path} was played with another {', '.join(differ)} than this "
                                  "run asks for (a changed router file changes its digest): "
@@ -257,8 +300,9 @@ def run_units(
     from training.pools import process_pool
 
     with process_pool(args.jobs) as ex:  # workers end with this script, SIGTERM included
-        futures = {ex.submit(play, u, args.env_id, args.split, tasks, args.trust_checkpoint):
-                   (u, path, spec) for u, path, spec in todo}  # fmt: skip
+        futures = {ex.submit(play, u, args.env_id, args.env_kwargs, args.split, tasks,
+                             args.trust_checkpoint): (u, path, spec)
+                   for u, path, spec in todo}  # fmt: skip
         for fut in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
                         desc="units", unit="unit"):  # fmt: skip
             u, path, spec = futures[fut]
@@ -283,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     (out / "units").mkdir(parents=True, exist_ok=True)
-    env = make_env(args.env_id, {})
+    from precision_gym.error import ConfigError
+
+    try:
+        env = make_env(args.env_id, args.env_kwargs)
+    except (ConfigError, TypeError) as exc:
+        raise SystemExit(f"--env-id/--env-kwargs: {exc}") from None
     unwrapped = env.unwrapped
     if args.split not in unwrapped.task.splits():
         raise SystemExit(f"--split must be one of {unwrapped.task.splits()} for {args.env_id}, "
@@ -303,11 +352,10 @@ def main(argv: list[str] | None = None) -> int:
                        threshold=t) for t in args.run_thresholds]  # fmt: skip
     cands += [parse_router(spec) for spec in args.router]
     if unwrapped.simulated and not args.no_headroom:  # the attainable estimate, first
-        have = {c.seed for c in cands if c.group == "kind-oracle"}
-        head = [Unit("router", f"kind-oracle s{s}", "kind-oracle", "kind-oracle", s)
-                for s in sorted({c.seed for c in cands} - have)]  # fmt: skip
-        cands = [*head, *cands]
-    cands.sort(key=lambda c: c.group != "kind-oracle")  # stable: headroom rows print first
+        have = {(c.name, c.seed) for c in cands}
+        head = [kind_unit(k, s) for k in args.kind_shares for s in sorted({c.seed for c in cands})]
+        cands = [*[h for h in head if (h.name, h.seed) not in have], *cands]
+    cands.sort(key=lambda c: c.path != "kind-oracle")  # stable: headroom rows print first
     names = [(c.name, c.seed) for c in cands]
     if len(set(names)) != len(names):
         raise SystemExit(f"expected one candidate per group and seed, got {sorted(names)}")
