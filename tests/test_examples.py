@@ -227,6 +227,9 @@ def test_matched_hp_smoke(tmp_path):
         (["--grpo-run", "=runs/grpo"], "--grpo-run expects [GROUP=]DIR"),
         (["--run-thresholds", "0.5,2"], "--run-thresholds must be in (0, 1)"),
         (["--split", "nope"], "--split must be one of"),
+        (["--env-kwargs", "[1]"], "--env-kwargs expects a JSON object"),
+        (["--env-kwargs", '{"nope": 1}'], "unknown env kwargs ['nope']"),
+        (["--kind-shares", "0,2"], "--kind-shares must be in [0, 1]"),
     ):
         bad = subprocess.run(
             [sys.executable, "benchmarks/matched_hp.py", "--quick", "--out", str(tmp_path / "b"),
@@ -235,6 +238,28 @@ def test_matched_hp_smoke(tmp_path):
         )  # fmt: skip
         assert bad.returncode != 0 and message in bad.stderr
         assert not list((tmp_path / "b" / "units").glob("*.json"))
+
+
+def test_matched_hp_kind_oracle_at_lower_hp_with_search_steps_routed(tmp_path):
+    """--kind-shares adds headroom rows at lower HP; --env-kwargs reaches every worker's env
+    (WebShop's search steps routed: share 0.1 sends them low), and a unit stored with other
+    env kwargs is refused."""
+    out = tmp_path / "k"
+    routed = ["--env-kwargs", '{"task_kwargs": {"force_high_on_search": false}}']
+    _run("benchmarks/matched_hp.py", "--quick", "--kind-shares", "0,0.1", *routed, "--out",
+         str(out))  # fmt: skip
+    rows = {r["candidate"]: r for r in json.loads((out / "results.json").read_text())["candidates"]}
+    assert list(rows)[:2] == ["kind-oracle s0", "kind-oracle(share>=0.1) s0"]  # headroom first
+    assert rows["kind-oracle s0"]["hp_fraction"] == 1.0  # every live step high
+    assert rows["kind-oracle(share>=0.1) s0"]["hp_fraction"] < 1.0  # searches low
+    unit = json.loads((out / "units" / "kind-oracle_share__0.1__s0_s0.json").read_text())
+    assert unit["spec"]["unit"]["min_share"] == 0.1
+    assert unit["spec"]["env_kwargs"] == {"task_kwargs": {"force_high_on_search": False}}
+    stale = subprocess.run(
+        [sys.executable, "benchmarks/matched_hp.py", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert stale.returncode != 0 and "was played with another env_kwargs" in stale.stderr
 
 
 def test_matched_hp_plays_a_named_grpo_run_along_its_own_curve(tmp_path):
