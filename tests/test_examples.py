@@ -193,6 +193,8 @@ def test_matched_hp_smoke(tmp_path):
     assert row["candidate"] == "untrained s0" and 0.0 <= row["hp_fraction"] <= 1.0
     assert row["diff"]["lo"] <= row["diff"]["value"] <= row["diff"]["hi"]
     assert data["pooled"]["untrained"]["seeds"] == data["pooled"]["kind-oracle"]["seeds"] == 1
+    both = data["pooled"]["untrained"]["diff_simultaneous"]  # one router group: the same level
+    assert both["family"] == 1 and "diff_simultaneous" not in data["pooled"]["kind-oracle"]
     assert (out / "matched_hp.png").stat().st_size > 0
     assert len(list((out / "units").glob("*.json"))) == 5  # 3 curve points + 2 candidates
     again = _run("benchmarks/matched_hp.py", "--quick", "--out", str(out))
@@ -252,6 +254,13 @@ def test_matched_hp_kind_oracle_at_lower_hp_with_search_steps_routed(tmp_path):
     assert list(rows)[:2] == ["kind-oracle s0", "kind-oracle(share>=0.1) s0"]  # headroom first
     assert rows["kind-oracle s0"]["hp_fraction"] == 1.0  # every live step high
     assert rows["kind-oracle(share>=0.1) s0"]["hp_fraction"] < 1.0  # searches low
+    again = _run("benchmarks/matched_hp.py", "--quick", "--kind-shares", "0,0.1", *routed,
+                 "--router", f"copy={out / 'quick_router.pt'}@0",
+                 "--router", f"twin={out / 'quick_router.pt'}@0", "--out", str(out))  # fmt: skip
+    pooled = json.loads((out / "results.json").read_text())["pooled"]
+    one, wide = pooled["copy"]["diff"], pooled["copy"]["diff_simultaneous"]
+    assert wide["family"] == 2 and wide["lo"] <= one["lo"] <= one["hi"] <= wide["hi"]
+    assert "simultaneous [" in again.stdout and "over the 2 router group(s)" in again.stdout
     unit = json.loads((out / "units" / "kind-oracle_share__0.1__s0_s0.json").read_text())
     assert unit["spec"]["unit"]["min_share"] == 0.1
     assert unit["spec"]["env_kwargs"] == {"task_kwargs": {"force_high_on_search": False}}
