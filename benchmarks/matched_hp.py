@@ -19,7 +19,8 @@ Read top to bottom:
    simulator, so it is the attainable estimate, the headroom, not a router; share 0 is the
    high-HP end, 0.1 routes navigation low, 0.3 also the task types with few critical
    manipulations) and its rows print first (``--no-headroom``: not);
-2. play KL-ST at each ``--thresholds`` value on every candidate seed's episodes, and each
+2. play KL-ST at each ``--thresholds`` value and at its calibrated thresholds tau_K (a
+   router that ships KL-ST's K point then sits on a measured point) on every candidate seed's episodes, and each
    candidate on its own seed's episodes (``--split``, ``--episodes`` tasks; ``--jobs``
    processes, one torch thread each; each (router, seed) unit is stored in ``--out``/units
    and reused by a rerun);
@@ -104,6 +105,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="allow SB3 .zip candidates (unpickled: only files you made or trust)")  # fmt: skip
     p.add_argument("--thresholds", default=DEFAULT_THRESHOLDS,
                    help="comma-separated thresholds on KL-ST's p(high): its curve's points")  # fmt: skip
+    p.add_argument("--no-calibrated-points", action="store_true",
+                   help="leave KL-ST's calibrated thresholds tau_K out of its curve's grid "
+                   "(by default they join --thresholds, so a router that ships KL-ST's own K "
+                   "point sits on a measured point, not on a straight line between two)")  # fmt: skip
     p.add_argument("--no-headroom", action="store_true",
                    help="simulated tiers: leave out the kind oracle (every live step high, "
                    "derailed states low) that is otherwise played on each seed as the "
@@ -338,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.split not in unwrapped.task.splits():
         raise SystemExit(f"--split must be one of {unwrapped.task.splits()} for {args.env_id}, "
                          f"got {args.split!r}")  # fmt: skip
-    if args.quick:
-        args.klst = quick_router(out, env)
+    if args.quick:  # a --klst given is kept
+        args.klst = args.klst or quick_router(out, env)
         args.router = args.router or [f"untrained={args.klst}@0"]
     cands = []
     for spec in args.grpo_run:  # the seed is the run's own
@@ -361,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         raise SystemExit(f"expected one candidate per group and seed, got {sorted(names)}")
     seeds = sorted({c.seed for c in cands})
+    calibrated = {}  # tau_K -> K: KL-ST's own operating points join the grid
+    if not args.no_calibrated_points:
+        from agents.router import TransformerRouterPolicy
+
+        taus = TransformerRouterPolicy.load(args.klst).thresholds
+        calibrated = {float(t): float(k) for k, t in taus.items() if 0.0 < float(t) < 1.0}
+        args.thresholds = sorted({*args.thresholds, *calibrated})
     curve_units = {(t, s): Unit("klst", f"KL-ST tau={t:g}", "KL-ST", args.klst, s, threshold=t)
                    for t in args.thresholds for s in seeds}  # fmt: skip
     from agents import BASELINE_NAMES
@@ -390,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         rs = [r for s in seeds for r in recs[curve_units[t, s]]]
         summ = utility_summary(rs, lam)
         curve_rows.append({"threshold": t, **summ})
-        print(f"| {t:g} | {summ['hp_fraction']:.3f} | {summ['success']:.3f} | "
+        mark = f" (tau of K = {calibrated[t]:g})" if t in calibrated else ""
+        print(f"| {t:g}{mark} | {summ['hp_fraction']:.3f} | {summ['success']:.3f} | "
               f"{summ['utility']:+.3f} |")  # fmt: skip
 
     print("\nCandidate - KL-ST at the candidate's HP (per task, interpolated on the seed's "

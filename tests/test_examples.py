@@ -271,6 +271,30 @@ def test_matched_hp_kind_oracle_at_lower_hp_with_search_steps_routed(tmp_path):
     assert stale.returncode != 0 and "was played with another env_kwargs" in stale.stderr
 
 
+def test_matched_hp_puts_klst_calibrated_points_on_its_curve(tmp_path):
+    """KL-ST's calibrated thresholds tau_K join the curve's grid, so a router that ships
+    KL-ST's own K point is compared with a measured point (difference exactly 0), not with a
+    straight line between two grid points; --no-calibrated-points leaves them out."""
+    _run("benchmarks/matched_hp.py", "--quick", "--no-headroom", "--out", str(tmp_path / "q"))
+    from agents.router import TransformerRouterPolicy
+
+    klst = tmp_path / "klst.pt"
+    policy = TransformerRouterPolicy.load(tmp_path / "q" / "quick_router.pt")
+    policy.thresholds = {"0.5": 0.6}
+    policy.save(klst)
+    flags = ["--klst", str(klst), "--router", f"start={klst}#0.5@0", "--no-headroom"]
+    proc = _run("benchmarks/matched_hp.py", "--quick", *flags, "--out", str(tmp_path / "c"))
+    data = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert [r["threshold"] for r in data["klst_curve"]] == [0.3, 0.5, 0.6, 0.7]
+    assert "| 0.6 (tau of K = 0.5) |" in proc.stdout
+    (row,) = data["candidates"]
+    assert row["diff"] == {"value": 0.0, "lo": 0.0, "hi": 0.0, "level": row["diff"]["level"]}
+    _run("benchmarks/matched_hp.py", "--quick", *flags, "--no-calibrated-points", "--out",
+         str(tmp_path / "g"))  # fmt: skip
+    data = json.loads((tmp_path / "g" / "results.json").read_text())
+    assert [r["threshold"] for r in data["klst_curve"]] == [0.3, 0.5, 0.7]
+
+
 def test_matched_hp_plays_a_named_grpo_run_along_its_own_curve(tmp_path):
     """``--grpo-run GROUP=DIR --run-thresholds``: a (tiny) GRPO run's last router at its last
     operating point and at each threshold, one group per threshold, each against the curve."""
