@@ -20,10 +20,10 @@ Read top to bottom:
    high-HP end, 0.1 routes navigation low, 0.3 also the task types with few critical
    manipulations) and its rows print first (``--no-headroom``: not);
 2. play KL-ST at each ``--thresholds`` value and at its calibrated thresholds tau_K (a
-   router that ships KL-ST's K point then sits on a measured point) on every candidate seed's episodes, and each
-   candidate on its own seed's episodes (``--split``, ``--episodes`` tasks; ``--jobs``
-   processes, one torch thread each; each (router, seed) unit is stored in ``--out``/units
-   and reused by a rerun);
+   router that ships KL-ST's K point then sits on a measured point) on every candidate
+   seed's episodes, and each candidate on its own seed's episodes (``--split``,
+   ``--episodes`` tasks; ``--jobs`` processes, one torch thread each; each (router, seed)
+   unit is stored in ``--out``/units and reused by a rerun);
 3. print KL-ST's curve (HP, success, utility ``success - lambda * T`` per threshold, seeds
    pooled), then per candidate its HP, success and utility, and candidate minus KL-ST at the
    candidate's HP: per task, KL-ST's utility interpolated between the two grid points whose
