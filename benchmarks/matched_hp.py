@@ -147,27 +147,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.episodes < 0 or args.jobs < 1:
         raise SystemExit(f"expected --episodes >= 0 and --jobs >= 1, got {args.episodes}, "
                          f"{args.jobs}")  # fmt: skip
-    try:
-        args.thresholds = sorted({float(t) for t in args.thresholds.split(",") if t.strip()})
-    except ValueError as exc:
-        raise SystemExit(f"--thresholds must be comma-separated numbers: {exc}") from None
-    if not args.thresholds or not all(0.0 < t < 1.0 for t in args.thresholds):
-        raise SystemExit(f"--thresholds must be in (0, 1), got {args.thresholds}")
-    try:
-        args.run_thresholds = sorted(
-            {float(t) for t in args.run_thresholds.split(",") if t.strip()}
-        )
-    except ValueError as exc:
-        raise SystemExit(f"--run-thresholds must be comma-separated numbers: {exc}") from None
-    if not all(0.0 < t < 1.0 for t in args.run_thresholds):
-        raise SystemExit(f"--run-thresholds must be in (0, 1), got {args.run_thresholds}")
-    try:
-        args.kind_shares = sorted({float(t) for t in args.kind_shares.split(",") if t.strip()})
-    except ValueError as exc:
-        raise SystemExit(f"--kind-shares must be comma-separated numbers: {exc}") from None
-    if not args.kind_shares or not all(0.0 <= t <= 1.0 for t in args.kind_shares):
-        raise SystemExit(f"--kind-shares must be in [0, 1], got {args.kind_shares}")
+    args.thresholds = number_list("--thresholds", args.thresholds, open_ends=True)
+    args.run_thresholds = number_list("--run-thresholds", args.run_thresholds, open_ends=True,
+                                      allow_empty=True)  # fmt: skip
+    args.kind_shares = number_list("--kind-shares", args.kind_shares, open_ends=False)
     return args
+
+
+def number_list(flag: str, text: str, open_ends: bool, allow_empty: bool = False) -> list[float]:
+    """``text`` ("0.1,0.2") as sorted distinct numbers in (0, 1) (``open_ends``) or [0, 1];
+    SystemExit naming ``flag`` and what it expects otherwise."""
+    span = "(0, 1)" if open_ends else "[0, 1]"
+    try:
+        values = sorted({float(t) for t in text.split(",") if t.strip()})
+    except ValueError as exc:
+        raise SystemExit(f"{flag} must be comma-separated numbers: {exc}") from None
+    inside = (lambda v: 0.0 < v < 1.0) if open_ends else (lambda v: 0.0 <= v <= 1.0)
+    if not (values or allow_empty) or not all(inside(v) for v in values):
+        raise SystemExit(f"{flag} must be in {span}, got {values}")
+    return values
 
 
 def parse_router(spec: str) -> Unit:
