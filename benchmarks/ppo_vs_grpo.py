@@ -33,7 +33,9 @@ Read top to bottom (CleanRL style):
    router only when it beats the start there by a paired bootstrap bound
    (``--keep-best-rule paired``), else the start; a kept later router ships only if the
    rule holds again on ``--confirm-episodes`` fresh episodes. Seed s's routers are evaluated on
-   seed s's episodes.
+   seed s's episodes (``--eval-seeds-per-run N``: on N episode seeds s, s + S, ... with
+   S = max(--seeds) + 1; where episodes are cheap and tasks few, as WebShop's 19 test tasks,
+   3 seeds x 19 tasks is too few to tell a router from its start).
 5. **Budgets held online** (``--online-step``, default 0.2; 0 turns it off): KL-ST and each
    GRPO router again at every K, with the online budget control of ``evaluate --online-step``
    (``agents.router.OnlineBudgetControl``) holding the realised HP fraction near K on the test
@@ -65,7 +67,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -82,70 +84,118 @@ SECTION = "## PPO vs GRPO (issue 11)"
 FIXED = ("always-high", "always-low", "oracle", "random")
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A benchmark option: its default and the help ``--help`` prints."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Args:
-    env_id: str = "DMR-ALFWorld-v0"
-    # JSON env kwargs for every stage, e.g. '{"task_kwargs": {"force_high_on_search": false}}'
-    # (WebShop with search steps routed, as the paper's GRPO does)
-    env_kwargs: str = ""
-    lambdas: tuple[float, ...] = (0.02, 0.1, 0.5)  # per second of modeled time (Eq. 8)
-    main_lambda: float = 0.02
-    seeds: tuple[int, ...] = (0, 1, 2)
-    env_steps: int = 12_000  # routing decisions per algorithm per seed at the main lambda
-    other_env_steps: int = 4_000  # ... at the other lambdas
-    pool_size: int = 0  # train tasks (0 = the whole train split)
-    budgets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.7, 0.9)
-    eval_split: str = "valid_unseen"
-    eval_episodes: int = 0  # tasks per seed (0 = every task of the split: 134 on ALFWorld)
-    calib_split: str = "valid_train"
-    calib_episodes: int = 24
-    # where KL is collected and the RL methods train; ALFWorld's train_fit leaves out the
-    # floorplans of train_heldout (precision_gym.tasks.alfworld.HELDOUT_SCENES)
-    train_split: str = "train"
-    # the keep-best evaluations and the confirmation ('' = --calib-split); train_heldout
-    # chooses on floorplans the RL run never trained on, as valid_unseen's are
-    select_split: str = ""
-    klst: str | None = None  # a KL-ST router file; None = build one
-    kl_episodes: int = 240
-    klst_epochs: int = 14
-    sample_budget: float = 0.4  # both RL methods start at KL-ST's calibrated K = 0.4 point
-    algos: tuple[str, ...] = ("grpo", "ppo")  # the RL methods to train (one of them, or both)
-    group_size: int = 8
-    tasks_per_batch: int = 4
-    grpo_lr: float = 1e-4
-    grpo_epochs: int = 2
-    grpo_advantage_norm: str = "none"
-    grpo_kl_coef: float = 0.05
-    grpo_eval_every: int = 5
-    grpo_step_weight: float = 0.0  # GiGPO's step-level advantage weight (0 = the paper's GRPO)
-    grpo_step_gamma: float = 0.95
-    # GRPO samples at K = sample_budget and re-centres its high-tier shift after every update
-    # so that it keeps routing K of the batch high: it can only re-rank states (train-grpo
-    # --hold-sample-budget)
-    grpo_hold_budget: bool = False
-    ppo_n_steps: int = 256
-    ppo_batch_size: int = 64
-    ppo_eval_freq: int = 2_000
-    rl_eval_episodes: int = 32  # calibration-split episodes of the keep-best evaluations
-    keep_best_rule: str = "paired"  # training.selection: beat the start by a paired bound
-    keep_best_level: float = 0.9  # its one-sided confidence
-    # a kept later router must beat the start again on this many fresh calibration-split
-    # episodes, else the start ships; GRPO's per-budget choice uses them too (0: off)
-    confirm_episodes: int = 32
-    # GRPO ships, at each K, the refined router only where the keep-best rule prefers it to the
-    # start router calibrated at K (train-grpo --keep-best-per-budget); this flag turns it off
-    no_per_budget_selection: bool = False
-    # kind-oracle points (SIMULATED tiers): route high where the low tier's critical share
-    # is >= each value (0 = every live step), low once derailed: the attainable ceiling
-    kind_shares: tuple[float, ...] = (0.0, 0.1, 0.2)
-    online_step: float = 0.2  # online budget control of the held-K points (0: none)
-    n_boot: int = 10_000
-    out: str = "runs/ppo_vs_grpo"
-    jobs: int = 2  # units (fixed routers of a seed, RL of a lambda x seed) run in parallel
-    threads: int = 1  # torch threads per process
-    only_unit: str = ""  # internal: run one unit (used by --jobs)
-    results_md: str | None = str(ROOT / "benchmarks" / "RESULTS.md")
-    quick: bool = False
+    env_id: str = _opt("DMR-ALFWorld-v0", "registered env id")
+    env_kwargs: str = _opt(
+        "",
+        "JSON env kwargs for every stage, e.g. "
+        '\'{"task_kwargs": {"force_high_on_search": false}}\' (WebShop with search steps '
+        "routed, as the paper's GRPO does)",
+    )
+    lambdas: tuple[float, ...] = _opt(
+        (0.02, 0.1, 0.5), "comma-separated lambda per second of modeled time (Eq. 8)"
+    )
+    main_lambda: float = _opt(
+        0.02, "the lambda trained with --env-steps (not in --lambdas: the first of them)"
+    )
+    seeds: tuple[int, ...] = _opt((0, 1, 2), "comma-separated seeds: one RL run per seed")
+    env_steps: int = _opt(12_000, "routing decisions per algorithm per seed at the main lambda")
+    other_env_steps: int = _opt(4_000, "routing decisions per algorithm per seed at the others")
+    pool_size: int = _opt(0, "train tasks the RL runs draw from (0 = the whole train split)")
+    budgets: tuple[float, ...] = _opt(
+        (0.1, 0.2, 0.4, 0.7, 0.9), "comma-separated budgets K (high-precision fractions)"
+    )
+    eval_split: str = _opt("valid_unseen", "split the routers are evaluated on")
+    eval_episodes: int = _opt(
+        0, "tasks per episode seed (0 = every task of the split: 134 on ALFWorld)"
+    )
+    eval_seeds_per_run: int = _opt(
+        1,
+        "episode seeds each run's routers (and each seed's fixed routers) play: seed s plays "
+        "s, s + S, s + 2S, ... with S = max(--seeds) + 1, so no two runs share an episode. "
+        "More than 1 where episodes are cheap and tasks few (WebShop: 19 test tasks)",
+    )
+    calib_split: str = _opt("valid_train", "split KL-ST's (and GRPO's) thresholds calibrate on")
+    calib_episodes: int = _opt(24, "calibration episodes")
+    train_split: str = _opt(
+        "train",
+        "where KL is collected and the RL methods train; ALFWorld's train_fit leaves out the "
+        "floorplans of train_heldout (precision_gym.tasks.alfworld.HELDOUT_SCENES)",
+    )
+    select_split: str = _opt(
+        "",
+        "split of the keep-best evaluations and the confirmation ('' = --calib-split); "
+        "train_heldout chooses on floorplans the RL run never trained on, as valid_unseen's are",
+    )
+    klst: str | None = _opt(None, "a KL-ST router file (default: build one under --out)")
+    kl_episodes: int = _opt(240, "episodes of KL collection when building KL-ST")
+    klst_epochs: int = _opt(14, "KL-ST training epochs when building it")
+    sample_budget: float = _opt(
+        0.4, "both RL methods start at KL-ST's calibrated point at this K (one of --budgets)"
+    )
+    algos: tuple[str, ...] = _opt(
+        ("grpo", "ppo"), "the RL methods to train: grpo, ppo or both (comma-separated)"
+    )
+    group_size: int = _opt(8, "GRPO: trajectories sampled per task (G)")
+    tasks_per_batch: int = _opt(4, "GRPO: tasks per update (one group each)")
+    grpo_lr: float = _opt(1e-4, "GRPO: Adam learning rate")
+    grpo_epochs: int = _opt(2, "GRPO: optimisation passes over each batch")
+    grpo_advantage_norm: str = _opt(
+        "none", "GRPO: advantage normalisation (group-std, the paper's; none; batch-std)"
+    )
+    grpo_kl_coef: float = _opt(0.05, "GRPO: KL penalty to the reference (start) router")
+    grpo_eval_every: int = _opt(5, "GRPO: keep-best evaluation every N updates")
+    grpo_step_weight: float = _opt(
+        0.0, "GRPO: GiGPO's step-level advantage weight (0 = the paper's GRPO)"
+    )
+    grpo_step_gamma: float = _opt(0.95, "GRPO: discount of GiGPO's step returns-to-go")
+    grpo_hold_budget: bool = _opt(
+        False,
+        "GRPO samples at K = --sample-budget and re-centres its high-tier shift after every "
+        "update so that it keeps routing K of the batch high: it can only re-rank states "
+        "(train-grpo --hold-sample-budget)",
+    )
+    ppo_n_steps: int = _opt(256, "PPO: rollout length per update")
+    ppo_batch_size: int = _opt(64, "PPO: minibatch size")
+    ppo_eval_freq: int = _opt(2_000, "PPO: keep-best evaluation every N decisions")
+    rl_eval_episodes: int = _opt(32, "episodes of each keep-best evaluation (--select-split)")
+    keep_best_rule: str = _opt(
+        "paired", "training.selection rule: 'paired' = beat the start by a paired bound"
+    )
+    keep_best_level: float = _opt(0.9, "the keep-best rule's one-sided confidence")
+    confirm_episodes: int = _opt(
+        32,
+        "a kept later router must beat the start again on this many fresh episodes, else the "
+        "start ships; GRPO's per-budget choice uses them too (0: off)",
+    )
+    no_per_budget_selection: bool = _opt(
+        False,
+        "GRPO ships its refined router at every K (default: at each K only where the keep-best "
+        "rule prefers it to the start calibrated at K, train-grpo --keep-best-per-budget)",
+    )
+    kind_shares: tuple[float, ...] = _opt(
+        (0.0, 0.1, 0.2),
+        "kind-oracle points (SIMULATED tiers): route high where the low tier's critical share "
+        "is >= each value (0 = every live step), low once derailed: the attainable ceiling",
+    )
+    online_step: float = _opt(0.2, "online budget control of the held-K points (0: none)")
+    n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
+    out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
+    jobs: int = _opt(
+        2, "units (fixed routers of a seed, RL of a lambda x seed) run in parallel processes"
+    )
+    threads: int = _opt(1, "torch threads per process")
+    only_unit: str = _opt("", "internal: run one unit (used by --jobs)")
+    results_md: str | None = _opt(
+        str(ROOT / "benchmarks" / "RESULTS.md"), "file whose PPO-vs-GRPO section is rewritten"
+    )
+    quick: bool = _opt(False, "a tiny WebShop run (the smoke test); flags given override it")
 
 
 QUICK = {  # a tiny run for the subprocess test: WebShop is ~100x faster per step
@@ -180,20 +230,37 @@ def selection_split(args: Args) -> str:
     return args.select_split or args.calib_split
 
 
+def _list_of(kind: type) -> Any:
+    """An argparse type: a comma-separated list of ``kind`` values, as a tuple."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
 def parse_args(argv: list[str]) -> Args:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name, value in asdict(Args()).items():
-        flag = "--" + name.replace("_", "-")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields(Args):
+        flag, value, help = "--" + f.name.replace("_", "-"), f.default, f.metadata["help"]
         if isinstance(value, bool):
-            p.add_argument(flag, action="store_true", default=value)
+            p.add_argument(flag, action="store_true", default=value, help=help)
         elif isinstance(value, tuple):
-            kind = type(value[0])
-            p.add_argument(
-                flag, type=lambda s, k=kind: tuple(k(x) for x in s.split(",")), default=value
-            )
+            p.add_argument(flag, type=_list_of(type(value[0])), default=value, help=help)
         else:
-            p.add_argument(flag, type=type(value) if value is not None else str, default=value)
-    p.add_argument("--no-results-md", dest="results_md", action="store_const", const=None)
+            kind = type(value) if value is not None else str
+            p.add_argument(flag, type=kind, default=value, help=help)
+    p.add_argument("--no-results-md", dest="results_md", action="store_const", const=None,
+                   help="write no RESULTS.md section")  # fmt: skip
     ns = p.parse_args(argv)
     args = Args(**vars(ns))
     if args.quick:
@@ -203,6 +270,11 @@ def parse_args(argv: list[str]) -> Args:
         args.main_lambda = args.lambdas[0]
     if args.confirm_episodes < 0:
         raise SystemExit(f"--confirm-episodes must be >= 0 (0: off), got {args.confirm_episodes}")
+    if args.eval_seeds_per_run < 1:
+        raise SystemExit(f"--eval-seeds-per-run must be >= 1, got {args.eval_seeds_per_run}")
+    if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds must be distinct and >= 0, got {list(args.seeds)}")
+    env_kwargs(args)  # a JSON object, checked before any work
     if not args.online_step >= 0:
         raise SystemExit(
             f"--online-step must be >= 0 (0: no held-K points), got {args.online_step}"
@@ -227,7 +299,12 @@ def env_kwargs(args: Args) -> dict[str, Any]:
     """``--env-kwargs`` as a dict (validated: a JSON object)."""
     if not args.env_kwargs:
         return {}
-    value = json.loads(args.env_kwargs)
+    try:
+        value = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(
+            f"--env-kwargs expects a JSON object, got {args.env_kwargs!r}: {exc}"
+        ) from None
     if not isinstance(value, dict):
         raise SystemExit(f"--env-kwargs expects a JSON object, got {args.env_kwargs!r}")
     return value
@@ -295,6 +372,37 @@ def eval_tasks(args: Args, env: Any) -> list[int]:
     return select_tasks(n, args.eval_episodes or None)
 
 
+def episode_seeds(args: Args, seed: int) -> list[int]:
+    """The episode seeds seed ``seed``'s routers play (``--eval-seeds-per-run``): ``seed``,
+    ``seed + S``, ... with ``S = max(--seeds) + 1``, so that no two runs share an episode."""
+    stride = max(args.seeds) + 1
+    return [seed + j * stride for j in range(args.eval_seeds_per_run)]
+
+
+def run_seed(args: Args, episode_seed: int) -> int:
+    """The run whose routers played ``episode_seed`` (the inverse of :func:`episode_seeds`)."""
+    return episode_seed % (max(args.seeds) + 1)
+
+
+def check_units(args: Args, out: Path) -> None:
+    """Refuse, before any work, a run folder whose finished units played other episode seeds
+    than this invocation asks for (a unit written before ``--eval-seeds-per-run`` played its
+    own seed only)."""
+    for unit in units(args):
+        path = out / f"{unit}.json"
+        if not path.exists():
+            continue
+        seed = int(unit.rsplit("_s", 1)[1])
+        have = json.loads(path.read_text()).get("episode_seeds", [seed])
+        want = episode_seeds(args, seed)
+        if have != want:
+            raise SystemExit(
+                f"{path} was evaluated on episode seeds {have}; this run expects {want} "
+                f"(--eval-seeds-per-run {args.eval_seeds_per_run}): use another --out, or "
+                "remove the unit files to re-evaluate"
+            )
+
+
 def evaluate_all(args: Args, env: Any, policies: dict[str, Any], seed: int) -> dict[str, Any]:
     from training.evaluation import evaluate
 
@@ -307,7 +415,7 @@ def evaluate_all(args: Args, env: Any, policies: dict[str, Any], seed: int) -> d
                 env_id=args.env_id,
                 split=args.eval_split,
                 task_indices=tasks,
-                seeds=[seed],
+                seeds=episode_seeds(args, seed),
                 router_name=name,
             )
         )
@@ -475,6 +583,7 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     else:
         algo = unit.split("_")[1]
         data = rl_unit(args, out, env, klst, algo, float(lam), seed)  # type: ignore[arg-type]
+    data["episode_seeds"] = episode_seeds(args, seed)
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 
@@ -662,8 +771,8 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
         for seed in (
             args.seeds if "ppo" in args.algos else ()
         ):  # PPO starts exactly at KL-ST's sample-budget point
-            ppo = [r for r in records[f"PPO{tag}"] if r.seed == seed]
-            ref = [r for r in records[start] if r.seed == seed]
+            ppo = [r for r in records[f"PPO{tag}"] if run_seed(args, r.seed) == seed]
+            ref = [r for r in records[start] if run_seed(args, r.seed) == seed]
             ppo_vs_start[str(seed)] = paired_bootstrap_diff(
                 per_task_utility(ppo, lam), per_task_utility(ref, lam), n_boot=args.n_boot
             ).as_dict()
@@ -936,8 +1045,15 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
         f"Wall time: {extra['wall_time_s'] / 60:.1f} min for this invocation; the units' own "
         f"times (fixed routers, RL; one process each, earlier invocations included) add up to "
         f"{extra.get('unit_time_s', 0.0) / 60:.1f} min. Evaluation: {n_tasks} {args.eval_split} "
-        f"tasks x seeds {list(args.seeds)}; values are means over tasks (each averaged over "
-        "seeds) with 95% percentile-bootstrap CIs over tasks; differences are paired over tasks.",
+        f"tasks x seeds {list(args.seeds)}"
+        + (
+            f" (each run on episode seeds s, s+{max(args.seeds) + 1}, ...: "
+            f"{args.eval_seeds_per_run} per run)"
+            if args.eval_seeds_per_run > 1
+            else ""
+        )
+        + "; values are means over tasks (each averaged over seeds) with 95% "
+        "percentile-bootstrap CIs over tasks; differences are paired over tasks.",
         "",
         f"Budget: {args.env_steps} routing decisions per algorithm per seed at lambda = "
         f"{args.main_lambda:g} ({args.other_env_steps} at the other lambdas). Both RL methods "
@@ -1136,6 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch_threads(args.threads)
     env = make_env(args.env_id, env_kwargs(args))
     check_splits(args, env)
+    check_units(args, out)
     out.mkdir(parents=True, exist_ok=True)
     if args.only_unit:  # a worker of --jobs
         run_unit(args, out, env, Path(args.klst or ""), args.only_unit)

@@ -92,13 +92,21 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
 
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
-    advantage); no PPO point, curve or comparison, and bad ``--algos`` is refused."""
+    advantage, every router on two episode seeds); no PPO point, curve or comparison, and bad
+    ``--algos`` is refused."""
     argv = (
         "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path), "--no-results-md",
         "--lambdas", "0.02", "--grpo-step-weight", "1", "--no-per-budget-selection",
+        "--eval-seeds-per-run", "2",
     )  # fmt: skip
     proc = _run(*argv, "--algos", "grpo")
     assert "$ precision-gym train-sb3" not in proc.stdout
+    unit = json.loads((tmp_path / "rl_grpo_l0.02_s0.json").read_text())
+    assert unit["episode_seeds"] == [0, 1]  # seed 0's run on seeds 0 and 0 + (max seed + 1)
+    for res in unit["results"].values():
+        played = sorted((r["task_index"], r["seed"]) for r in res["records"])
+        tasks = sorted({t for t, _ in played})
+        assert len(tasks) == 3 and played == [(t, s) for t in tasks for s in (0, 1)]
     assert "--no-keep-best-per-budget" in proc.stdout
     assert "--step-advantage-weight 1.0" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())["by_lambda"]["0.02"]
@@ -118,6 +126,14 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     assert {n: p for n, p in both["points"].items() if n.startswith("GRPO")} == {
         n: p for n, p in data["points"].items() if n.startswith("GRPO")
     }
+    assert both["points"]["PPO"]["episodes"] == 6  # 3 tasks x 2 episode seeds
+    # finished units played two episode seeds: a rerun asking for one is refused, not mixed
+    bad = subprocess.run(
+        [sys.executable, *argv[:-1], "1", "--algos", "grpo,ppo"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "was evaluated on episode seeds [0, 1]; this run expects [0]" in bad.stderr
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,
