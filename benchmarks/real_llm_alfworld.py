@@ -299,31 +299,40 @@ def main() -> None:
         type=Path,
         default=Path(os.environ.get("ALFWORLD_DATA", REPO.parent / "shared/alfworld"))
         / "json_2.1.1",
+        help="ALFWorld's json_2.1.1 folder (default: $ALFWORLD_DATA/json_2.1.1)",
     )
-    ap.add_argument("--tasks", type=int, default=3)
-    ap.add_argument("--max-steps", type=int, default=15)
+    ap.add_argument("--tasks", type=int, default=3, help="valid_unseen games played")
+    ap.add_argument("--max-steps", type=int, default=15, help="agent steps per episode")
     ap.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch threads (1 is fastest on a shared 2-core machine)",
     )
-    ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument(
+        "--group-size", type=int, default=64, help="weights per quantization group (RTN)"
+    )
     ap.add_argument(
         "--vllm-python",
         type=Path,
         default=Path(
             os.environ.get("PRECISION_GYM_VLLM_PYTHON", CACHE / "vllm-venv" / "bin" / "python")
         ),
+        help="python of the vLLM CPU venv (scripts/setup_vllm.sh); $PRECISION_GYM_VLLM_PYTHON",
     )
-    ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--no-vllm", action="store_true", help="skip the HTTP (vLLM) tiers")
     ap.add_argument(
         "--http-scoring",
         default="stepwise",
         choices=("stepwise", "prompt_logprobs", "echo"),
         help="how the vLLM tiers score actions for the KL",
     )
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/real_llm_alfworld")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks/results/real_llm_alfworld",
+        help="folder of the JSON results and PNGs",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

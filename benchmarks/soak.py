@@ -38,7 +38,12 @@ parser.add_argument("--decisions", type=int, default=10_000, help="routing decis
 parser.add_argument("--every", type=int, default=1_000, help="print RSS every this many")
 parser.add_argument("--warmup", type=int, default=2_000, help="decisions before the baseline")
 parser.add_argument("--limit", type=float, default=5.0, help="allowed RSS growth after warm-up, %")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument(
+    "--seed",
+    type=int,
+    default=0,
+    help="episode seeds are derived from it (seed x 1,000,003 + episode)",
+)
 args = parser.parse_args()
 if not 0 < args.warmup < args.decisions:
     parser.error(f"--warmup must be in (0, --decisions), got {args.warmup}")

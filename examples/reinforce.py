@@ -15,12 +15,12 @@ import precision_gym  # noqa: F401  (registers DMR-ALFWorld-v0 / DMR-WebShop-v0)
 from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--env", default="DMR-ALFWorld-v0")
-parser.add_argument("--split", default="train")
-parser.add_argument("--episodes", type=int, default=200)
-parser.add_argument("--lr", type=float, default=3e-3)
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--out", default="runs/reinforce/router.pt")
+parser.add_argument("--env", default="DMR-ALFWorld-v0", help="registered env id")
+parser.add_argument("--split", default="train", help="split the training tasks come from")
+parser.add_argument("--episodes", type=int, default=200, help="training episodes")
+parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+parser.add_argument("--seed", type=int, default=0, help="seed of torch and the env")
+parser.add_argument("--out", default="runs/reinforce/router.pt", help="router file written")
 args = parser.parse_args()
 
 env = gym.make(args.env)

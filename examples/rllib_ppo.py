@@ -11,7 +11,7 @@ import precision_gym.rllib
 from training.rllib_export import rllib_module_to_mlp
 
 parser = argparse.ArgumentParser(description="RLlib PPO on the precision-routing env")
-parser.add_argument("--env", default="DMR-WebShop-v0")
+parser.add_argument("--env", default="DMR-WebShop-v0", help="registered env id")
 parser.add_argument("--max-steps", type=int, default=30, help="agent steps per episode")
 parser.add_argument("--iterations", type=int, default=5, help="PPO training iterations")
 parser.add_argument("--batch", type=int, default=400, help="router decisions per iteration")
@@ -24,8 +24,8 @@ parser.add_argument(
     "returns an empty iteration when a runner's first env start is slow: encoder load, busy "
     "machine)",
 )
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--out", default="runs/rllib/router.pt")
+parser.add_argument("--seed", type=int, default=0, help="RLlib's seed")
+parser.add_argument("--out", default="runs/rllib/router.pt", help="router file written")
 args = parser.parse_args()
 
 import ray  # noqa: E402

@@ -17,14 +17,16 @@ from stable_baselines3.common.env_util import make_vec_env
 import precision_gym  # noqa: F401  (registers DMR-ALFWorld-v0 / DMR-WebShop-v0)
 
 parser = argparse.ArgumentParser(description="SB3-family PPO on the precision-routing env")
-parser.add_argument("--algo", default="ppo", choices=["ppo", "recurrentppo", "maskableppo"])
-parser.add_argument("--env", default="DMR-WebShop-v0")
+parser.add_argument(
+    "--algo", default="ppo", choices=["ppo", "recurrentppo", "maskableppo"], help="SB3 algorithm"
+)
+parser.add_argument("--env", default="DMR-WebShop-v0", help="registered env id")
 parser.add_argument("--layout", default=None, help="observation layout (default: per algo)")
 parser.add_argument("--max-steps", type=int, default=30, help="agent steps per episode")
 parser.add_argument("--total-timesteps", type=int, default=2048, help="router decisions")
-parser.add_argument("--n-envs", type=int, default=2)
-parser.add_argument("--n-steps", type=int, default=128)
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--n-envs", type=int, default=2, help="envs in the vector env")
+parser.add_argument("--n-steps", type=int, default=128, help="decisions per env per rollout")
+parser.add_argument("--seed", type=int, default=0, help="seed of the envs and the model")
 parser.add_argument("--out", default=None, help="model path (default runs/sb3/<algo>.zip)")
 args = parser.parse_args()
 

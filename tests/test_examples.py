@@ -389,3 +389,47 @@ def test_paired_compare_smoke(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert "has no router 'PPO': expected one of ['KL-ST K=0.4']" in bad.stderr
+
+
+_HELP_AUDIT = r"""
+import argparse, runpy, sys
+
+class Parsed(Exception):
+    pass
+
+missing = {}
+
+def audit(parser, *args, **kwargs):
+    def walk(p, prefix):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif a.option_strings and a.help is None:
+                missing.setdefault(prefix, []).append(a.option_strings[-1])
+    walk(parser, parser.prog)
+    raise Parsed
+
+argparse.ArgumentParser.parse_args = audit
+argparse.ArgumentParser.parse_known_args = audit
+for target in sys.argv[1:]:
+    sys.argv = [target]
+    try:
+        if target.endswith(".py"):
+            runpy.run_path(target, run_name="__main__")
+        else:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+    except Parsed:
+        continue
+    raise SystemExit(f"{target} parsed no arguments")
+print(missing)
+"""
+
+
+def test_every_option_of_every_script_has_help():
+    """``--help`` describes every option of the CLI, the benchmarks and the examples (each
+    parser is audited as the script builds it; nothing runs past argument parsing)."""
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))
+    scripts += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.py"))
+    proc = _run("-c", _HELP_AUDIT, "training.cli", *scripts)
+    assert proc.stdout.strip().splitlines()[-1] == "{}", proc.stdout[-2000:]
