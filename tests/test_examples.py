@@ -433,3 +433,31 @@ def test_every_option_of_every_script_has_help():
     scripts += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.py"))
     proc = _run("-c", _HELP_AUDIT, "training.cli", *scripts)
     assert proc.stdout.strip().splitlines()[-1] == "{}", proc.stdout[-2000:]
+
+
+def test_kind_probe_benchmark_smoke(tmp_path):
+    """``kind_probe.py --quick``: a router trained on the simulator's step-kind labels, named
+    a diagnostic in its metadata and output, calibrated like any router; a trained probe is
+    not overwritten by a rerun without ``--overwrite``."""
+    proc = _run("benchmarks/kind_probe.py", "--quick", "--out", str(tmp_path))
+    assert "SIMULATED step-kind labels: a diagnostic" in proc.stdout
+    summary = json.loads((tmp_path / "probe.json").read_text())
+    assert summary["n_train_states"] > 0 and 0.0 <= summary["val_balanced_accuracy"] <= 1.0
+    assert set(summary["thresholds"]) == {"0.5"}
+    from agents.router import TransformerRouterPolicy
+
+    meta = TransformerRouterPolicy.load(tmp_path / "router.pt").metadata
+    assert meta["trained_with"].startswith("kind-probe (SIMULATED") and "tau_kl" not in meta
+    assert not (tmp_path / "kl_hist.png").exists()  # the KL histogram is not the probe's
+    again = subprocess.run(
+        [sys.executable, "benchmarks/kind_probe.py", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/kind_probe.py", "--out", str(tmp_path / "x"),
+         "--kl", str(tmp_path / "kl")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "a collection of another task?" in bad.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything is written
