@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     high = trainer.va_y == 0
     val_auc = rank_auc(p[high, 0], p[~high, 0]) if high.any() and (~high).any() else None
     policy.metadata |= {
-        "trained_with": "kind-probe (SIMULATED step-kind labels; a diagnostic, not KL-ST)",
+        "trained_with": "kind-probe",  # names it: kindprobe-router(K=...)
         "kind_probe": {
+            "what": "SIMULATED step-kind labels in place of KL ones: a diagnostic, not a method",
             "min_share": args.min_share,
             "val_auc": val_auc,
             "val_balanced_accuracy": bal_acc,

@@ -447,7 +447,8 @@ def test_kind_probe_benchmark_smoke(tmp_path):
     from agents.router import TransformerRouterPolicy
 
     meta = TransformerRouterPolicy.load(tmp_path / "router.pt").metadata
-    assert meta["trained_with"].startswith("kind-probe (SIMULATED") and "tau_kl" not in meta
+    assert meta["trained_with"] == "kind-probe" and "tau_kl" not in meta
+    assert meta["kind_probe"]["what"].startswith("SIMULATED step-kind labels")
     assert not (tmp_path / "kl_hist.png").exists()  # the KL histogram is not the probe's
     again = subprocess.run(
         [sys.executable, "benchmarks/kind_probe.py", "--quick", "--out", str(tmp_path)],
