@@ -32,6 +32,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -89,15 +90,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def kind_labels(ds: Any, preset: Any, min_share: float) -> np.ndarray:
+def kind_labels(kinds: Any, task_types: Any, pair: Any, min_share: float) -> np.ndarray:
     """Class index per state (0 = high tier, 1 = low): high where the low tier's critical
-    share of the state's kind and task type (``SimulatedPrecisionPair.critical_share``) is at
-    least ``min_share``."""
-    low = preset.tiers[-1]
+    share of the state's kind and task type (``pair.critical_share``, the simulator's own
+    state model, as ``agents.KindOracleRouter`` reads it) is at least ``min_share``."""
+    low = pair.n_tiers - 1
     share = np.array(
         [
-            min(0.95, low.critical_share.get(k, 0.0) * preset.task_type_difficulty.get(t, 1.0))
-            for k, t in zip(ds.kind.tolist(), ds.task_type.tolist(), strict=True)
+            pair.critical_share(low, SimpleNamespace(task_type=t), k)
+            for k, t in zip(list(kinds), list(task_types), strict=True)
         ]
     )
     return np.where(share >= min_share, 0, 1).astype(np.int64)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def __init__(self, config: TrainConfig, **kw: Any) -> None:
             super().__init__(config, **kw)
-            y = kind_labels(self.ds, pair.preset, args.min_share)
+            y = kind_labels(self.ds.kind, self.ds.task_type, pair, args.min_share)
             self.tr_y, self.va_y = y[self.tr_rows], y[self.va_rows]
             self.w_np = class_weights(self.tr_y, len(self.ds.tier_names))
             import torch

@@ -435,6 +435,27 @@ def test_every_option_of_every_script_has_help():
     assert proc.stdout.strip().splitlines()[-1] == "{}", proc.stdout[-2000:]
 
 
+def test_kind_probe_labels_follow_the_simulator():
+    """``kind_labels`` is the kind oracle's rule on the simulator's own critical shares: on
+    the ALFWorld pair (w4-sim low) navigation falls below 0.1 for every task type, every other
+    kind is above it; on WebShop's, search falls below and click is above."""
+    import importlib.util
+
+    from precision_gym.backends.simulated import SimulatedPrecisionPair
+
+    spec = importlib.util.spec_from_file_location("kind_probe", ROOT / "benchmarks/kind_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    alf = SimulatedPrecisionPair("alfworld")
+    types = ["pick_and_place_simple", "pick_two_obj_and_place", "look_at_obj_in_light"]
+    for t in types:
+        labels = probe.kind_labels(["navigation", "manipulation", "other"], [t] * 3, alf, 0.1)
+        assert labels.tolist() == [1, 0, 0]  # class 0 = high tier
+    assert probe.kind_labels(["manipulation"], [types[0]], alf, 0.9).tolist() == [1]
+    web = SimulatedPrecisionPair("webshop")
+    assert probe.kind_labels(["search", "click"], ["buy", "buy"], web, 0.1).tolist() == [1, 0]
+
+
 def test_kind_probe_benchmark_smoke(tmp_path):
     """``kind_probe.py --quick``: a router trained on the simulator's step-kind labels, named
     a diagnostic in its metadata and output, calibrated like any router; a trained probe is
