@@ -16,6 +16,16 @@ from precision_gym.tasks.alfworld import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_plans():
+    """Each test plans for itself: the process-wide plan memo starts empty."""
+    from precision_gym.tasks.alfworld import _SHARED_PLANS
+
+    _SHARED_PLANS.clear()
+    yield
+    _SHARED_PLANS.clear()
+
+
 def test_missing_data_error_says_where_and_how(tmp_path):
     task = ALFWorldTask(data_root=tmp_path / "nowhere")
     with pytest.raises(
@@ -274,6 +284,80 @@ def test_after_a_planner_timeout_the_episode_asks_no_more_and_pickles_alike():
     assert cut.planner_timeouts == 1
     cut.reset("valid_unseen", 5)  # a new episode starts on the walkthrough again
     assert cut.expert_command() == cut.walkthrough[0]
+
+
+@requires_alfworld
+def test_a_state_another_task_planned_is_answered_without_a_search(monkeypatch):
+    """Tasks in one process share the planner's answers per (game, state, bounds): the same
+    plan, no second search; a shared cut still counts and ends that episode's planning."""
+    import precision_gym.tasks.alfworld as alfworld_module
+
+    first, second = ALFWorldTask(), ALFWorldTask()
+    _off_plan(first)
+    plan = first._plan()
+    assert plan
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the planner was asked again")
+
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    _off_plan(second)
+    assert second._plan() == plan and second.expert_command() == plan[0]
+    searched = (["searched"], None)  # a stand-in search: other bounds are another key
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", lambda *a, **k: searched)
+    other = ALFWorldTask(planner_cpu_s=29)
+    _off_plan(other)
+    assert other._plan() == ["searched"]
+
+    monkeypatch.undo()
+    cut = ALFWorldTask(planner_timeout_s=1e-4)
+    _off_plan(cut)
+    with pytest.warns(RuntimeWarning, match="no plan within planner_timeout_s=0.0001 s"):
+        assert cut.expert_command() is None
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    again = ALFWorldTask(planner_timeout_s=1e-4)
+    _off_plan(again)
+    with pytest.warns(RuntimeWarning, match="no plan within planner_timeout_s=0.0001 s"):
+        assert again.expert_command() is None
+    assert again.planner_timeouts == 1 and again._planner_gave_up
+
+
+# ------------------------------------------- TextWorld's text generation, parsed once
+@requires_alfworld
+def test_textworld_memo_leaves_every_observation_as_textworld_writes_it():
+    """Random commands on a game of every task type, with TextWorld as shipped and with the
+    memo (:mod:`precision_gym.tasks.textworld_memo`): the same text, admissible commands and
+    win flag at every step, and the memo does serve the parses."""
+    import random
+
+    from precision_gym.tasks import textworld_memo
+
+    task = ALFWorldTask()
+    games = task.games("valid_unseen")
+    picks = [next(i for i, g in enumerate(games) if task_type_of(g) == t) for t in TASK_TYPES]
+
+    def play() -> list[tuple]:
+        records = []
+        for index in picks:
+            rng = random.Random(index)
+            obs = task.reset("valid_unseen", index)
+            records.append((obs.text, tuple(obs.admissible_commands), obs.won))
+            for _ in range(12):
+                command = rng.choice(obs.admissible_commands)
+                obs = task.step(command)
+                records.append((command, obs.text, tuple(obs.admissible_commands), obs.won))
+        return records
+
+    task.warm_up()
+    assert textworld_memo.installed()
+    with textworld_memo.disabled():
+        assert not textworld_memo.installed()
+        shipped = play()
+    before = textworld_memo.stats()
+    memo = play()
+    after = textworld_memo.stats()
+    assert textworld_memo.installed() and memo == shipped and len(memo) == 6 * 13
+    assert after["parse"] - before["parse"] > 10 * (after["miss"] - before["miss"])
 
 
 # ------------------------------------------------- the planner's task, loaded when asked

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, requires_alfworld
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -483,3 +483,21 @@ def test_kind_probe_benchmark_smoke(tmp_path):
     )  # fmt: skip
     assert bad.returncode != 0 and "a collection of another task?" in bad.stderr
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+@requires_alfworld
+def test_bench_engine_smoke():
+    """benchmarks/bench_engine.py on tiny sizes: both modes play the same episodes, and it
+    prints its three ratios."""
+    proc = _run("benchmarks/bench_engine.py", "--quick")
+    lines = dict(
+        line.split("=", 1) for line in proc.stdout.splitlines()[-4:] if "=" in line
+    )  # fmt: skip
+    assert lines["same_episodes"] == "True"
+    for name in ("speedup_engine", "speedup_rollout_without_searches", "speedup_rollout"):
+        assert float(lines[name]) > 0
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/bench_engine.py", "--group-size", "0"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--group-size must be >= 1, got 0" in bad.stderr

@@ -17,6 +17,7 @@ state seen before on the walkthrough's path counts as back on it. The planner co
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
+from precision_gym.tasks import textworld_memo
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
 
 __all__ = [
@@ -215,6 +217,44 @@ def _install_translation_cache() -> _TranslationCache:
     if not isinstance(pddl_logic.fast_downward, _TranslationCache):
         pddl_logic.fast_downward = _TranslationCache(pddl_logic.fast_downward)
     return pddl_logic.fast_downward
+
+
+class _SharedPlans:
+    """The planner's answers in this process, per (game file, world state, bounds): what
+    ``call_with_timeout`` returned, a plan and the bound that cut it (None if none).
+
+    The search is deterministic in the game and the state, so a task that reaches a state
+    another task (a GRPO group's other member, an earlier evaluation) has planned gets the
+    same answer without the search, and acts on it as on its own: a cut answer still counts
+    in its ``planner_timeouts`` and ends its planning for the episode. A task's own per-game
+    memo (``_plan_memo``) stays as it was. Keys hold the state's digest (SHA-256 of its
+    sorted facts), not its facts; least recently used out."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self._memo: OrderedDict[Any, tuple[list[str] | None, str | None]] = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[list[str] | None, str | None] | None:
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+            return None if found is None else (list(found[0] or []), found[1])
+
+    def put(self, key: Any, found: tuple[list[str] | None, str | None]) -> None:
+        with self._lock:
+            self._memo[key] = (list(found[0] or []), found[1])
+            self._memo.move_to_end(key)
+            while len(self._memo) > self._maxsize:
+                self._memo.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memo.clear()
+
+
+_SHARED_PLANS = _SharedPlans()
 
 
 def _undo_command(command: str) -> str | None:
@@ -528,6 +568,7 @@ class ALFWorldTask(TextTask):
                 "it with `pip install 'precision-gym[alfworld]'`"
             ) from exc
         cache = _install_translation_cache()
+        textworld_memo.install()  # TextWorld's text generation parses each template once
         infos = textworld.EnvInfos(
             won=True, admissible_commands=True, extras=["gamefile", "walkthrough"]
         )
@@ -670,13 +711,19 @@ class ALFWorldTask(TextTask):
         if key not in self._plan_memo and self._planner_gave_up:
             return []  # once a search ran over in an episode, the planner is not asked again
         if key not in self._plan_memo:
-            pddl = self._pddl_env()
-            self._load_replan_task(pddl)  # here, not in the child: it stays for later plans
-            plan, cut = call_with_timeout(
-                lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
-                self.planner_timeout_s,
-                self.planner_cpu_s,
-            )
+            facts = hashlib.sha256("\n".join(sorted(key)).encode()).hexdigest()
+            shared_key = (self._game_file, facts, self.planner_cpu_s, self.planner_timeout_s)
+            found = _SHARED_PLANS.get(shared_key)
+            if found is None:
+                pddl = self._pddl_env()
+                self._load_replan_task(pddl)  # here, not in the child: it stays for later plans
+                found = call_with_timeout(
+                    lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
+                    self.planner_timeout_s,
+                    self.planner_cpu_s,
+                )
+                _SHARED_PLANS.put(shared_key, found)
+            plan, cut = found
             if cut is not None:
                 self.planner_timeouts += 1
                 self._planner_gave_up = True
