@@ -3,7 +3,7 @@
 TextWorld's PDDL engine parses every admissible command's text template again at every step
 and deep-copies its derivation contexts (``precision_gym.tasks.textworld_memo``); the expert's
 planner searches again for a state another task of the same process has planned
-(``precision_gym.tasks.alfworld._SharedPlans``). Two measurements, each mode in the same kind
+(``precision_gym.tasks.alfworld._SharedPlans``). Three measurements, each mode in the same kind
 of fresh process, alternated ``--repeats`` times on this machine in one run:
 
   (1) engine: ``ALFWorldTask.reset`` + random admissible commands on ``--games`` valid_unseen
@@ -15,6 +15,11 @@ of fresh process, alternated ``--repeats`` times on this machine in one run:
       off ("shipped") and on ("memo"): routing decisions per second, end to end (game loads,
       engine, simulated tiers and their planner, encoder, router). The batches (actions,
       returns, episode times) must be identical in every run.
+  (3) with ``--init-checkpoint``: that router calibrated (``training.calibrate``, on a copy)
+      on ``--calib-episodes`` valid_train episodes at K = 0.2, 0.4, 0.7 with 5 refinement
+      passes each (the same episodes replayed at each candidate threshold), the planner's
+      answers shared between the process's tasks ("shared") or not ("alone"), the TextWorld
+      memo on in both: wall time, planner searches, and the same thresholds.
 
 Run:  python benchmarks/bench_engine.py            (24 games x 20 commands; 8 updates; 2 repeats)
       python benchmarks/bench_engine.py --quick    (a smoke test)
@@ -22,7 +27,8 @@ Run:  python benchmarks/bench_engine.py            (24 games x 20 commands; 8 up
 Last lines: ``same_episodes=True``, ``speedup_engine=<shipped/memo wall>``,
 ``speedup_rollout_without_searches=<...>`` (the planner's searches' wall time taken out: its
 runaway searches run to a CPU-time bound, 30 s each, and dominate a derailing batch) and
-``speedup_rollout=<memo/shipped decisions per second>`` (medians over the repeats).
+``speedup_rollout=<memo/shipped decisions per second>`` (medians over the repeats), and with
+``--init-checkpoint`` first ``speedup_calibration_shared_plans=<alone/shared wall>``.
 """
 
 from __future__ import annotations
@@ -145,6 +151,45 @@ def run_rollout(args: argparse.Namespace) -> dict:
         "searches": searches["n"], "search_wall": searches["wall"]}}  # fmt: skip
 
 
+def run_calibration(args: argparse.Namespace) -> dict:
+    """(3), in this (fresh) process: ``--init-checkpoint``'s router calibrated (a copy),
+    planner answers shared between tasks (mode "shared") or not ("alone")."""
+    import shutil
+
+    from precision_gym.threads import configure_torch_threads
+
+    configure_torch_threads(1)
+    import gymnasium as gym
+
+    import precision_gym  # noqa: F401
+    import precision_gym.tasks.alfworld as alfworld
+    from training.calibrate import calibrate_router
+
+    if args.only == "alone":
+        alfworld._SHARED_PLANS = alfworld._SharedPlans(maxsize=0)
+    searches = {"n": 0}
+    bounded = alfworld.call_with_timeout
+
+    def counted(*a: object, **k: object) -> object:
+        searches["n"] += 1
+        return bounded(*a, **k)
+
+    alfworld.call_with_timeout = counted
+    with tempfile.TemporaryDirectory() as out:
+        router = Path(out) / "router.pt"
+        shutil.copy(args.init_checkpoint, router)
+        env = gym.make("DMR-ALFWorld-v0")
+        start = time.perf_counter()
+        report = calibrate_router(
+            router, env, episodes=args.calib_episodes, budgets=(0.2, 0.4, 0.7),
+            out_dir=Path(out) / "calibration", progress=False, refine_iters=5,
+        )  # fmt: skip
+        wall = time.perf_counter() - start
+        env.close()
+    record = [report.thresholds, report.refinement, report.pool_success_rate]
+    return {"wall": wall, "searches": searches["n"], "digest": digest(record)}
+
+
 def in_fresh_process(only: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--only", only, "--games", str(args.games),
            "--commands", str(args.commands), "--updates", str(args.updates),
@@ -152,6 +197,7 @@ def in_fresh_process(only: str, args: argparse.Namespace) -> dict:
            "--group-size", str(args.group_size), "--max-steps", str(args.max_steps)]  # fmt: skip
     if args.init_checkpoint:
         cmd += ["--init-checkpoint", args.init_checkpoint]
+        cmd += ["--calib-episodes", str(args.calib_episodes)]
     if args.sample_budget is not None:
         cmd += ["--sample-budget", str(args.sample_budget)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -179,13 +225,18 @@ def main() -> None:
         "router, which routes about half the steps low and derails often)",
     )
     parser.add_argument(
+        "--calib-episodes", type=int, default=16, help="(3): calibration episodes (valid_train)"
+    )
+    parser.add_argument(
         "--sample-budget",
         type=float,
         default=None,
         help="(2): sample around the router's calibrated budget K",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--only", choices=["engine", "shipped", "memo"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=["engine", "shipped", "memo", "alone", "shared"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.quick:
         args.games, args.commands, args.updates, args.repeats = 6, 4, 1, 1
@@ -199,6 +250,9 @@ def main() -> None:
         return
     if args.only in ("shipped", "memo"):
         print(json.dumps(run_rollout(args)))
+        return
+    if args.only in ("alone", "shared"):
+        print(json.dumps(run_calibration(args)))
         return
 
     print(f"(1) engine: {args.games} valid_unseen games x {args.commands} random commands, "
@@ -224,13 +278,29 @@ def main() -> None:
                   f"{row['decisions'] / row['wall']:.2f} decisions/s; planner searches "
                   f"{row['searches']} in {row['search_wall']:.1f} s; the rest "
                   f"{row['decisions'] / rest:.2f} decisions/s")  # fmt: skip
-    same = len(engine["digests"]) == 1 and (
-        len({r["digest"] for rows in rollouts.values() for r in rows}) == 1
+    calibrations: dict[str, list[dict]] = {"alone": [], "shared": []}
+    if args.init_checkpoint:
+        print(f"(3) calibration: {args.calib_episodes} valid_train episodes, K = 0.2, 0.4, 0.7, "
+              "5 refinement passes each; planner answers not shared (alone) and shared, "
+              "TextWorld memo on in both")  # fmt: skip
+        for _ in range(args.repeats):
+            for mode in ("alone", "shared"):
+                row = in_fresh_process(mode, args)
+                calibrations[mode].append(row)
+                print(f"    {mode:8s} {row['wall']:.1f} s, {row['searches']} planner searches")
+    calibrated = {r["digest"] for rows in calibrations.values() for r in rows}
+    same = (
+        len(calibrated) <= 1
+        and len(engine["digests"]) == 1
+        and (len({r["digest"] for rows in rollouts.values() for r in rows}) == 1)
     )
     rate = {m: statistics.median(r["decisions"] / r["wall"] for r in rows)
             for m, rows in rollouts.items()}  # fmt: skip
     walls = {m: statistics.median(w) for m, w in engine["walls"].items()}
     print(f"same_episodes={same}")
+    if args.init_checkpoint:
+        calib = {m: statistics.median(r["wall"] for r in rows) for m, rows in calibrations.items()}
+        print(f"speedup_calibration_shared_plans={calib['alone'] / calib['shared']:.2f}")
     print(f"speedup_engine={walls['shipped'] / walls['memo']:.2f}")
     rest = {m: statistics.median(r["decisions"] / (r["wall"] - r["search_wall"]) for r in rows)
             for m, rows in rollouts.items()}  # fmt: skip
