@@ -486,9 +486,9 @@ def test_kind_probe_benchmark_smoke(tmp_path):
 
 
 @requires_alfworld
-def test_bench_engine_smoke():
+def test_bench_engine_smoke(tmp_path):
     """benchmarks/bench_engine.py on tiny sizes: both modes play the same episodes, and it
-    prints its three ratios."""
+    prints its ratios (the calibration part too, given a router)."""
     proc = _run("benchmarks/bench_engine.py", "--quick")
     lines = dict(
         line.split("=", 1) for line in proc.stdout.splitlines()[-4:] if "=" in line
@@ -496,6 +496,22 @@ def test_bench_engine_smoke():
     assert lines["same_episodes"] == "True"
     for name in ("speedup_engine", "speedup_rollout_without_searches", "speedup_rollout"):
         assert float(lines[name]) > 0
+    # (3) with a router: an untrained one, calibrated with and without shared planner answers
+    import gymnasium as gym
+
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+
+    env = gym.make("DMR-ALFWorld-v0").unwrapped
+    config = RouterConfig(embed_dim=env.embedding_dim, max_len=env.max_history, n_layers=1)
+    meta = {"task": env.task.name, "tier_names": list(env.tier_names)}
+    router = TransformerRouterPolicy(TransformerRouter(config), metadata=meta)
+    path = router.save(tmp_path / "router.pt")
+    proc = _run("benchmarks/bench_engine.py", "--quick", "--init-checkpoint", str(path),
+                "--calib-episodes", "2")  # fmt: skip
+    assert "(3) calibration: 2 valid_train episodes" in proc.stdout
+    assert (
+        "same_episodes=True" in proc.stdout and "speedup_calibration_shared_plans=" in proc.stdout
+    )
     bad = subprocess.run(
         [sys.executable, "benchmarks/bench_engine.py", "--group-size", "0"],
         cwd=ROOT, capture_output=True, text=True,
