@@ -322,6 +322,22 @@ def test_a_state_another_task_planned_is_answered_without_a_search(monkeypatch):
     assert again.planner_timeouts == 1 and again._planner_gave_up
 
 
+@requires_alfworld
+def test_a_game_load_leaves_the_callers_sys_argv(monkeypatch):
+    """Fast Downward's translator (TextWorld's ``pddl2sas``) sets ``sys.argv`` to its own
+    (``translate.py domain task``); a reset and the first plan give the caller's back."""
+    import sys
+
+    from precision_gym.tasks.alfworld import _install_translation_cache
+
+    _install_translation_cache()._memo.clear()  # so that this reset translates
+    monkeypatch.setattr(sys, "argv", ["my_script.py", "--my-flag"])
+    task = ALFWorldTask()
+    _off_plan(task)  # a reset, then world changes off the walkthrough
+    assert task._plan()  # the planner's task, translated on its first plan
+    assert sys.argv == ["my_script.py", "--my-flag"]
+
+
 # ------------------------------------------- TextWorld's text generation, parsed once
 @requires_alfworld
 def test_textworld_memo_leaves_every_observation_as_textworld_writes_it():

@@ -24,6 +24,7 @@ import os
 import re
 import select
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -144,9 +145,13 @@ class _TranslationCache:
         else:
             if len(self._memo) >= self._maxsize:
                 self._memo.popitem(last=False)
-            self._memo[key] = self._module.pddl2sas(
-                domain, problem, verbose=verbose, optimize=optimize
-            )
+            argv = sys.argv  # the translator sets sys.argv to its own ("translate.py", ...)
+            try:
+                self._memo[key] = self._module.pddl2sas(
+                    domain, problem, verbose=verbose, optimize=optimize
+                )
+            finally:
+                sys.argv = argv
         return self._memo[key]
 
 
