@@ -3,10 +3,10 @@
 At every step TextWorld's ``PddlEnv`` writes the text of each admissible command (30-60 per
 state) by deriving its template through the game's context-sensitive grammar, and each
 derivation parses its template again (a tatsu PEG parse, about 2 ms) and deep-copies its
-context at every symbol, the entity records included. A profile of GRPO rollouts on
-``DMR-ALFWorld-v0`` (3 updates, 530 decisions, simulated tiers) put 56% of the rollout's wall
-time in those parses and 25% in the deep copies; loading a game parses its grammar the same
-way.
+context at every symbol, the entity records included. A ``cProfile`` of GRPO rollouts on
+``DMR-ALFWorld-v0`` (3 updates, 530 decisions, simulated tiers) put 56% of the rollout's time
+in those parses and 25% in the deep copies; loading a game parses its grammar the same way.
+Unprofiled, the memo makes the engine about 9x faster (``benchmarks/RESULTS.md``).
 
 :func:`install` memoises what is pure in that path, so the engine does the same work once per
 distinct text:
@@ -24,7 +24,7 @@ distinct text:
 
 The engine's output does not change: ``tests/test_alfworld_task.py`` plays random commands on
 games of every task type with and without the memo (:func:`disabled`) and compares every
-observation, admissible command list and win flag; ``benchmarks/bench_textworld.py`` measures
+observation, admissible command list and win flag; ``benchmarks/bench_engine.py`` measures
 the speed-up and makes the same check on its own episodes.
 """
 
