@@ -3,8 +3,8 @@
 TextWorld's PDDL engine parses every admissible command's text template again at every step
 and deep-copies its derivation contexts (``precision_gym.tasks.textworld_memo``); the expert's
 planner searches again for a state another task of the same process has planned
-(``precision_gym.tasks.alfworld._SharedPlans``). Three measurements, each mode in the same kind
-of fresh process, alternated ``--repeats`` times on this machine in one run:
+(``precision_gym.tasks.alfworld._SHARED_PLANS``). Three measurements, each mode in the same
+kind of fresh process, alternated ``--repeats`` times on this machine in one run:
 
   (1) engine: ``ALFWorldTask.reset`` + random admissible commands on ``--games`` valid_unseen
       games (every task type), TextWorld as shipped vs with the memo; every observation,
@@ -115,7 +115,7 @@ def run_rollout(args: argparse.Namespace) -> dict:
 
     shipped = args.only == "shipped"
     if shipped:  # no plans shared between tasks; TextWorld as shipped (below)
-        alfworld._SHARED_PLANS = alfworld._SharedPlans(maxsize=0)
+        alfworld._SHARED_PLANS = alfworld._LRU(0)
     searches = {"n": 0, "wall": 0.0}
     bounded = alfworld.call_with_timeout
 
@@ -166,7 +166,7 @@ def run_calibration(args: argparse.Namespace) -> dict:
     from training.calibrate import calibrate_router
 
     if args.only == "alone":
-        alfworld._SHARED_PLANS = alfworld._SharedPlans(maxsize=0)
+        alfworld._SHARED_PLANS = alfworld._LRU(0)
     searches = {"n": 0}
     bounded = alfworld.call_with_timeout
 
@@ -280,7 +280,7 @@ def main() -> None:
                   f"{row['decisions'] / rest:.2f} decisions/s")  # fmt: skip
     calibrations: dict[str, list[dict]] = {"alone": [], "shared": []}
     if args.init_checkpoint:
-        print(f"(3) calibration: {args.calib_episodes} valid_train episodes, K = 0.2, 0.4, 0.7, "
+        print(f"(3) calibration (SIMULATED pair): {args.calib_episodes} valid_train episodes, K = 0.2, 0.4, 0.7, "
               "5 refinement passes each; planner answers not shared (alone) and shared, "
               "TextWorld memo on in both")  # fmt: skip
         for _ in range(args.repeats):

@@ -508,7 +508,7 @@ def test_bench_engine_smoke(tmp_path):
     path = router.save(tmp_path / "router.pt")
     proc = _run("benchmarks/bench_engine.py", "--quick", "--init-checkpoint", str(path),
                 "--calib-episodes", "2")  # fmt: skip
-    assert "(3) calibration: 2 valid_train episodes" in proc.stdout
+    assert "(3) calibration (SIMULATED pair): 2 valid_train episodes" in proc.stdout
     assert (
         "same_episodes=True" in proc.stdout and "speedup_calibration_shared_plans=" in proc.stdout
     )

@@ -101,6 +101,35 @@ def command_kind(command: str) -> str:
     return "other"
 
 
+class _LRU:
+    """A bounded memo, least recently used out (thread-safe): the translation memo and the
+    shared planner answers."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._maxsize:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 class _TranslationCache:
     """Stands in for the ``fast_downward`` module inside TextWorld's PDDL logic and memoises
     ``pddl2sas`` (the PDDL -> SAS translation, pure in its inputs) per (domain, problem).
@@ -118,10 +147,9 @@ class _TranslationCache:
 
     def __init__(self, module: Any, maxsize: int = 64) -> None:
         self._module = module
-        self._memo: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         # least recently used out: a process running N episodes side by side (a batched
         # env) touches about 2 keys per game at every reset and step
-        self._maxsize = maxsize
+        self._memo = _LRU(maxsize)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
@@ -140,19 +168,15 @@ class _TranslationCache:
         """The memoised translation, never deferred. (Not ``translate``: TextWorld reads
         ``fast_downward.translate``, the real module's package, through this object.)"""
         key = (domain, problem, bool(optimize))
-        if key in self._memo:
-            self._memo.move_to_end(key)
-        else:
-            if len(self._memo) >= self._maxsize:
-                self._memo.popitem(last=False)
+        found = self._memo.get(key)
+        if found is None:
             argv = sys.argv  # the translator sets sys.argv to its own ("translate.py", ...)
             try:
-                self._memo[key] = self._module.pddl2sas(
-                    domain, problem, verbose=verbose, optimize=optimize
-                )
+                found = self._module.pddl2sas(domain, problem, verbose=verbose, optimize=optimize)
             finally:
                 sys.argv = argv
-        return self._memo[key]
+            self._memo.put(key, found)
+        return found
 
 
 #: what a deferred ``optimize=True`` translation returns in place of the SAS text
@@ -224,42 +248,14 @@ def _install_translation_cache() -> _TranslationCache:
     return pddl_logic.fast_downward
 
 
-class _SharedPlans:
-    """The planner's answers in this process, per (game file, world state, bounds): what
-    ``call_with_timeout`` returned, a plan and the bound that cut it (None if none).
-
-    The search is deterministic in the game and the state, so a task that reaches a state
-    another task (a GRPO group's other member, an earlier evaluation) has planned gets the
-    same answer without the search, and acts on it as on its own: a cut answer still counts
-    in its ``planner_timeouts`` and ends its planning for the episode. A task's own per-game
-    memo (``_plan_memo``) stays as it was. Keys hold the state's digest (SHA-256 of its
-    sorted facts), not its facts; least recently used out."""
-
-    def __init__(self, maxsize: int = 4096) -> None:
-        self._memo: OrderedDict[Any, tuple[list[str] | None, str | None]] = OrderedDict()
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> tuple[list[str] | None, str | None] | None:
-        with self._lock:
-            found = self._memo.get(key)
-            if found is not None:
-                self._memo.move_to_end(key)
-            return None if found is None else (list(found[0] or []), found[1])
-
-    def put(self, key: Any, found: tuple[list[str] | None, str | None]) -> None:
-        with self._lock:
-            self._memo[key] = (list(found[0] or []), found[1])
-            self._memo.move_to_end(key)
-            while len(self._memo) > self._maxsize:
-                self._memo.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._memo.clear()
-
-
-_SHARED_PLANS = _SharedPlans()
+#: The planner's answers in this process, per (game file, world state, bounds): the plan (a
+#: tuple) and the bound that cut the search (None if none). The search is deterministic in
+#: the game and the state, so a task that reaches a state another task (a GRPO group's other
+#: member, an earlier calibration pass) has planned gets the same answer without the search,
+#: and acts on it as on its own: a cut answer still counts in its ``planner_timeouts`` and
+#: ends its planning for the episode. Keys hold the state's digest (SHA-256 of its sorted
+#: facts), not its facts.
+_SHARED_PLANS = _LRU(4096)
 
 
 def _undo_command(command: str) -> str | None:
@@ -722,11 +718,12 @@ class ALFWorldTask(TextTask):
             if found is None:
                 pddl = self._pddl_env()
                 self._load_replan_task(pddl)  # here, not in the child: it stays for later plans
-                found = call_with_timeout(
+                plan, cut = call_with_timeout(
                     lambda: list(pddl._pddl_state.replan(pddl._entity_infos) or []),
                     self.planner_timeout_s,
                     self.planner_cpu_s,
                 )
+                found = (tuple(plan or ()), cut)
                 _SHARED_PLANS.put(shared_key, found)
             plan, cut = found
             if cut is not None:

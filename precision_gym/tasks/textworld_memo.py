@@ -62,14 +62,12 @@ def _memo_parse(original: Any, maxsize: int) -> Any:
 
     def parse_and_convert(*args: Any, **kwargs: Any) -> Any:
         # only the plain form is kept: a trace (TW_CSG_TRACE) or another argument parses anew
-        if len(args) != 1 or set(kwargs) - {"rule_name", "trace"} or kwargs.get("trace"):
-            return original(*args, **kwargs)
-        if not isinstance(args[0], str) or "rule_name" not in kwargs:
+        plain = len(args) == 1 and isinstance(args[0], str) and "rule_name" in kwargs
+        if not plain or set(kwargs) - {"rule_name", "trace"} or kwargs.get("trace"):
             return original(*args, **kwargs)
         _HITS["parse"] += 1
         return copy.deepcopy(parsed(args[0], kwargs["rule_name"]))
 
-    parse_and_convert.cache = parsed  # type: ignore[attr-defined]
     return parse_and_convert
 
 
