@@ -53,7 +53,10 @@ Read top to bottom (CleanRL style):
 
 Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
 benchmark resumes where it stopped, and a method added later (``--algos grpo,ppo`` after a run
-with ``--algos ppo``) trains only its own units beside the finished ones.
+with ``--algos ppo``) trains only its own units beside the finished ones. On ALFWorld the
+planner's answers are kept in ``OUT/plan_cache`` (``--plan-cache``) and shared by every unit:
+units that play the same episodes (every router of a seed does) search each derailed state
+once, not once per process; a resumed run starts with the answers of the interrupted one.
 """
 
 from __future__ import annotations
@@ -191,6 +194,12 @@ class Args:
         2, "units (fixed routers of a seed, RL of a lambda x seed) run in parallel processes"
     )
     threads: int = _opt(1, "torch threads per process")
+    plan_cache: str = _opt(
+        "",
+        "ALFWorld: folder of the planner's answers, shared by every stage, unit and worker "
+        "process, so that no state is searched twice ('' = $PRECISION_GYM_PLAN_CACHE, else "
+        "OUT/plan_cache; 'off' = each process plans alone, as before session 19)",
+    )
     only_unit: str = _opt("", "internal: run one unit (used by --jobs)")
     results_md: str | None = _opt(
         str(ROOT / "benchmarks" / "RESULTS.md"), "file whose PPO-vs-GRPO section is rewritten"
@@ -1241,6 +1250,17 @@ def check_splits(args: Args, env: Any) -> None:
             raise SystemExit(f"{flag} must be one of {have} for {args.env_id}, got {split!r}")
 
 
+def use_plan_cache(args: Args, out: Path) -> None:
+    """Name the planner's answer folder in the environment, where every ALFWorld task this
+    process and its unit processes make finds it (``ALFWorldTask(plan_cache=...)``)."""
+    from precision_gym.tasks.plan_store import PLAN_CACHE_ENV
+
+    if args.plan_cache == "off":
+        os.environ.pop(PLAN_CACHE_ENV, None)
+    elif args.plan_cache or not os.environ.get(PLAN_CACHE_ENV):
+        os.environ[PLAN_CACHE_ENV] = str((Path(args.plan_cache or out / "plan_cache")).absolute())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -1250,6 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.cli.common import make_env
 
     configure_torch_threads(args.threads)
+    use_plan_cache(args, out)  # before any task is made: tasks read it when constructed
     env = make_env(args.env_id, env_kwargs(args))
     check_splits(args, env)
     check_units(args, out)

@@ -13,6 +13,9 @@ if "ALFWORLD_DATA" not in os.environ and (_SHARED_ALFWORLD / "json_2.1.1").is_di
     os.environ["ALFWORLD_DATA"] = str(_SHARED_ALFWORLD)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# each test plans for itself: a planner answer folder of the caller's shell would answer
+# searches the tests count (tests that share a folder name their own)
+os.environ.pop("PRECISION_GYM_PLAN_CACHE", None)
 
 import precision_gym  # noqa: E402  (registers the env ids)
 

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks import textworld_memo
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
+from precision_gym.tasks.plan_store import plan_store, resolve_plan_cache
 
 __all__ = [
     "HELDOUT_SCENES",
@@ -466,6 +467,12 @@ class ALFWorldTask(TextTask):
         planner_timeout_s: a wall-clock bound on the same call (None, the default: none). It
             depends on load: a search cut under load may finish on an idle machine, which
             changes the episode; use it only as a safety net above ``planner_cpu_s``.
+        plan_cache: a folder where the planner's answers are kept and shared by every process
+            that names it (default: ``$PRECISION_GYM_PLAN_CACHE``, else none): a state any of
+            them has planned is not searched again, and a search cut by ``planner_cpu_s``
+            is not run again (the answer, cut included, is the one a new search would give;
+            see :mod:`precision_gym.tasks.plan_store`). Within one process answers are shared
+            whether or not it is set.
     """
 
     name = "alfworld"
@@ -482,6 +489,7 @@ class ALFWorldTask(TextTask):
         max_games: int | None = None,
         planner_timeout_s: float | None = DEFAULT_PLANNER_TIMEOUT_S,
         planner_cpu_s: float | None = DEFAULT_PLANNER_CPU_S,
+        plan_cache: str | os.PathLike[str] | None = None,
     ) -> None:
         self.data_root = Path(data_root).expanduser() if data_root else alfworld_data_root()
         for name, bound in (
@@ -492,6 +500,8 @@ class ALFWorldTask(TextTask):
                 raise ConfigError(f"{name} must be > 0 or None, got {bound}")
         self.planner_timeout_s = planner_timeout_s
         self.planner_cpu_s = planner_cpu_s
+        #: the folder of the planner's answers shared across processes (None: none)
+        self.plan_cache = resolve_plan_cache(plan_cache)
         #: planner calls cut by ``planner_cpu_s`` or ``planner_timeout_s`` since this task was made
         self.planner_timeouts = 0
         self._planner_gave_up = False
@@ -715,6 +725,11 @@ class ALFWorldTask(TextTask):
             facts = hashlib.sha256("\n".join(sorted(key)).encode()).hexdigest()
             shared_key = (self._game_file, facts, self.planner_cpu_s, self.planner_timeout_s)
             found = _SHARED_PLANS.get(shared_key)
+            store = None if self.plan_cache is None else plan_store(self.plan_cache)
+            if found is None and store is not None:
+                found = store.get(*shared_key)
+                if found is not None:
+                    _SHARED_PLANS.put(shared_key, found)
             if found is None:
                 pddl = self._pddl_env()
                 self._load_replan_task(pddl)  # here, not in the child: it stays for later plans
@@ -725,6 +740,8 @@ class ALFWorldTask(TextTask):
                 )
                 found = (tuple(plan or ()), cut)
                 _SHARED_PLANS.put(shared_key, found)
+                if store is not None:
+                    store.put(*shared_key, found)
             plan, cut = found
             if cut is not None:
                 self.planner_timeouts += 1

@@ -1,0 +1,171 @@
+"""The planner's answers kept on disk (``precision_gym.tasks.plan_store``): the store's own
+contract as small pure checks, then ALFWorld tasks in two processes sharing one folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import requires_alfworld
+from test_alfworld_task import _off_plan
+
+from precision_gym.error import ConfigError
+from precision_gym.tasks.plan_store import (
+    PLAN_CACHE_ENV,
+    PlanStore,
+    plan_store,
+    resolve_plan_cache,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def game(tmp_path):
+    path = tmp_path / "game.tw-pddl"
+    path.write_text('{"pddl_problem": "one"}')
+    return str(path)
+
+
+def test_an_answer_round_trips_and_a_miss_is_none(tmp_path, game):
+    store = PlanStore(tmp_path / "plans")
+    assert store.get(game, "s1", 30.0, None) is None
+    assert store.put(game, "s1", 30.0, None, (("go to desk 1", "open drawer 1"), None))
+    assert store.get(game, "s1", 30.0, None) == (("go to desk 1", "open drawer 1"), None)
+    assert store.put(game, "s2", 30.0, None, ((), "cpu"))  # a CPU-bound cut is kept
+    assert PlanStore(tmp_path / "plans").get(game, "s2", 30.0, None) == ((), "cpu")
+    assert store.stats() == {"hits": 1, "misses": 1, "writes": 2}
+    files = sorted(p.name for p in (tmp_path / "plans").rglob("*") if p.is_file())
+    assert len(files) == 2 and all(f.endswith(".json") and not f.startswith(".tmp") for f in files)
+
+
+def test_the_key_covers_state_bounds_and_the_game_files_content(tmp_path, game):
+    store = PlanStore(tmp_path)
+    store.put(game, "s", 30.0, None, (("a",), None))
+    assert store.get(game, "other state", 30.0, None) is None
+    assert store.get(game, "s", 29.0, None) is None
+    assert store.get(game, "s", 30.0, 60.0) is None
+    Path(game).write_text('{"pddl_problem": "two!"}')  # same path, other game
+    assert store.get(game, "s", 30.0, None) is None
+
+
+def test_a_wall_clock_cut_is_not_kept(tmp_path, game):
+    """Whether a wall-clock bound cuts depends on the machine's load: not an answer."""
+    store = PlanStore(tmp_path)
+    assert store.put(game, "s", 30.0, 5.0, ((), "wall")) is False
+    assert store.get(game, "s", 30.0, 5.0) is None
+    assert not any(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        '["a list"]',
+        '{"plan": "go to desk 1", "cut": null}',
+        '{"plan": [], "cut": "wall"}',
+    ],
+)
+def test_an_unreadable_answer_is_searched_again_with_a_warning(tmp_path, game, text):
+    store = PlanStore(tmp_path)
+    store.put(game, "s", 30.0, None, (("a",), None))
+    (path,) = tmp_path.rglob("*.json")
+    path.write_text(text)
+    with pytest.warns(
+        RuntimeWarning, match=r"planner answer .*\.json is unreadable .*searching again"
+    ):
+        assert store.get(game, "s", 30.0, None) is None
+    store.put(game, "s", 30.0, None, (("a",), None))  # the search's answer replaces it
+    assert store.get(game, "s", 30.0, None) == (("a",), None)
+
+
+def test_the_folder_is_validated_before_any_work(tmp_path, monkeypatch):
+    afile = tmp_path / "a_file"
+    afile.write_text("")
+    with pytest.raises(ConfigError, match=r"plan_cache must be a folder .*got the file .*a_file"):
+        resolve_plan_cache(afile)
+    with pytest.raises(ConfigError, match=r"plan_cache must name a folder, got ' '"):
+        resolve_plan_cache(" ")
+    monkeypatch.delenv(PLAN_CACHE_ENV, raising=False)
+    assert resolve_plan_cache(None) is None
+    monkeypatch.setenv(PLAN_CACHE_ENV, str(tmp_path / "from_env"))
+    assert resolve_plan_cache(None) == str(tmp_path / "from_env")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_plan_cache("rel") == str(tmp_path / "rel")  # absolute: workers may cd
+    assert plan_store(str(tmp_path / "x")) is plan_store(str(tmp_path / "x"))
+
+
+def test_alfworld_task_takes_the_folder_from_its_kwarg_or_the_environment(tmp_path, monkeypatch):
+    from precision_gym.tasks.alfworld import ALFWorldTask
+
+    monkeypatch.delenv(PLAN_CACHE_ENV, raising=False)
+    assert ALFWorldTask(data_root=tmp_path).plan_cache is None
+    monkeypatch.setenv(PLAN_CACHE_ENV, str(tmp_path / "env"))
+    assert ALFWorldTask(data_root=tmp_path).plan_cache == str(tmp_path / "env")
+    assert ALFWorldTask(data_root=tmp_path, plan_cache=tmp_path / "kw").plan_cache == str(
+        tmp_path / "kw"
+    )
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match="plan_cache must be a folder"):
+        ALFWorldTask(data_root=tmp_path, plan_cache=tmp_path / "f")
+
+
+_PLAN_IN_A_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_alfworld_task import _off_plan
+    from precision_gym.tasks.alfworld import ALFWorldTask
+    task = ALFWorldTask(plan_cache={folder!r})
+    _off_plan(task)
+    print(json.dumps(task._plan()))
+    """
+)
+
+
+@requires_alfworld
+def test_a_state_another_process_planned_is_answered_without_a_search(tmp_path, monkeypatch):
+    """A child process plans an off-walkthrough state into the folder; this process, whose own
+    memo is empty, gets the same plan without a search. A CPU-bound cut kept there counts,
+    warns and ends the episode's planning as the task's own cut would."""
+    import precision_gym.tasks.alfworld as alfworld_module
+    from precision_gym.tasks.alfworld import _SHARED_PLANS, ALFWorldTask
+
+    folder = str(tmp_path / "plans")
+    code = _PLAN_IN_A_CHILD.format(tests=str(ROOT / "tests"), folder=folder)
+    env = {k: v for k, v in os.environ.items() if k != PLAN_CACHE_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plan and len(list(Path(folder).rglob("*.json"))) == 1
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the planner was asked again")
+
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    _SHARED_PLANS.clear()
+    task = ALFWorldTask(plan_cache=folder)
+    _off_plan(task)
+    assert task._plan() == plan and task.expert_command() == plan[0]
+    assert plan_store(folder).stats()["hits"] == 1
+
+    cut_folder = str(tmp_path / "cut")
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", lambda *a, **k: (None, "cpu"))
+    first = ALFWorldTask(plan_cache=cut_folder, planner_cpu_s=12)
+    _off_plan(first)
+    with pytest.warns(RuntimeWarning, match="no plan within planner_cpu_s=12 CPU s"):
+        assert first.expert_command() is None
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    _SHARED_PLANS.clear()  # as in a fresh process
+    again = ALFWorldTask(plan_cache=cut_folder, planner_cpu_s=12)
+    _off_plan(again)
+    with pytest.warns(RuntimeWarning, match="no plan within planner_cpu_s=12 CPU s"):
+        assert again.expert_command() is None
+    assert again.planner_timeouts == 1 and again._planner_gave_up
