@@ -39,8 +39,8 @@ def test_an_answer_round_trips_and_a_miss_is_none(tmp_path, game):
     assert store.get(game, "s1", 30.0, None) == (("go to desk 1", "open drawer 1"), None)
     assert store.put(game, "s2", 30.0, None, ((), "cpu"))  # a CPU-bound cut is kept
     assert PlanStore(tmp_path / "plans").get(game, "s2", 30.0, None) == ((), "cpu")
-    assert store.stats() == {"hits": 1, "misses": 1, "writes": 2}
-    files = sorted(p.name for p in (tmp_path / "plans").rglob("*") if p.is_file())
+    assert store.stats() == {"hits": 1, "misses": 1, "sas_hits": 0, "sas_misses": 0, "writes": 2}
+    files = sorted(p.name for p in (tmp_path / "plans" / "plans").rglob("*") if p.is_file())
     assert len(files) == 2 and all(f.endswith(".json") and not f.startswith(".tmp") for f in files)
 
 
@@ -115,6 +115,73 @@ def test_alfworld_task_takes_the_folder_from_its_kwarg_or_the_environment(tmp_pa
         ALFWorldTask(data_root=tmp_path, plan_cache=tmp_path / "f")
 
 
+def test_a_translation_round_trips_and_a_broken_one_is_translated_again(tmp_path):
+    store = PlanStore(tmp_path)
+    sas = "begin_version\n3\nend_version\n" + "x" * 10_000
+    assert store.get_sas("(domain)", "(problem)", False) is None
+    store.put_sas("(domain)", "(problem)", False, sas)
+    assert store.get_sas("(domain)", "(problem)", False) == sas
+    assert store.get_sas("(domain)", "(problem)", True) is None  # the optimised one: another
+    assert store.get_sas("(domain)", "(other problem)", False) is None
+    (path,) = (tmp_path / "sas").rglob("*.sas.gz")
+    assert path.stat().st_size < 1000  # gzip
+    for broken in (b"not gzip", __import__("gzip").compress(b"not SAS text")):
+        path.write_bytes(broken)
+        store._warned = False
+        with pytest.warns(RuntimeWarning, match=r"planner answer .*\.sas\.gz is unreadable"):
+            assert store.get_sas("(domain)", "(problem)", False) is None
+    assert store.stats()["sas_hits"] == 1
+
+
+def _dump_task(task) -> str:
+    """Everything TextWorld reads of a parsed PDDL task (and more), as text."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        task.dump()
+        for item in [*task.actions, *task.axioms]:
+            item.dump()
+    return "\n".join(
+        [
+            buf.getvalue(),
+            repr(sorted(str(o) for o in task.objects)),
+            repr([str(a) for a in task.init]),
+            repr([(t.name, t.supertype_names) for t in task.types]),
+            repr([(p.name, [str(a) for a in p.arguments]) for p in task.predicates]),
+        ]
+    )
+
+
+@requires_alfworld
+def test_a_stored_translation_gives_the_translators_task_on_every_task_type():
+    """On a hit the PDDL task is parsed again instead of translated: the same task as the one
+    the translator returns, optimised or not (one game per task type here; all 134
+    valid_unseen games in session 19's check, benchmarks/RESULTS.md)."""
+    import json as json_module
+
+    from precision_gym.tasks.alfworld import (
+        TASK_TYPES,
+        ALFWorldTask,
+        _install_translation_cache,
+        _parse_pddl_task,
+    )
+
+    cache = _install_translation_cache()
+    argv = list(sys.argv)
+    for kind in TASK_TYPES:
+        game = ALFWorldTask(task_types=[kind]).games("valid_unseen")[0]
+        data = json_module.loads(Path(game).read_text())
+        for optimize in (False, True):
+            task, _ = cache._module.pddl2sas(
+                data["pddl_domain"], data["pddl_problem"], optimize=optimize
+            )
+            parsed = _parse_pddl_task(data["pddl_domain"], data["pddl_problem"])
+            assert _dump_task(parsed) == _dump_task(task), game
+    sys.argv = argv
+
+
 _PLAN_IN_A_CHILD = textwrap.dedent(
     """
     import json, sys
@@ -144,17 +211,36 @@ def test_a_state_another_process_planned_is_answered_without_a_search(tmp_path, 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     plan = json.loads(done.stdout.strip().splitlines()[-1])
-    assert plan and len(list(Path(folder).rglob("*.json"))) == 1
+    assert plan and len(list((Path(folder) / "plans").rglob("*.json"))) == 1
+    assert len(list((Path(folder) / "sas").rglob("*.sas.gz"))) == 2  # the game, the planner's
 
     def no_search(*args, **kwargs):
         raise AssertionError("the planner was asked again")
 
+    def no_translation(*args, **kwargs):
+        raise AssertionError("the game was translated again")
+
     monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    cache = alfworld_module._install_translation_cache()
+    cache._memo.clear()  # as in a fresh process
+    monkeypatch.setattr(cache._module, "pddl2sas", no_translation)
     _SHARED_PLANS.clear()
-    task = ALFWorldTask(plan_cache=folder)
+    task, alone = ALFWorldTask(plan_cache=folder), ALFWorldTask(plan_cache=tmp_path / "empty")
     _off_plan(task)
     assert task._plan() == plan and task.expert_command() == plan[0]
-    assert plan_store(folder).stats()["hits"] == 1
+    assert plan_store(folder).stats() == {
+        "hits": 1,
+        "misses": 0,
+        "sas_hits": 1,  # the game; the planner's task is never loaded: no search
+        "sas_misses": 0,
+        "writes": 0,
+    }
+    monkeypatch.undo()  # the same game and episode, translated and searched here: the same
+    cache._memo.clear()
+    _SHARED_PLANS.clear()
+    _off_plan(alone)
+    assert alone.commands == task.commands and alone._last == task._last
+    assert alone._plan() == plan and plan_store(str(tmp_path / "empty")).stats()["writes"] == 3
 
     cut_folder = str(tmp_path / "cut")
     monkeypatch.setattr(alfworld_module, "call_with_timeout", lambda *a, **k: (None, "cpu"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from typing import Any, ClassVar
 from precision_gym.error import ConfigError, CorruptDataError, DataNotFoundError
 from precision_gym.tasks import textworld_memo
 from precision_gym.tasks.base import TaskObservation, TextTask, check_split
-from precision_gym.tasks.plan_store import plan_store, resolve_plan_cache
+from precision_gym.tasks.plan_store import PlanStore, plan_store, resolve_plan_cache
 
 __all__ = [
     "HELDOUT_SCENES",
@@ -151,6 +152,9 @@ class _TranslationCache:
         # least recently used out: a process running N episodes side by side (a batched
         # env) touches about 2 keys per game at every reset and step
         self._memo = _LRU(maxsize)
+        #: the folder of translations shared across processes (set by the task that loads a
+        #: game: its ``plan_cache``), or None
+        self.store: PlanStore | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
@@ -171,13 +175,39 @@ class _TranslationCache:
         key = (domain, problem, bool(optimize))
         found = self._memo.get(key)
         if found is None:
+            store = self.store
+            sas = None if store is None else store.get_sas(domain, problem, optimize)
             argv = sys.argv  # the translator sets sys.argv to its own ("translate.py", ...)
             try:
-                found = self._module.pddl2sas(domain, problem, verbose=verbose, optimize=optimize)
+                if sas is not None:
+                    found = (_parse_pddl_task(domain, problem), sas)
+                else:
+                    found = self._module.pddl2sas(
+                        domain, problem, verbose=verbose, optimize=optimize
+                    )
+                    if store is not None:
+                        store.put_sas(domain, problem, optimize, found[1])
             finally:
                 sys.argv = argv
             self._memo.put(key, found)
         return found
+
+
+def _parse_pddl_task(domain: str, problem: str) -> Any:
+    """The parsed, normalised PDDL task that ``fast_downward.pddl2sas`` returns beside its SAS
+    text, without the translation (3 ms, not 130; the same task: checked on every game of a
+    split in ``tests/test_plan_store.py``)."""
+    sys.argv = ["translate.py", "domain", "task"]  # the translator's options parse it on import
+    from fast_downward.translate import normalize
+    from fast_downward.translate.pddl_parser import lisp_parser, parsing_functions
+
+    with contextlib.redirect_stdout(io.StringIO()):  # its warnings, as the translator hides them
+        task = parsing_functions.parse_task(
+            lisp_parser.parse_nested_list(domain.split("\n")),
+            lisp_parser.parse_nested_list(problem.split("\n")),
+        )
+        normalize.normalize(task)
+    return task
 
 
 #: what a deferred ``optimize=True`` translation returns in place of the SAS text
@@ -467,12 +497,14 @@ class ALFWorldTask(TextTask):
         planner_timeout_s: a wall-clock bound on the same call (None, the default: none). It
             depends on load: a search cut under load may finish on an idle machine, which
             changes the episode; use it only as a safety net above ``planner_cpu_s``.
-        plan_cache: a folder where the planner's answers are kept and shared by every process
-            that names it (default: ``$PRECISION_GYM_PLAN_CACHE``, else none): a state any of
-            them has planned is not searched again, and a search cut by ``planner_cpu_s``
-            is not run again (the answer, cut included, is the one a new search would give;
-            see :mod:`precision_gym.tasks.plan_store`). Within one process answers are shared
-            whether or not it is set.
+        plan_cache: a folder where the planner's answers and Fast Downward's translations of
+            the games are kept and shared by every process that names it (default:
+            ``$PRECISION_GYM_PLAN_CACHE``, else none): a state any of them has planned is not
+            searched again, a search cut by ``planner_cpu_s`` is not run again (the answer,
+            cut included, is the one a new search would give), and a game any of them has
+            loaded is not translated again (see :mod:`precision_gym.tasks.plan_store`).
+            Within one process answers (and the last 64 translations) are shared whether or
+            not it is set.
     """
 
     name = "alfworld"
@@ -611,6 +643,7 @@ class ALFWorldTask(TextTask):
             )
         game_file = games[index]
         self.warm_up()
+        self._share_translations()
         try:
             with _deferred_replan():  # the planner's task: on the first plan, if ever
                 if self._loaded_file != game_file:
@@ -760,11 +793,18 @@ class ALFWorldTask(TextTask):
             self._plan_memo[key] = list(plan or [])
         return self._plan_memo[key]
 
+    def _share_translations(self) -> None:
+        """Point the process's translation memo at this task's folder (or at none)."""
+        _install_translation_cache().store = (
+            None if self.plan_cache is None else plan_store(self.plan_cache)
+        )
+
     def _load_replan_task(self, pddl: Any) -> None:
         """Translate and load the planner's (optimised) task if ``reset`` deferred it."""
         lib = pddl.downward_lib
         if not getattr(lib, "replan_pending", False):
             return
+        self._share_translations()
         try:
             lib.ensure_replan()
         except Exception as exc:

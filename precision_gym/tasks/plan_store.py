@@ -1,30 +1,38 @@
-"""The ALFWorld expert planner's answers kept on disk, shared by every process that names the
-same folder: a benchmark's rollout workers, its evaluation units, a resumed run.
+"""The ALFWorld expert planner's answers and tasks kept on disk, shared by every process that
+names the same folder: a benchmark's rollout workers, its evaluation units, a resumed run.
 
-Fast Downward's search is deterministic in the game and the world state, so an answer found
-once is the answer every later search of that state would find; a process that reaches a
-state another process has planned reads the plan (or the record that the search ran over its
-CPU-time bound) instead of searching again. On derailed ALFWorld states one search runs to the
-30-CPU-second bound, so this is where repeated evaluations of the same episodes spend their
-time (``benchmarks/bench_engine.py`` measures it).
+Two things, both pure functions of their inputs and costly to compute:
 
-One JSON file per answer, ``<root>/<2 hex>/<sha256>.json``, written atomically (a temporary
-file, then ``os.replace``): a reader sees a whole answer or none, and two processes that write
-the same answer leave one. The key covers everything the answer depends on: the store format,
-TextWorld's and Fast Downward's versions, the game file's content (SHA-256), the world state
-(SHA-256 of its sorted facts) and the planner's bounds. Answers cut by a wall-clock bound
-depend on the machine's load and are not kept. Files are plain JSON (nothing is unpickled);
-one that does not parse as an answer is ignored (warned about once) and searched again.
+- **answers** (``plans/``): Fast Downward's search is deterministic in the game and the world
+  state, so an answer found once is the answer every later search of that state would find.
+  A process that reaches a state another process has planned reads the plan (or the record
+  that the search ran over its CPU-time bound) instead of searching; off the walkthrough one
+  search takes up to several CPU seconds. The key: the store format, TextWorld's and Fast
+  Downward's versions, the game file's content (SHA-256), the world state (SHA-256 of its
+  sorted facts) and the planner's bounds. Answers cut by a wall-clock bound depend on the
+  machine's load and are not kept.
+- **translations** (``sas/``): Fast Downward's PDDL -> SAS translation of a game, which
+  TextWorld runs at every game load (about 0.13 s; a process keeps the last 64 in memory,
+  fewer than an evaluation's 134 games). Keyed by the format, Fast Downward's version, the
+  optimisation flag and the PDDL texts; kept gzip-compressed (about 40 KB). On a hit the
+  PDDL task is parsed and normalised again (3 ms), as the translator does before translating.
+
+Each file is written atomically (a temporary file, then ``os.replace``): a reader sees a whole
+file or none, and two processes that write the same one leave one. Files are JSON or text
+(nothing is unpickled); one that does not read as what it should be is ignored (warned about
+once) and computed again. ``benchmarks/ppo_vs_grpo.py`` keeps one folder per run.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import tempfile
 import threading
 import warnings
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -75,9 +83,8 @@ class PlanStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(resolve_plan_cache(root) or "")
-        self.hits = 0
-        self.misses = 0
-        self.writes = 0
+        self.hits = self.misses = self.writes = 0
+        self.sas_hits = self.sas_misses = 0
         self._warned = False
         self._lock = threading.Lock()
 
@@ -92,7 +99,7 @@ class PlanStore:
             [FORMAT, textworld, downward, game_digest(game_file), state, cpu_s, timeout_s]
         )
         name = hashlib.sha256(ident.encode()).hexdigest()
-        return self.root / name[:2] / f"{name}.json"
+        return self.root / "plans" / name[:2] / f"{name}.json"
 
     def get(
         self, game_file: str, state: str, cpu_s: float | None, timeout_s: float | None
@@ -133,25 +140,67 @@ class PlanStore:
         plan, cut = answer
         if cut not in KEPT_CUTS:
             return False
-        path = self._path(game_file, state, cpu_s, timeout_s)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": FORMAT, "plan": list(plan), "cut": cut})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        self._write(self._path(game_file, state, cpu_s, timeout_s), text.encode())
+        return True
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         with self._lock:
             self.writes += 1
-        return True
+
+    # -- the planner's tasks: Fast Downward's translation of a game's PDDL ----------------
+    def _sas_path(self, domain: str, problem: str, optimize: bool) -> Path:
+        digest = hashlib.sha256()
+        for part in (str(FORMAT), _engine_versions()[1], str(bool(optimize)), domain, problem):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        name = digest.hexdigest()
+        return self.root / "sas" / name[:2] / f"{name}.sas.gz"
+
+    def get_sas(self, domain: str, problem: str, optimize: bool) -> str | None:
+        """The stored translation (SAS text) of this PDDL domain and problem, or None."""
+        path = self._sas_path(domain, problem, optimize)
+        try:
+            sas = gzip.decompress(path.read_bytes()).decode("utf-8")
+        except FileNotFoundError:
+            with self._lock:
+                self.sas_misses += 1
+            return None
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            self._warn(path, f"{type(exc).__name__}: {exc}")
+            return None
+        if not sas.startswith("begin_version"):
+            self._warn(path, "expected Fast Downward's SAS text (begin_version ...)")
+            return None
+        with self._lock:
+            self.sas_hits += 1
+        return sas
+
+    def put_sas(self, domain: str, problem: str, optimize: bool, sas: str) -> None:
+        """Keep a translation (gzip, atomically)."""
+        self._write(self._sas_path(domain, problem, optimize), gzip.compress(sas.encode(), 1))
 
     def stats(self) -> dict[str, int]:
-        """Answers read (hits), not found (misses) and written by this process."""
+        """Answers read (hits) and not found (misses), translations read and not found, and
+        files written by this process."""
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "sas_hits": self.sas_hits,
+                "sas_misses": self.sas_misses,
+                "writes": self.writes,
+            }
 
     def _warn(self, path: Path, why: str) -> None:
         if not self._warned:
