@@ -84,6 +84,20 @@ def test_an_unreadable_answer_is_searched_again_with_a_warning(tmp_path, game, t
     assert store.get(game, "s", 30.0, None) == (("a",), None)
 
 
+def test_a_folder_that_cannot_be_written_warns_once_and_the_run_goes_on(tmp_path, game):
+    blocked = tmp_path / "plans"
+    blocked.mkdir()
+    (blocked / "plans").write_text("a file where the store wants a folder")
+    (blocked / "sas").write_text("likewise")
+    store = PlanStore(blocked)
+    with pytest.warns(RuntimeWarning, match=r"cannot write to the plan folder .*plans"):
+        assert store.put(game, "s", 30.0, None, (("a",), None)) is False
+    assert store.put_sas("(d)", "(p)", False, "begin_version") is False  # warned once only
+    with pytest.warns(RuntimeWarning, match=r"planner answer .* is unreadable"):
+        assert store.get(game, "s", 30.0, None) is None  # a file where a folder should be
+    assert store.stats()["writes"] == 0
+
+
 def test_the_folder_is_validated_before_any_work(tmp_path, monkeypatch):
     afile = tmp_path / "a_file"
     afile.write_text("")

@@ -40,10 +40,10 @@ from precision_gym.error import ConfigError
 
 __all__ = ["PLAN_CACHE_ENV", "PlanStore", "game_digest", "plan_store", "resolve_plan_cache"]
 
-#: environment variable naming the folder of the planner's answers (the default of
+#: environment variable naming the folder of the planner's answers and translations (the default of
 #: ``ALFWorldTask(plan_cache=...)``; inherited by worker and unit processes)
 PLAN_CACHE_ENV = "PRECISION_GYM_PLAN_CACHE"
-#: bump when the meaning of an answer file changes
+#: bump when the meaning of an answer or translation file changes
 FORMAT = 1
 #: the cuts whose answers are kept: none (the search finished) or the CPU-time bound
 KEPT_CUTS = (None, "cpu")
@@ -78,14 +78,15 @@ def game_digest(path: str | os.PathLike[str]) -> str:
 
 
 class PlanStore:
-    """A folder of planner answers (see the module's docstring). ``get``/``put`` take the
-    game file, the state's digest and the planner's bounds; answers are ``(plan, cut)``."""
+    """A folder of planner answers and translations (see the module's docstring).
+    ``get``/``put`` take the game file, the state's digest and the planner's bounds (answers
+    are ``(plan, cut)``); ``get_sas``/``put_sas`` the PDDL texts and the optimisation flag."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(resolve_plan_cache(root) or "")
         self.hits = self.misses = self.writes = 0
         self.sas_hits = self.sas_misses = 0
-        self._warned = False
+        self._warned = self._warned_write = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -136,27 +137,44 @@ class PlanStore:
         timeout_s: float | None,
         answer: tuple[tuple[str, ...], str | None],
     ) -> bool:
-        """Keep an answer (atomically); False when its cut is not kept (a wall-clock one)."""
+        """Keep an answer (atomically); False when its cut is not kept (a wall-clock one) or
+        the folder cannot be written."""
         plan, cut = answer
         if cut not in KEPT_CUTS:
             return False
         text = json.dumps({"format": FORMAT, "plan": list(plan), "cut": cut})
-        self._write(self._path(game_file, state, cpu_s, timeout_s), text.encode())
-        return True
+        return self._write(self._path(game_file, state, cpu_s, timeout_s), text.encode())
 
-    def _write(self, path: Path, data: bytes) -> None:
-        """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    def _write(self, path: Path, data: bytes) -> bool:
+        """Write atomically: a temporary file in the same folder, then ``os.replace``. A
+        folder that cannot be written (full disk, no permission) costs the sharing, not the
+        run: warned about once, False."""
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if not self._warned_write:
+                self._warned_write = True
+                warnings.warn(
+                    f"cannot write to the plan folder {self.root} ({type(exc).__name__}: "
+                    f"{exc}); this process computes what it cannot keep",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
         with self._lock:
             self.writes += 1
+        return True
 
     # -- the planner's tasks: Fast Downward's translation of a game's PDDL ----------------
     def _sas_path(self, domain: str, problem: str, optimize: bool) -> Path:
@@ -186,9 +204,11 @@ class PlanStore:
             self.sas_hits += 1
         return sas
 
-    def put_sas(self, domain: str, problem: str, optimize: bool, sas: str) -> None:
-        """Keep a translation (gzip, atomically)."""
-        self._write(self._sas_path(domain, problem, optimize), gzip.compress(sas.encode(), 1))
+    def put_sas(self, domain: str, problem: str, optimize: bool, sas: str) -> bool:
+        """Keep a translation (gzip, atomically); False when the folder cannot be written."""
+        return self._write(
+            self._sas_path(domain, problem, optimize), gzip.compress(sas.encode(), 1)
+        )
 
     def stats(self) -> dict[str, int]:
         """Answers read (hits) and not found (misses), translations read and not found, and
