@@ -53,7 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--kl", help="KL collection folder (collect-kl --out); --quick builds one")
+    p.add_argument("--kl", help="KL collection folder (collect-kl --out), or several "
+                   "comma-separated (aggregated, e.g. with one collected under the probe "
+                   "itself: collect-kl --behaviour); --quick builds one")  # fmt: skip
     p.add_argument("--env-id", default="DMR-ALFWorld-v0", help="registered env id")
     p.add_argument("--min-share", type=float, default=0.1,
                    help="a state is labelled high where the low tier's critical share of its "

@@ -89,3 +89,87 @@ def test_two_workers_collect_the_same_data(tmp_path):
     with pytest.raises(ConfigError, match="--workers must be an integer >= 1, got 0"):
         collect_kl(tmp_path / "bad", cfg, progress=False, workers=0)
     assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+@requires_alfworld
+def test_behaviour_router_collects_the_states_it_reaches(env, tmp_path):
+    """collect-kl --behaviour: the rollout takes the router's tiers (here always-low), the
+    stored observations are the env's under that router, the KLs are the same function of
+    the state, and the behaviour is part of the configuration a rerun must match."""
+    from training.evaluation import episode_seed
+
+    cfg = CollectConfig(**{**CFG, "episodes": 1}, behaviour="always-low")
+    collect_kl(tmp_path / "low", cfg, env=env, progress=False)
+    index = json.loads((tmp_path / "low" / "index.json").read_text())
+    assert index["config"]["behaviour"] == "always-low"
+    assert "behaviour_budget" not in index["config"]  # unset keys are not stored
+    ds = load_kl_dataset(tmp_path / "low")
+    ti = index["task_indices"][0]
+    obs, _ = env.reset(
+        seed=episode_seed(5, ti), options={"split": "valid_unseen", "task_index": ti}
+    )
+    for row in range(len(ds)):
+        rebuilt = ds.observations([row])
+        np.testing.assert_array_equal(rebuilt["mask"][0], obs["mask"])
+        np.testing.assert_allclose(rebuilt["embeddings"][0], obs["embeddings"], atol=1e-3)
+        assert state_kls(env)[0] == pytest.approx(ds.kl[row, 0])
+        obs, _, _, _, info = env.step(1)
+    assert info["hp_fraction"] == 0.0 and (ds.tier == 1).all()
+    high = collect_kl(tmp_path / "high", CollectConfig(**{**CFG, "episodes": 1}), env=env,
+                      progress=False)  # fmt: skip
+    assert "behaviour" not in json.loads((high / "index.json").read_text())["config"]
+    with pytest.raises(CheckpointError, match="differs in \\['config'\\]"):
+        collect_kl(tmp_path / "low", CollectConfig(**{**CFG, "episodes": 1}), env=env,
+                   progress=False)  # fmt: skip
+
+
+def test_behaviour_config_errors(tmp_path):
+    from precision_gym.error import ConfigError
+
+    with pytest.raises(ConfigError, match="behaviour_budget needs behaviour"):
+        CollectConfig(behaviour_budget=0.2)
+    with pytest.raises(ConfigError, match=r"behaviour_budget must lie in \(0, 1\), got 1.5"):
+        CollectConfig(behaviour="r.pt", behaviour_budget=1.5)
+    with pytest.raises(ConfigError, match="behaviour must name a router or a baseline"):
+        CollectConfig(behaviour=" ")
+
+
+@requires_alfworld
+def test_missing_behaviour_router_fails_before_any_write(env, tmp_path):
+    cfg = CollectConfig(**CFG, behaviour=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="neither a baseline name"):
+        collect_kl(tmp_path / "kl", cfg, env=env, progress=False)
+    assert not (tmp_path / "kl").exists()
+
+
+@requires_alfworld
+def test_collections_aggregate(env, tmp_path):
+    """Several folders load as one dataset, in order (DAgger's aggregation); collections of
+    different tiers, tasks or encoders are refused, naming what differs."""
+    from precision_gym.error import ConfigError
+
+    a = collect_kl(tmp_path / "a", CollectConfig(**{**CFG, "episodes": 1}), env=env,
+                   progress=False)  # fmt: skip
+    b = collect_kl(tmp_path / "b", CollectConfig(**{**CFG, "episodes": 1, "seed": 6},
+                   behaviour="always-low"), env=env, progress=False)  # fmt: skip
+    da, db = load_kl_dataset(a), load_kl_dataset(b)
+    both = load_kl_dataset(f"{a},{b}")
+    assert len(both) == len(da) + len(db) and both.n_episodes == 2
+    assert (da.tier == 0).all() and (db.tier == 1).all()
+    assert load_kl_dataset([a, b]).kl.tolist() == both.kl.tolist()
+    for name in ("kl", "kind", "task_id", "step", "t"):
+        np.testing.assert_array_equal(
+            getattr(both, name), np.concatenate([getattr(da, name), getattr(db, name)])
+        )
+    rows = np.arange(len(db))
+    for key in ("embeddings", "mask"):
+        np.testing.assert_array_equal(
+            both.observations(rows + len(da))[key], db.observations(rows)[key]
+        )
+    index = json.loads((b / "index.json").read_text())
+    index["tier_names"] = ["bf16-sim", "w3-sim"]
+    (b / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match=r"differ in \['tier_names'\]: expected"):
+        load_kl_dataset(f"{a},{b}")
+    with pytest.raises(ConfigError, match="comma-separated list"):
+        load_kl_dataset(f"{a},")

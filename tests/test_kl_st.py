@@ -193,3 +193,23 @@ def test_training_is_deterministic_and_resumable(synthetic_kl, tmp_path):
     with pytest.raises(CheckpointError, match="cannot resume"):
         train_klst(_tiny_cfg(synthetic_kl, tmp_path / "c", lr=1e-2), progress=False, resume=True)
     assert (tmp_path / "a" / "kl_hist.png").stat().st_size > 1000
+
+
+def test_training_on_aggregated_collections(tmp_path):
+    """train-klst --data A,B: both collections' states (DAgger's aggregation), tasks split
+    as one (the same task in both stays on one side), both folders in the router's
+    metadata."""
+    from agents.router import TransformerRouterPolicy
+    from training.kl_collect import load_kl_dataset
+
+    torch.set_num_threads(1)
+    a = make_synthetic_kl(tmp_path / "a", seed=0)
+    b = make_synthetic_kl(tmp_path / "b", seed=1)
+    res = train_klst(_tiny_cfg(f"{a},{b}", tmp_path / "out"), progress=False)
+    both = load_kl_dataset([a, b])
+    assert res.n_train + res.n_val == len(both) > len(load_kl_dataset(a))
+    meta = TransformerRouterPolicy.load(res.router_path).metadata
+    assert meta["kl_data"] == f"{a.resolve()},{b.resolve()}"
+    train = set(meta["train_tasks"])
+    assert 0 < len(train) < len(set(both.task_id.tolist()))
+    assert res.n_train == int(np.isin(both.task_id, list(train)).sum())  # tasks kept whole

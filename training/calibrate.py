@@ -43,7 +43,7 @@ from agents.router import DEFAULT_THRESHOLD, TransformerRouterPolicy, _budget_ke
 from precision_gym.error import ConfigError
 from training.cli.common import add_command, add_env_args, add_quiet_arg, budgets, open_env
 from training.evaluation import episode_seed, save_figure, select_tasks, write_json
-from training.kl_collect import load_kl_dataset
+from training.kl_collect import kl_folders, load_kl_dataset
 from training.thresholds import quantile_threshold
 
 __all__ = [
@@ -250,7 +250,7 @@ def training_pool_scores(policy: Any, batch_size: int = 128) -> np.ndarray | Non
 
     meta = policy.metadata
     data = meta.get("kl_data")
-    if not data or not Path(data).exists():
+    if not data or not all(p.exists() for p in kl_folders(data)):
         return None
     ds = load_kl_dataset(data, max_len=policy.config.max_len)
     tasks = set(meta.get("train_tasks") or [])

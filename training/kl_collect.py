@@ -4,6 +4,13 @@ Roll out with the highest-precision tier only; at every router decision state as
 tier for its action distribution and store the action-only ``KL(p_high || p_low)`` of each
 lower tier, with the step kind, task metadata and the observation sequence.
 
+``CollectConfig(behaviour=...)`` (``collect-kl --behaviour ROUTER --behaviour-budget K``)
+rolls out with a router instead (a baseline name or a router file): the states *that
+router* reaches, labelled the same way. A router trained on always-high trajectories has
+never seen the states its own low-tier steps lead to; a collection under it, aggregated
+with the paper's (``TrainConfig(data="kl,kl_onpolicy")``), is DAgger's data aggregation
+(Ross et al., 2011). Not in the paper.
+
 Storage is compact: per episode the step embeddings once (float16 ``[n_vectors, dim]``) and
 per state the number ``t`` of vectors seen so far (the observation of that state is the last
 ``<= max_len`` vectors of ``vectors[:t]``). Episodes are written in shards
@@ -49,6 +56,7 @@ __all__ = [
     "KLDataset",
     "add_parser",
     "collect_kl",
+    "kl_folders",
     "load_kl_dataset",
     "state_kls",
 ]
@@ -67,12 +75,46 @@ class CollectConfig:
     seed: int = 0
     shard_size: int = 20
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: the router that picks each decision's tier during the rollout: a baseline name
+    #: (``agents.BASELINE_NAMES``) or a router file (tensors-only); None: the highest tier
+    #: (the paper's protocol)
+    behaviour: str | None = None
+    #: the behaviour router's budget K (its calibrated threshold); a router file only
+    behaviour_budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.behaviour is not None and not str(self.behaviour).strip():
+            raise ConfigError("behaviour must name a router or a baseline, got an empty name")
+        if self.behaviour_budget is not None:
+            if self.behaviour is None:
+                raise ConfigError(
+                    "behaviour_budget needs behaviour (the router whose threshold it picks)"
+                )
+            if not 0.0 < self.behaviour_budget < 1.0:
+                raise ConfigError(
+                    f"behaviour_budget must lie in (0, 1), got {self.behaviour_budget}"
+                )
+
+    def header(self) -> dict[str, Any]:
+        """The configuration as the index stores it (the behaviour keys only when set, so
+        collections made before they existed resume)."""
+        d = asdict(self)
+        for k in ("behaviour", "behaviour_budget"):
+            if d[k] is None:
+                del d[k]
+        return d
+
+    def behaviour_policy(self, env: Any) -> Any:
+        """The behaviour router loaded for ``env`` (None: the highest tier)."""
+        if self.behaviour is None:
+            return None
+        from training.policies import load_policy
+
+        return load_policy(self.behaviour, env, budget=self.behaviour_budget, seed=self.seed)
 
 
 # ----------------------------------------------------------------------------- KL per state
@@ -133,27 +175,46 @@ def _task_sample(n_tasks: int, episodes: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(n_tasks, size=episodes, replace=False))
 
 
-def _run_episode(env: Any, split: str, seed: int, task_index: int) -> dict[str, Any]:
-    """One highest-tier rollout with per-decision KLs (see the module docstring)."""
+def _run_episode(
+    env: Any, split: str, seed: int, task_index: int, policy: Any = None
+) -> dict[str, Any]:
+    """One rollout with per-decision KLs (see the module docstring): every decision on the
+    highest tier, or on the tier ``policy`` (a behaviour router) picks."""
+    from training.evaluation import charges_router
+
     u = env.unwrapped
+    eseed = episode_seed(seed, task_index)
+    if policy is not None and hasattr(policy, "reset"):
+        policy.reset(eseed)
     obs, info = env.reset(
-        seed=episode_seed(seed, task_index),
-        options={"split": split, "task_index": task_index, "charge_router": False},
+        seed=eseed,
+        options={
+            "split": split,
+            "task_index": task_index,
+            "charge_router": policy is not None and charges_router(policy),
+        },
     )
     n = int(obs["mask"].sum())
     vectors = [obs["embeddings"][i].copy() for i in range(n)]
-    rows: dict[str, list[Any]] = {"t": [], "step": [], "kl": [], "kind": []}
+    rows: dict[str, list[Any]] = {"t": [], "step": [], "kl": [], "kind": [], "tier": []}
     done = False
     step = 0
+    state, start = None, np.ones(1, dtype=bool)
     while not done:
         kls = state_kls(env)
         expert = u.step_context().expert_command()
-        obs, _, terminated, truncated, info = env.step(0)
+        tier = 0
+        if policy is not None:
+            action, state = policy.predict(obs, state=state, episode_start=start)
+            start = np.zeros(1, dtype=bool)
+            tier = int(np.asarray(action).reshape(-1)[0])
+        obs, _, terminated, truncated, info = env.step(tier)
         kind = u.task.step_kind(expert or info["action"])
         rows["t"].append(len(vectors))
         rows["step"].append(step)
         rows["kl"].append(kls)
         rows["kind"].append(kind)
+        rows["tier"].append(tier)
         # each transition adds one vector per executed agent step (forced ones included)
         added = 1 + len(info.get("forced_steps", []))
         valid = int(obs["mask"].sum())
@@ -171,25 +232,27 @@ def _run_episode(env: Any, split: str, seed: int, task_index: int) -> dict[str, 
 
 
 _WORKER_ENV: Any = None  # a worker process's env (built once by _worker_init)
+_WORKER_POLICY: Any = None  # and its behaviour router (None: the highest tier)
 
 
-def _worker_init(env_id: str, env_kwargs: dict[str, Any]) -> None:
-    global _WORKER_ENV
+def _worker_init(cfg: CollectConfig) -> None:
+    global _WORKER_ENV, _WORKER_POLICY
     from precision_gym.threads import configure_torch_threads
 
     configure_torch_threads(explicit=False)
-    _WORKER_ENV = make_env(env_id, env_kwargs)
+    _WORKER_ENV = make_env(cfg.env_id, cfg.env_kwargs)
+    _WORKER_POLICY = cfg.behaviour_policy(_WORKER_ENV)
 
 
 def _worker_shard(split: str, seed: int, tasks: list[int]) -> list[dict[str, Any]]:
-    return [_run_episode(_WORKER_ENV, split, seed, ti) for ti in tasks]
+    return [_run_episode(_WORKER_ENV, split, seed, ti, _WORKER_POLICY) for ti in tasks]
 
 
 class _ShardActor:
     """A Ray actor holding one env, rolling out the shards it is sent."""
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
-        _worker_init(env_id, env_kwargs)
+    def __init__(self, cfg: CollectConfig) -> None:
+        _worker_init(cfg)
 
     def run(self, split: str, seed: int, tasks: list[int]) -> list[dict[str, Any]]:
         return _worker_shard(split, seed, tasks)
@@ -212,7 +275,7 @@ def _shard_episodes(
         with ray_session(ray_address) as ray:
             actor_cls = ray.remote(num_cpus=1)(_ShardActor)
             n = min(workers, len(todo))
-            actors = [actor_cls.remote(cfg.env_id, dict(cfg.env_kwargs)) for _ in range(n)]
+            actors = [actor_cls.remote(cfg) for _ in range(n)]
             try:
                 refs = [
                     (si, actors[k % n].run.remote(cfg.split, cfg.seed, tasks))
@@ -236,7 +299,7 @@ def _shard_episodes(
     with process_pool(
         min(workers, len(todo)),
         initializer=_worker_init,
-        initargs=(cfg.env_id, dict(cfg.env_kwargs)),
+        initargs=(cfg,),
     ) as pool:
         futures = [(si, pool.submit(_worker_shard, cfg.split, cfg.seed, t)) for si, t in todo]
         try:
@@ -253,7 +316,7 @@ def _shard_episodes(
 def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
     vectors = [e["vectors"] for e in episodes]
     offsets = np.cumsum([0] + [len(v) for v in vectors]).astype(np.int64)
-    ep_col, t, step, kl, kind = [], [], [], [], []
+    ep_col, t, step, kl, kind, tier = [], [], [], [], [], []
     for i, e in enumerate(episodes):
         r = e["rows"]
         ep_col += [i] * len(r["t"])
@@ -261,6 +324,7 @@ def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
         step += r["step"]
         kl += r["kl"]
         kind += r["kind"]
+        tier += r.get("tier", [0] * len(r["t"]))  # (callers before behaviour routers)
     arrays = {
         "vectors": np.concatenate(vectors).astype(np.float16),
         "offsets": offsets,
@@ -269,6 +333,7 @@ def _save_shard(path: Path, episodes: list[dict[str, Any]], n_low: int) -> int:
         "step": np.asarray(step, dtype=np.int64),
         "kl": np.asarray(kl, dtype=np.float64).reshape(len(t), n_low),
         "kind": np.asarray(kind, dtype=str),
+        "tier": np.asarray(tier, dtype=np.int64),
         "task_id": np.asarray([e["task_id"] for e in episodes], dtype=str),
         "task_type": np.asarray([e["task_type"] for e in episodes], dtype=str),
         "task_index": np.asarray([e["task_index"] for e in episodes], dtype=np.int64),
@@ -329,16 +394,22 @@ def collect_kl(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     own_env = env is None
     if own_env:
         env = make_env(cfg.env_id, cfg.env_kwargs)
     u = env.unwrapped
+    try:
+        policy = cfg.behaviour_policy(env)  # a bad router fails here, before any write
+    except BaseException:
+        if own_env:
+            env.close()
+        raise
+    out.mkdir(parents=True, exist_ok=True)
     tasks = _task_sample(u.task.num_tasks(cfg.split), cfg.episodes, cfg.seed)
     shards = [tasks[i : i + cfg.shard_size] for i in range(0, len(tasks), cfg.shard_size)]
     header = {
         "format_version": FORMAT_VERSION,
-        "config": asdict(cfg),
+        "config": cfg.header(),
         "task_indices": tasks,
         "tier_names": list(u.tier_names),
         "simulated": bool(u.simulated),
@@ -383,7 +454,7 @@ def collect_kl(
     def local(shard_tasks: list[int]) -> list[dict[str, Any]]:
         episodes = []
         for ti in shard_tasks:
-            episodes.append(_run_episode(env, cfg.split, cfg.seed, ti))
+            episodes.append(_run_episode(env, cfg.split, cfg.seed, ti, policy))
             if bar is not None:
                 bar.update()
         return episodes
@@ -423,6 +494,8 @@ class KLDataset:
         episode: the state's episode index; ``t``: vectors seen at that state.
         step: decision index in its episode; ``kl``: ``[n_states, n_tiers - 1]``.
         kind: step kind; ``task_id`` / ``task_type``: the state's task.
+        tier: the tier the rollout took there (0, the highest, unless a behaviour router
+            picked it).
     """
 
     vectors: np.ndarray
@@ -434,6 +507,7 @@ class KLDataset:
     kind: np.ndarray
     task_id: np.ndarray
     task_type: np.ndarray
+    tier: np.ndarray
     tier_names: list[str]
     simulated: bool
     max_len: int = 64
@@ -461,20 +535,73 @@ class KLDataset:
         return {"embeddings": emb, "mask": mask}
 
 
-def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) -> KLDataset:
-    """Load every finished shard of a collection folder."""
-    root = Path(path)
-    index = _read_index(root)
-    if index is None:
-        raise CheckpointError(
-            f"no KL collection at {root}: expected {root / INDEX_FILE} (run collect-kl first)"
+def kl_folders(path: str | os.PathLike[str] | list[Any] | tuple[Any, ...]) -> list[Path]:
+    """The collection folders ``path`` names: one folder, a list of them, or a
+    comma-separated string of them (``"runs/kl,runs/kl_onpolicy"``)."""
+    if isinstance(path, (list, tuple)):
+        names = [str(p) for p in path]
+    else:
+        names = [n.strip() for n in str(path).split(",")] if "," in str(path) else [str(path)]
+    if not names or any(not n for n in names):
+        raise ConfigError(
+            f"expected one KL collection folder or a comma-separated list of them, got {path!r}"
         )
+    return [Path(n) for n in names]
+
+
+def load_kl_dataset(
+    path: str | os.PathLike[str] | list[Any] | tuple[Any, ...], max_len: int | None = None
+) -> KLDataset:
+    """Load every finished shard of a collection folder, or of several (a list, or a
+    comma-separated string: :func:`kl_folders`), concatenated in that order. Several
+    collections must come from the same tiers, task and encoder (checked: a
+    :class:`ConfigError` names what differs)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    base = {"episode": 0, "vectors": 0}
+    meta: dict[str, Any] | None = None
+    first: Path | None = None
+    for root in kl_folders(path):
+        index = _read_index(root)
+        if index is None:
+            raise CheckpointError(
+                f"no KL collection at {root}: expected {root / INDEX_FILE} (run collect-kl first)"
+            )
+        mine = {
+            "tier_names": list(index["tier_names"]),
+            "simulated": bool(index["simulated"]),
+            "task": index.get("task"),
+            "embedding_dim": index.get("embedding_dim"),
+            "max_history": int(index.get("max_history", 64)),
+        }
+        if meta is None:
+            meta, first = mine, root
+        elif mine != meta:
+            diff = sorted(k for k in meta if meta[k] != mine[k])
+            raise ConfigError(
+                f"KL collections {first} and {root} differ in {diff}: expected "
+                f"{ {k: meta[k] for k in diff} }, got { {k: mine[k] for k in diff} } "
+                "(collections are aggregated only from the same tiers, task and encoder)"
+            )
+        _load_shards(root, index, parts, base)
+    assert meta is not None
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return KLDataset(
+        **cat,
+        tier_names=meta["tier_names"],
+        simulated=meta["simulated"],
+        max_len=int(max_len or meta["max_history"]),
+        task=meta["task"],
+    )
+
+
+def _load_shards(
+    root: Path, index: dict[str, Any], parts: dict[str, list[np.ndarray]], base: dict[str, int]
+) -> None:
+    """Append the finished shards of the collection at ``root`` to ``parts`` (episode and
+    vector offsets continue from ``base``, which is advanced)."""
     keys = sorted(index["shards"], key=int)
     if not keys:
         raise CheckpointError(f"the KL collection at {root} has no finished shard yet")
-    parts: dict[str, list[np.ndarray]] = {}
-    ep_base = 0
-    vec_base = 0
     for k in keys:
         f = root / index["shards"][k]["file"]
         try:
@@ -486,22 +613,16 @@ def load_kl_dataset(path: str | os.PathLike[str], max_len: int | None = None) ->
                 "a complete .npz; rerun collect-kl with the same --out to collect it again"
             ) from None
         parts.setdefault("vectors", []).append(d["vectors"])
-        parts.setdefault("ep_start", []).append(d["offsets"][:-1] + vec_base)
-        parts.setdefault("episode", []).append(d["episode"] + ep_base)
+        parts.setdefault("ep_start", []).append(d["offsets"][:-1] + base["vectors"])
+        parts.setdefault("episode", []).append(d["episode"] + base["episode"])
         for name in ("t", "step", "kl", "kind"):
             parts.setdefault(name, []).append(d[name])
+        # the tier taken at each state (collections before behaviour routers: all highest)
+        parts.setdefault("tier", []).append(d.get("tier", np.zeros(len(d["t"]), np.int64)))
         parts.setdefault("task_id", []).append(d["task_id"][d["episode"]])
         parts.setdefault("task_type", []).append(d["task_type"][d["episode"]])
-        ep_base += len(d["task_id"])
-        vec_base += len(d["vectors"])
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return KLDataset(
-        **cat,
-        tier_names=list(index["tier_names"]),
-        simulated=bool(index["simulated"]),
-        max_len=int(max_len or index.get("max_history", 64)),
-        task=index.get("task"),
-    )
+        base["episode"] += len(d["task_id"])
+        base["vectors"] += len(d["vectors"])
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -516,6 +637,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_size=args.shard_size,
         env_kwargs=args.env_kwargs or {},
+        behaviour=args.behaviour,
+        behaviour_budget=args.behaviour_budget,
     )
     out = collect_kl(
         args.out, cfg, progress=not args.quiet, max_new_shards=args.max_shards,
@@ -530,6 +653,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(
         f"{out}: {ds.n_episodes} episodes, {len(ds)} decision states; KL(high||lowest): "
         f"{np.mean(kl < 0.01):.0%} < 0.01, {np.mean(kl > 1):.0%} > 1"
+        + (f"; {np.mean(ds.tier == 0):.0%} of states on the highest tier" if cfg.behaviour else "")
         + (" [SIMULATED]" if ds.simulated else "")
     )
     return 0
@@ -544,5 +668,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--shard-size", type=int, default=20, help="episodes per shard file")
     p.add_argument("--out", default="runs/kl", help="output folder (reruns resume it)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    p.add_argument(
+        "--behaviour",
+        default=None,
+        help="roll out with this router instead of the highest tier: a baseline name or a "
+        "router file; the states it reaches get the same KL labels (on-policy data, to "
+        "aggregate with the paper's collection: train-klst --data A,B)",
+    )
+    p.add_argument(
+        "--behaviour-budget",
+        type=float,
+        default=None,
+        help="the behaviour router's budget K (its calibrated threshold)",
+    )
     add_workers_args(p)
     add_quiet_arg(p)

@@ -33,7 +33,7 @@ from training.cli.common import (
     config_arguments,
     config_from_args,
 )
-from training.kl_collect import load_kl_dataset
+from training.kl_collect import kl_folders, load_kl_dataset
 from training.thresholds import (
     ThresholdChoice,
     balanced_accuracy,
@@ -68,7 +68,11 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """KL-ST training settings (each field is a ``train-klst`` flag)."""
 
-    data: str = _f("runs/kl", "KL collection folder (collect-kl --out)")
+    data: str = _f(
+        "runs/kl",
+        "KL collection folder (collect-kl --out), or several comma-separated (aggregated: "
+        "the paper's collection and one under a behaviour router, collect-kl --behaviour)",
+    )
     out: str = _f("runs/klst", "output folder: router.pt, train_state.pt, history, plots")
     tau_kl: float | None = _f(None, "manual tau_KL (default: auto, sparse plateau)")
     kinds: list[str] = field(
@@ -364,7 +368,7 @@ class KLSTTrainer(Trainer):
                 "simulated": ds.simulated,
                 "tier_names": ds.tier_names,
                 **({"task": ds.task} if ds.task else {}),
-                "kl_data": str(Path(cfg.data).resolve()),
+                "kl_data": ",".join(str(p.resolve()) for p in kl_folders(cfg.data)),
                 "tau_kl": self.choice.tau,
                 "tau_kl_method": self.choice.method,
                 "kl_counts": {"below": self.choice.n_below, "above": self.choice.n_above},
