@@ -47,21 +47,28 @@ def test_collection_resumes_to_the_same_result(env, tmp_path):
 def test_rebuilt_observations_match_the_env(env, tmp_path):
     """The stored (vectors, t) give back exactly the env's observation at each state, and
     the KL is the exact categorical KL of the two simulated tiers."""
+    collect_kl(tmp_path / "kl", CollectConfig(**{**CFG, "episodes": 1}), env=env, progress=False)
+    _replay(env, tmp_path / "kl", tier=0)
+
+
+def _replay(env, folder, tier: int) -> dict:
+    """Play a one-episode collection's episode again on ``env``, always on ``tier``, and check
+    every stored state against the env's: the observation rebuilt from (vectors, t), the KL
+    and the tier taken. Returns the last step's info."""
     from training.evaluation import episode_seed
 
-    collect_kl(tmp_path / "kl", CollectConfig(**{**CFG, "episodes": 1}), env=env, progress=False)
-    ds = load_kl_dataset(tmp_path / "kl")
-    index = json.loads((tmp_path / "kl" / "index.json").read_text())
-    ti = index["task_indices"][0]
-    obs, _ = env.reset(
+    ds = load_kl_dataset(folder)
+    ti = json.loads((folder / "index.json").read_text())["task_indices"][0]
+    obs, info = env.reset(
         seed=episode_seed(5, ti), options={"split": "valid_unseen", "task_index": ti}
     )
     for row in range(len(ds)):
         rebuilt = ds.observations([row])
         np.testing.assert_array_equal(rebuilt["mask"][0], obs["mask"])
         np.testing.assert_allclose(rebuilt["embeddings"][0], obs["embeddings"], atol=1e-3)
-        assert state_kls(env)[0] == pytest.approx(ds.kl[row, 0])
-        obs, *_ = env.step(0)
+        assert state_kls(env)[0] == pytest.approx(ds.kl[row, 0]) and ds.tier[row] == tier
+        obs, _, _, _, info = env.step(tier)
+    return info
 
 
 def test_load_errors(tmp_path):
@@ -96,25 +103,12 @@ def test_behaviour_router_collects_the_states_it_reaches(env, tmp_path):
     """collect-kl --behaviour: the rollout takes the router's tiers (here always-low), the
     stored observations are the env's under that router, the KLs are the same function of
     the state, and the behaviour is part of the configuration a rerun must match."""
-    from training.evaluation import episode_seed
-
     cfg = CollectConfig(**{**CFG, "episodes": 1}, behaviour="always-low")
     collect_kl(tmp_path / "low", cfg, env=env, progress=False)
     index = json.loads((tmp_path / "low" / "index.json").read_text())
     assert index["config"]["behaviour"] == "always-low"
     assert "behaviour_budget" not in index["config"]  # unset keys are not stored
-    ds = load_kl_dataset(tmp_path / "low")
-    ti = index["task_indices"][0]
-    obs, _ = env.reset(
-        seed=episode_seed(5, ti), options={"split": "valid_unseen", "task_index": ti}
-    )
-    for row in range(len(ds)):
-        rebuilt = ds.observations([row])
-        np.testing.assert_array_equal(rebuilt["mask"][0], obs["mask"])
-        np.testing.assert_allclose(rebuilt["embeddings"][0], obs["embeddings"], atol=1e-3)
-        assert state_kls(env)[0] == pytest.approx(ds.kl[row, 0])
-        obs, _, _, _, info = env.step(1)
-    assert info["hp_fraction"] == 0.0 and (ds.tier == 1).all()
+    assert _replay(env, tmp_path / "low", tier=1)["hp_fraction"] == 0.0
     high = collect_kl(tmp_path / "high", CollectConfig(**{**CFG, "episodes": 1}), env=env,
                       progress=False)  # fmt: skip
     assert "behaviour" not in json.loads((high / "index.json").read_text())["config"]
