@@ -213,3 +213,6 @@ def test_training_on_aggregated_collections(tmp_path):
     train = set(meta["train_tasks"])
     assert 0 < len(train) < len(set(both.task_id.tolist()))
     assert res.n_train == int(np.isin(both.task_id, list(train)).sum())  # tasks kept whole
+    with pytest.raises(CheckpointError, match="no KL collection at"):
+        train_klst(_tiny_cfg(f"{a},{tmp_path / 'none'}", tmp_path / "bad"), progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before the output folder is made

@@ -629,7 +629,7 @@ def _load_shards(
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    """KL supervision: highest-tier rollouts with per-state action KL (resumable)"""
+    """KL supervision: highest-tier (or --behaviour router) rollouts with per-state action KL (resumable)"""
     cfg = CollectConfig(
         env_id=args.env,
         split=args.split,

@@ -237,8 +237,8 @@ class KLSTTrainer(Trainer):
         cfg = self.cfg = config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.ds = ds = load_kl_dataset(cfg.data)  # bad --data fails before a folder is made
         self.out.mkdir(parents=True, exist_ok=True)
-        self.ds = ds = load_kl_dataset(cfg.data)
         n_tiers = len(ds.tier_names)
         keep = np.ones(len(ds), dtype=bool)
         if cfg.kinds:
