@@ -55,7 +55,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        f = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), _file_mode())

@@ -368,3 +368,20 @@ def test_json_is_strict_and_files_are_readable_by_others(tmp_path):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("fails", ["fdopen", "replace"])
+def test_an_atomic_write_that_fails_leaves_neither_file_nor_descriptor(tmp_path, monkeypatch, fails):
+    (tmp_path / "out.bin").write_bytes(b"old")
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(f"precision_gym.io.os.{fails}", broken)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(tmp_path / "out.bin", b"new")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    assert (tmp_path / "out.bin").read_bytes() == b"old"  # the previous file is untouched
+    assert set(os.listdir("/proc/self/fd")) == fds_before

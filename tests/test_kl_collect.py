@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -167,3 +168,5 @@ def test_collections_aggregate(env, tmp_path):
         load_kl_dataset(f"{a},{b}")
     with pytest.raises(ConfigError, match="comma-separated list"):
         load_kl_dataset(f"{a},")
+    comma = shutil.copytree(a, tmp_path / "kl,2")  # an existing folder is one, commas and all
+    assert load_kl_dataset(str(comma)).kl.tolist() == da.kl.tolist()

@@ -15,6 +15,7 @@ from conftest import requires_alfworld
 from test_alfworld_task import _off_plan
 
 from precision_gym.error import ConfigError
+from precision_gym.io import current_umask
 from precision_gym.tasks.plan_store import (
     PLAN_CACHE_ENV,
     PlanStore,
@@ -40,8 +41,11 @@ def test_an_answer_round_trips_and_a_miss_is_none(tmp_path, game):
     assert store.put(game, "s2", 30.0, None, ((), "cpu"))  # a CPU-bound cut is kept
     assert PlanStore(tmp_path / "plans").get(game, "s2", 30.0, None) == ((), "cpu")
     assert store.stats() == {"hits": 1, "misses": 1, "sas_hits": 0, "sas_misses": 0, "writes": 2}
-    files = sorted(p.name for p in (tmp_path / "plans" / "plans").rglob("*") if p.is_file())
-    assert len(files) == 2 and all(f.endswith(".json") and not f.startswith(".tmp") for f in files)
+    paths = sorted(p for p in (tmp_path / "plans" / "plans").rglob("*") if p.is_file())
+    assert len(paths) == 2
+    assert all(p.suffix == ".json" and not p.name.startswith(".") for p in paths)
+    # written as the library writes every file: the usual mode, not mkstemp's private 0600
+    assert {p.stat().st_mode & 0o777 for p in paths} == {0o666 & ~current_umask()}
 
 
 def test_the_key_covers_state_bounds_and_the_game_files_content(tmp_path, game):
@@ -96,6 +100,21 @@ def test_a_folder_that_cannot_be_written_warns_once_and_the_run_goes_on(tmp_path
     with pytest.warns(RuntimeWarning, match=r"planner answer .* is unreadable"):
         assert store.get(game, "s", 30.0, None) is None  # a file where a folder should be
     assert store.stats()["writes"] == 0
+
+
+def test_a_write_that_fails_half_way_leaves_no_temporary_file(tmp_path, game, monkeypatch):
+    store = PlanStore(tmp_path / "plans")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("precision_gym.io.os.replace", full_disk)
+    with pytest.warns(RuntimeWarning, match=r"cannot write to the plan folder .*No space left"):
+        assert store.put(game, "s", 30.0, None, (("a",), None)) is False
+    assert [p for p in (tmp_path / "plans").rglob("*") if p.is_file()] == []
+    monkeypatch.undo()
+    assert store.put(game, "s", 30.0, None, (("a",), None))  # the next write goes through
+    assert PlanStore(tmp_path / "plans").get(game, "s", 30.0, None) == (("a",), None)
 
 
 def test_the_folder_is_validated_before_any_work(tmp_path, monkeypatch):

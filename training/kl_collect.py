@@ -537,11 +537,14 @@ class KLDataset:
 
 def kl_folders(path: str | os.PathLike[str] | list[Any] | tuple[Any, ...]) -> list[Path]:
     """The collection folders ``path`` names: one folder, a list of them, or a
-    comma-separated string of them (``"runs/kl,runs/kl_onpolicy"``)."""
+    comma-separated string of them (``"runs/kl,runs/kl_onpolicy"``). A string that names an
+    existing folder is that folder, commas and all."""
     if isinstance(path, (list, tuple)):
         names = [str(p) for p in path]
+    elif "," in str(path) and not Path(path).is_dir():
+        names = [n.strip() for n in str(path).split(",")]
     else:
-        names = [n.strip() for n in str(path).split(",")] if "," in str(path) else [str(path)]
+        names = [str(path)]
     if not names or any(not n for n in names):
         raise ConfigError(
             f"expected one KL collection folder or a comma-separated list of them, got {path!r}"

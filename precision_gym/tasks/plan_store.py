@@ -17,7 +17,8 @@ Two things, both pure functions of their inputs and costly to compute:
   optimisation flag and the PDDL texts; kept gzip-compressed (about 40 KB). On a hit the
   PDDL task is parsed and normalised again (3 ms), as the translator does before translating.
 
-Each file is written atomically (a temporary file, then ``os.replace``): a reader sees a whole
+Each file is written atomically (:func:`precision_gym.io.atomic_write_bytes`: a temporary
+file, fsync, then ``os.replace``; the usual ``0666 & ~umask`` mode): a reader sees a whole
 file or none, and two processes that write the same one leave one. Files are JSON or text
 (nothing is unpickled); one that does not read as what it should be is ignored (warned about
 once) and computed again. ``benchmarks/ppo_vs_grpo.py`` keeps one folder per run.
@@ -29,7 +30,6 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import warnings
 import zlib
@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from precision_gym.error import ConfigError
+from precision_gym.io import atomic_write_bytes
 
 __all__ = ["PLAN_CACHE_ENV", "PlanStore", "game_digest", "plan_store", "resolve_plan_cache"]
 
@@ -146,19 +147,12 @@ class PlanStore:
         return self._write(self._path(game_file, state, cpu_s, timeout_s), text.encode())
 
     def _write(self, path: Path, data: bytes) -> bool:
-        """Write atomically: a temporary file in the same folder, then ``os.replace``. A
-        folder that cannot be written (full disk, no permission) costs the sharing, not the
-        run: warned about once, False."""
-        tmp = None
+        """Write atomically (:func:`precision_gym.io.atomic_write_bytes`: a temporary file in
+        the same folder, fsync, then ``os.replace``). A folder that cannot be written (full
+        disk, no permission) costs the sharing, not the run: warned about once, False."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, data)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             if not self._warned_write:
                 self._warned_write = True
                 warnings.warn(
@@ -168,10 +162,6 @@ class PlanStore:
                     stacklevel=3,
                 )
             return False
-        except BaseException:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            raise
         with self._lock:
             self.writes += 1
         return True
