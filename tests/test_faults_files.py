@@ -371,7 +371,9 @@ def test_json_is_strict_and_files_are_readable_by_others(tmp_path):
 
 
 @pytest.mark.parametrize("fails", ["fdopen", "replace"])
-def test_an_atomic_write_that_fails_leaves_neither_file_nor_descriptor(tmp_path, monkeypatch, fails):
+def test_an_atomic_write_that_fails_leaves_neither_file_nor_descriptor(
+    tmp_path, monkeypatch, fails
+):
     (tmp_path / "out.bin").write_bytes(b"old")
     fds_before = set(os.listdir("/proc/self/fd"))
 
