@@ -59,6 +59,34 @@ def encoder():
     return SentenceEncoder()
 
 
+def untrained_router_file(env, path, split: str, episode_seed: int):
+    """An untrained Transformer router that fits ``env``, saved to ``path``. Its K=0.4
+    threshold is the median of its scores on ``split``'s first task (played at the highest
+    tier, episode seed ``episode_seed``), so that it routes both ways."""
+    import numpy as np
+    import torch
+
+    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
+
+    u = env.unwrapped
+    torch.manual_seed(0)
+    model = TransformerRouter(
+        RouterConfig(
+            embed_dim=u.embedding_dim, max_len=u.max_history, d_model=16, n_layers=1,
+            n_heads=2, dropout=0.0, n_tiers=int(env.action_space.n),
+        )
+    )  # fmt: skip
+    policy = TransformerRouterPolicy(model)
+    obs, _ = env.reset(seed=episode_seed, options={"split": split, "task_index": 0})
+    scores, done = [], False
+    while not done:
+        scores.append(float(policy.high_precision_score(obs)[0]))
+        obs, _, terminated, truncated, _ = env.step(0)
+        done = terminated or truncated
+    policy.thresholds = {"0.4": float(np.median(scores))}
+    return policy.save(path)
+
+
 # One small-split override per env id keeps tests fast and deterministic.
 RESET_OPTIONS = {
     "DMR-ALFWorld-v0": {"split": "valid_unseen", "task_index": 3},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, untrained_router_file
 
 from precision_gym.error import ConfigError
 from training.rollout_workers import RolloutSpec, run_distributed, shares
@@ -111,15 +111,26 @@ def test_sweep_workers_2_matches_workers_1(tmp_path):
         run_sweep(path, env, **{**kw, "env_id": ""}, workers=2)
 
 
-def test_collect_kl_on_ray_actors_matches_one_process(local_ray, tmp_path):
+@pytest.mark.parametrize("behaviour", ["bf16 (the paper's)", "a router file"])
+def test_collect_kl_on_ray_actors_matches_one_process(local_ray, tmp_path, behaviour):
+    import gymnasium as gym
     import numpy as np
 
     from training.kl_collect import CollectConfig, collect_kl, load_kl_dataset
 
-    cfg = CollectConfig(env_id="DMR-WebShop-v0", split="test", episodes=3, seed=2, shard_size=1)
+    extra = {}
+    if behaviour == "a router file":  # each actor loads it (collect-kl --behaviour)
+        env = gym.make("DMR-WebShop-v0")
+        router = untrained_router_file(env, tmp_path / "r.pt", "test", 2)
+        env.close()
+        extra = {"behaviour": str(router), "behaviour_budget": 0.4}
+    cfg = CollectConfig(
+        env_id="DMR-WebShop-v0", split="test", episodes=3, seed=2, shard_size=1, **extra
+    )
     collect_kl(tmp_path / "one", cfg, progress=False)
     collect_kl(tmp_path / "ray", cfg, progress=False, workers=2, ray_address="auto")
     a, b = load_kl_dataset(tmp_path / "one"), load_kl_dataset(tmp_path / "ray")
-    for name in ("vectors", "ep_start", "episode", "t", "step", "kl", "kind", "task_id"):
+    for name in ("vectors", "ep_start", "episode", "t", "step", "kl", "kind", "task_id", "tier"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert set(a.tier.tolist()) == ({0} if not extra else {0, 1})
     assert local_ray.is_initialized()  # the caller's instance is left to the caller

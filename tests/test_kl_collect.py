@@ -8,7 +8,7 @@ import shutil
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import requires_alfworld
+from conftest import requires_alfworld, untrained_router_file
 
 from precision_gym.error import CheckpointError
 from training.kl_collect import CollectConfig, collect_kl, load_kl_dataset, state_kls
@@ -97,6 +97,23 @@ def test_two_workers_collect_the_same_data(tmp_path):
     with pytest.raises(ConfigError, match="--workers must be an integer >= 1, got 0"):
         collect_kl(tmp_path / "bad", cfg, progress=False, workers=0)
     assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+@requires_alfworld
+def test_two_workers_collect_the_same_data_under_a_behaviour_router(env, tmp_path):
+    """collect-kl --behaviour ROUTER --workers 2: each worker loads the router file once and
+    rolls out what one process does, tiers taken included."""
+    cfg = CollectConfig(
+        **{**CFG, "episodes": 3, "env_kwargs": {"max_steps": 6}},
+        behaviour=str(untrained_router_file(env, tmp_path / "r.pt", CFG["split"], CFG["seed"])),
+        behaviour_budget=0.4,
+    )
+    collect_kl(tmp_path / "one", cfg, progress=False)
+    collect_kl(tmp_path / "two", cfg, progress=False, workers=2)
+    a, b = load_kl_dataset(tmp_path / "one"), load_kl_dataset(tmp_path / "two")
+    for name in ("vectors", "ep_start", "episode", "t", "step", "kl", "kind", "task_id", "tier"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert set(a.tier.tolist()) == {0, 1}  # the router routed both ways: its own routing
 
 
 @requires_alfworld
