@@ -81,21 +81,11 @@ def test_sweep_workers_2_matches_workers_1(tmp_path):
     """sweep --workers: every fixed point played by 2 worker processes, the online point here
     as one stream; the same summaries as one process."""
     import gymnasium as gym
-    import torch
 
-    from agents.router import RouterConfig, TransformerRouter, TransformerRouterPolicy
     from training.sweep import run_sweep
 
     env = gym.make("DMR-WebShop-v0")
-    u = env.unwrapped
-    torch.manual_seed(0)
-    model = TransformerRouter(
-        RouterConfig(
-            embed_dim=u.embedding_dim, max_len=u.max_history, d_model=16, n_layers=1,
-            n_heads=2, dropout=0.0, n_tiers=int(env.action_space.n),
-        )
-    )  # fmt: skip
-    path = TransformerRouterPolicy(model, thresholds={"0.4": 0.5}).save(tmp_path / "r.pt")
+    path = untrained_router_file(env, tmp_path / "r.pt", "test", 0)
     kw = dict(
         env_id="DMR-WebShop-v0", split="test", episodes=3, seeds=(0, 1), budgets=(0.4,),
         progress=False,
