@@ -597,25 +597,50 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
 
 
 def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo: list[str]):
-    """Units in ``--jobs`` local processes (each one thread), or here one after another."""
+    """Units in ``--jobs`` local processes (each one thread, its output in ``OUT/UNIT.log``),
+    or here one after another; a progress bar counts the finished ones. A unit that fails
+    stops the run: the others still running are stopped too (their units rerun on resume),
+    and the error names the unit, its log and the log's last lines."""
+    from tqdm.auto import tqdm
+
     todo = [u for u in todo if not (out / f"{u}.json").exists()]
     if args.jobs <= 1:
         for unit in todo:
             run_unit(args, out, env, klst, unit)
         return
     base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
-    running: list[subprocess.Popen] = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            unit = todo.pop(0)
-            log = (out / f"{unit}.log").open("w")
-            cmd = [*base, "--only-unit", unit, "--no-results-md"]
-            running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(2)
-        for proc in [p for p in running if p.poll() is not None]:
-            running.remove(proc)
-            if proc.returncode:
-                raise SystemExit(f"{shlex.join(proc.args)} failed ({proc.returncode})")
+    running: dict[str, subprocess.Popen] = {}
+    bar = tqdm(total=len(todo), desc=f"units ({args.jobs} at once)", unit="unit")
+    try:
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                unit = todo.pop(0)
+                with (out / f"{unit}.log").open("w") as log:  # the child holds its own copy
+                    cmd = [*base, "--only-unit", unit, "--no-results-md"]
+                    running[unit] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+                bar.set_postfix_str(", ".join(running))
+            time.sleep(1)
+            for unit, proc in [(u, p) for u, p in running.items() if p.poll() is not None]:
+                del running[unit]
+                if proc.returncode:
+                    tail = (out / f"{unit}.log").read_text(errors="replace").splitlines()[-15:]
+                    raise SystemExit(
+                        f"unit {unit} failed (exit status {proc.returncode}); its log "
+                        f"{out / f'{unit}.log'} ends:\n" + "\n".join(tail) + "\n"
+                        f"command: {shlex.join(proc.args)}"
+                    )
+                bar.update(1)
+                bar.set_postfix_str(", ".join(running))
+    finally:
+        bar.close()
+        for proc in running.values():  # a failed sibling or Ctrl-C: stop what is left
+            proc.terminate()
+        for proc in running.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # ----------------------------------------------------------------------------- 5. statistics

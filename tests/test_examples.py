@@ -90,6 +90,42 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
     assert "Kept routers (refined - start utility" in report
 
 
+def test_ppo_vs_grpo_benchmark_units_in_two_processes_give_the_same_results(tmp_path):
+    """``--jobs 2`` (how the full benchmark runs its units) reports what one process does:
+    the same points, comparisons and curves; only times and paths differ."""
+    one = tmp_path / "one"
+    _run("benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(one), "--no-results-md")
+    two = tmp_path / "two"
+    proc = _run(
+        "benchmarks/ppo_vs_grpo.py", "--quick", "--jobs", "2", "--out", str(two),
+        "--no-results-md",
+    )  # fmt: skip
+    assert "units (2 at once): 100%" in proc.stderr  # the progress bar over the units
+    a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    for key in ("by_lambda", "curves", "tiers"):
+        assert a[key] == b[key], key
+    assert (two / "rl_grpo_l0.5_s0.log").read_text().startswith("$ precision-gym train-grpo")
+
+
+def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("pvg", ROOT / "benchmarks/ppo_vs_grpo.py")
+    pvg = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pvg", pvg)  # its dataclasses look their module up
+    spec.loader.exec_module(pvg)
+    args = SimpleNamespace(jobs=2)
+    units = ["fixed_s0", "fixed_s1", "fixed_s2"]
+    with pytest.raises(SystemExit, match=r"(?s)unit (fixed_s[01]) failed \(exit status 2\); its "
+                       r"log .*\1\.log ends:.*unrecognized arguments: --no-such-flag"):  # fmt: skip
+        pvg.run_units(args, ["--no-such-flag"], tmp_path, None, tmp_path / "r.pt", units)
+    assert not (tmp_path / "fixed_s2.log").exists()  # nothing started after the failure
+    assert not list(tmp_path.glob("*.json"))
+
+
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
     advantage, every router on two episode seeds); no PPO point, curve or comparison, and bad
