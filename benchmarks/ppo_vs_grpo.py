@@ -66,6 +66,7 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -596,6 +597,10 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}: units that finished are kept (rerun to resume)")
+
+
 def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo: list[str]):
     """Units in ``--jobs`` local processes (each one thread, its output in ``OUT/UNIT.log``),
     or here one after another; a progress bar counts the finished ones. A unit that fails
@@ -611,6 +616,8 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
     base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
     running: dict[str, subprocess.Popen] = {}
     bar = tqdm(total=len(todo), desc=f"units ({args.jobs} at once)", unit="unit")
+    # `kill` or a scheduler's SIGTERM stops the units too, as Ctrl-C does (below: finally)
+    on_term = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         while todo or running:
             while todo and len(running) < args.jobs:
@@ -632,8 +639,9 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
                 bar.update(1)
                 bar.set_postfix_str(", ".join(running))
     finally:
+        signal.signal(signal.SIGTERM, on_term)
         bar.close()
-        for proc in running.values():  # a failed sibling or Ctrl-C: stop what is left
+        for proc in running.values():  # a failed sibling, Ctrl-C or SIGTERM: stop what is left
             proc.terminate()
         for proc in running.values():
             try:

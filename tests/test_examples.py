@@ -126,6 +126,39 @@ def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, mon
     assert not list(tmp_path.glob("*.json"))
 
 
+def test_ppo_vs_grpo_sigterm_stops_the_units_too(tmp_path):
+    """A scheduler's SIGTERM (or `kill`) stops the unit processes as well as the runner."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", "--jobs", "2", "--out",
+         str(tmp_path), "--no-results-md"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def units_running() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "--only-unit" in text and str(tmp_path) in text:
+                found.append(text)
+        return found
+
+    deadline = time.monotonic() + 300
+    while not units_running() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert units_running(), "no unit process started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "stopped by signal 15: units that finished are kept (rerun to resume)" in err
+    assert units_running() == []
+
+
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
     advantage, every router on two episode seeds); no PPO point, curve or comparison, and bad
