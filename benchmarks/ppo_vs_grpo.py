@@ -48,12 +48,14 @@ Read top to bottom (CleanRL style):
    paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
    curves (mean +- std over seeds) as PNG.
 
-    python benchmarks/ppo_vs_grpo.py                      # the full comparison (hours)
+    python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3.5 h on 2 cores)
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
 
 Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
 benchmark resumes where it stopped, and a method added later (``--algos grpo,ppo`` after a run
-with ``--algos ppo``) trains only its own units beside the finished ones. On ALFWorld the
+with ``--algos ppo``) trains only its own units beside the finished ones. With ``--jobs N``
+the units run in N processes (their output in ``OUT/UNIT.log``, a progress bar here); a unit
+that fails, Ctrl-C or SIGTERM stops the others, and the finished ones stay. On ALFWorld the
 planner's answers are kept in ``OUT/plan_cache`` (``--plan-cache``) and shared by every unit:
 units that play the same episodes (every router of a seed does) search each derailed state
 once, not once per process; a resumed run starts with the answers of the interrupted one.
