@@ -17,6 +17,7 @@ python -m cProfile -o $R/s21/prof_grpo.pstats -m training.cli train-grpo --env-i
   --budgets 0.1,0.2,0.4,0.7,0.9 --calibration-split valid_train --calibration-episodes 24 \
   --calibration-seed 0 --keep-best-per-budget
 python -c "import pstats; pstats.Stats('$R/s21/prof_grpo.pstats').sort_stats('cumulative').print_stats(60)" \
+  | sed 's#/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/##; s#/work/main/##' \
   > benchmarks/results/profile_s21/profile_cumulative.txt
 # the planner's search in a forked child against in-process, on the same states
 python benchmarks/results/profile_s21/fork_vs_inproc.py > benchmarks/results/profile_s21/fork_vs_inproc.txt
