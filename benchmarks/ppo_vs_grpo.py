@@ -55,7 +55,8 @@ Every stage writes its result under ``--out`` and is skipped when rerun: an inte
 benchmark resumes where it stopped, and a method added later (``--algos grpo,ppo`` after a run
 with ``--algos ppo``) trains only its own units beside the finished ones. With ``--jobs N``
 the units run in N processes (their output in ``OUT/UNIT.log``, a progress bar here); a unit
-that fails, Ctrl-C or SIGTERM stops the others, and the finished ones stay. On ALFWorld the
+that fails, Ctrl-C or SIGTERM stops the others, and the finished ones stay; with
+``--ray-address`` they run as Ray tasks instead, under the same rules. On ALFWorld the
 planner's answers are kept in ``OUT/plan_cache`` (``--plan-cache``) and shared by every unit:
 units that play the same episodes (every router of a seed does) search each derailed state
 once, not once per process; a resumed run starts with the answers of the interrupted one.
@@ -64,6 +65,7 @@ once, not once per process; a resumed run starts with the answers of the interru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -203,7 +205,14 @@ class Args:
         "process, so that no state is searched twice ('' = $PRECISION_GYM_PLAN_CACHE, else "
         "OUT/plan_cache; 'off' = each process plans alone, as before session 19)",
     )
-    only_unit: str = _opt("", "internal: run one unit (used by --jobs)")
+    ray_address: str = _opt(
+        "",
+        "run the units as Ray tasks of one CPU each, as many at once as the instance has CPUs "
+        "('local' starts one here, 'auto' joins a running one, 'ray://host:10001'; '' = --jobs "
+        "local processes). On a cluster, this checkout, its Python, the data and OUT must lie at "
+        "the same paths on every node (a shared filesystem)",
+    )
+    only_unit: str = _opt("", "internal: run one unit (used by --jobs and --ray-address)")
     results_md: str | None = _opt(
         str(ROOT / "benchmarks" / "RESULTS.md"), "file whose PPO-vs-GRPO section is rewritten"
     )
@@ -599,23 +608,118 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 
+def _stop_message(signum: int) -> str:
+    return f"stopped by signal {signum}: units that finished are kept (rerun to resume)"
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(f"stopped by signal {signum}: units that finished are kept (rerun to resume)")
+    raise SystemExit(_stop_message(signum))
+
+
+def _unit_failed(out: Path, unit: str, status: int | str, cmd: list[str]) -> SystemExit:
+    """The error of a failed unit: its exit status, its log's last lines and its command."""
+    log = out / f"{unit}.log"
+    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no log)"]
+    return SystemExit(
+        f"unit {unit} failed (exit status {status}); its log {log} ends:\n"
+        + "\n".join(tail)
+        + f"\ncommand: {shlex.join(cmd)}"
+    )
+
+
+def _unit_command(argv: list[str], klst: Path, unit: str) -> list[str]:
+    """The command line of one unit's own process (--jobs and --ray-address)."""
+    script = str(Path(__file__).resolve())
+    return [sys.executable, script, *argv, "--klst", str(klst), "--only-unit", unit, "--no-results-md"]  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    """A unit process ends (SIGTERM) when the process that started it does, however that one
+    ends (SIGKILL, a Ray worker killed with its instance): no unit plays on as an orphan.
+    Linux only (``prctl``); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the parent was gone before the call
+        raise SystemExit("the process that started this unit has ended")
+
+
+#: the environment variables a unit's Ray task hands on to the unit (a cluster node's own
+#: environment may lack them); everything else is the node's
+UNIT_ENV_PREFIXES = ("PRECISION_GYM_", "ALFWORLD_", "WEBSHOP_", "HF_", "TOKENIZERS_")
+
+
+def run_units_on_ray(args: Args, argv: list[str], out: Path, klst: Path, todo: list[str]) -> None:
+    """``--ray-address``: every unit a Ray task of one CPU (the instance runs as many at once
+    as it has CPUs), each in its own process as under ``--jobs``; the same failure and stop
+    rules: a failed unit, Ctrl-C or SIGTERM cancels the rest (their processes stopped)."""
+    from tqdm.auto import tqdm
+
+    from precision_gym.distributed import ray_session
+    from training.pools import run_logged
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(UNIT_ENV_PREFIXES)}
+    with ray_session(args.ray_address) as ray:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_logged)
+        refs = {}
+        for unit in todo:
+            cmd = _unit_command(argv, klst, unit)
+            log = str((out / f"{unit}.log").resolve())
+            refs[task.remote(cmd, log, cwd=os.getcwd(), env=env)] = (unit, cmd)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        bar = tqdm(total=len(todo), desc=f"units (Ray, {cpus} CPUs)", unit="unit")
+        signals: list[int] = []
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            signals.append(signum)
+            _exit_on_sigterm(signum, frame)
+
+        on_term = signal.signal(signal.SIGTERM, on_sigterm)
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in done:
+                    unit, cmd = refs[ref]
+                    try:
+                        status = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        status = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    if status != 0:
+                        raise _unit_failed(out, unit, status, cmd)
+                    bar.update(1)
+        except SystemExit:
+            if signals:  # a signal in ray.wait reaches here as SystemExit(1): say which
+                raise SystemExit(_stop_message(signals[0])) from None
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, on_term)
+            bar.close()
+            for ref in pending:  # KeyboardInterrupt in the task: it stops its unit's process
+                ray.cancel(ref)
+            if pending:
+                ray.wait(pending, num_returns=len(pending), timeout=60)
 
 
 def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo: list[str]):
     """Units in ``--jobs`` local processes (each one thread, its output in ``OUT/UNIT.log``),
-    or here one after another; a progress bar counts the finished ones. A unit that fails
-    stops the run: the others still running are stopped too (their units rerun on resume),
-    and the error names the unit, its log and the log's last lines."""
+    as Ray tasks (``--ray-address``), or here one after another; a progress bar counts the
+    finished ones. A unit that fails stops the run: the others still running are stopped too
+    (their units rerun on resume), and the error names the unit, its log and the log's last
+    lines."""
     from tqdm.auto import tqdm
 
     todo = [u for u in todo if not (out / f"{u}.json").exists()]
+    if todo and getattr(args, "ray_address", ""):
+        run_units_on_ray(args, argv, out, klst, todo)
+        return
     if args.jobs <= 1:
         for unit in todo:
             run_unit(args, out, env, klst, unit)
         return
-    base = [sys.executable, str(Path(__file__).resolve()), *argv, "--klst", str(klst)]
     running: dict[str, subprocess.Popen] = {}
     bar = tqdm(total=len(todo), desc=f"units ({args.jobs} at once)", unit="unit")
     # `kill` or a scheduler's SIGTERM stops the units too, as Ctrl-C does (below: finally)
@@ -625,19 +729,14 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
             while todo and len(running) < args.jobs:
                 unit = todo.pop(0)
                 with (out / f"{unit}.log").open("w") as log:  # the child holds its own copy
-                    cmd = [*base, "--only-unit", unit, "--no-results-md"]
+                    cmd = _unit_command(argv, klst, unit)
                     running[unit] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
                 bar.set_postfix_str(", ".join(running))
             time.sleep(1)
             for unit, proc in [(u, p) for u, p in running.items() if p.poll() is not None]:
                 del running[unit]
                 if proc.returncode:
-                    tail = (out / f"{unit}.log").read_text(errors="replace").splitlines()[-15:]
-                    raise SystemExit(
-                        f"unit {unit} failed (exit status {proc.returncode}); its log "
-                        f"{out / f'{unit}.log'} ends:\n" + "\n".join(tail) + "\n"
-                        f"command: {shlex.join(proc.args)}"
-                    )
+                    raise _unit_failed(out, unit, proc.returncode, proc.args)
                 bar.update(1)
                 bar.set_postfix_str(", ".join(running))
     finally:
@@ -1296,9 +1395,23 @@ def use_plan_cache(args: Args, out: Path) -> None:
         os.environ[PLAN_CACHE_ENV] = str((Path(args.plan_cache or out / "plan_cache")).absolute())
 
 
+def run_stages(args: Args, argv: list[str], out: Path, env: Any, klst: Path) -> None:
+    """The units, stage by stage: fixed routers first (the headroom is printed before any RL
+    result), then RL training, then the held-K points of the trained routers."""
+    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind"))]
+    run_units(args, argv, out, env, klst, pre_units)
+    records = load_records(out, pre_units)
+    pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
+    print("\n".join(headroom_lines(pre)), flush=True)
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online")])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.only_unit:  # a unit's own process: it ends with the process that started it
+        _die_with_parent()
     t0 = time.perf_counter()
     out = Path(args.out)
     from precision_gym.threads import configure_torch_threads
@@ -1310,19 +1423,17 @@ def main(argv: list[str] | None = None) -> int:
     check_splits(args, env)
     check_units(args, out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.only_unit:  # a worker of --jobs
+    if args.only_unit:  # a worker of --jobs or --ray-address
         run_unit(args, out, env, Path(args.klst or ""), args.only_unit)
         return 0
     klst = klst_router(args, out, env)
     print(f"KL-ST router: {klst}", flush=True)
-    # fixed routers first: the headroom is known before any RL result
-    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind"))]
-    run_units(args, argv, out, env, klst, pre_units)
-    records = load_records(out, pre_units)
-    pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
-    print("\n".join(headroom_lines(pre)), flush=True)
-    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
-    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online")])
+    with contextlib.ExitStack() as stack:
+        if args.ray_address:  # one Ray instance (or connection) for every stage's units
+            from precision_gym.distributed import ray_session
+
+            stack.enter_context(ray_session(args.ray_address))
+        run_stages(args, argv, out, env, klst)
     by_lambda = analyse(args, out)
     frontier_plot(args, by_lambda, out / "frontiers.png")
     curves = learning_curves(args, out, out / "learning_curves.png")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, requires_alfworld
 
 
@@ -105,18 +106,34 @@ def test_ppo_vs_grpo_benchmark_units_in_two_processes_give_the_same_results(tmp_
     for key in ("by_lambda", "curves", "tiers"):
         assert a[key] == b[key], key
     assert (two / "rl_grpo_l0.5_s0.log").read_text().startswith("$ precision-gym train-grpo")
+    # the units as Ray tasks on a local Ray instance (started and ended by the run): the same
+    ray = tmp_path / "ray"
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'precision-gym[ray]'")
+    proc = _run(
+        "benchmarks/ppo_vs_grpo.py", "--quick", "--ray-address", "local", "--out", str(ray),
+        "--no-results-md",
+    )  # fmt: skip
+    assert "units (Ray, " in proc.stderr and "100%" in proc.stderr
+    c = json.loads((ray / "results.json").read_text())
+    for key in ("by_lambda", "curves", "tiers"):
+        assert a[key] == c[key], key
+    assert (ray / "rl_ppo_l0.02_s0.log").read_text().startswith("$ precision-gym train-sb3")
 
 
-def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
+def _benchmark_module(monkeypatch):
     import importlib.util
-    from types import SimpleNamespace
-
-    import pytest
 
     spec = importlib.util.spec_from_file_location("pvg", ROOT / "benchmarks/ppo_vs_grpo.py")
     pvg = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "pvg", pvg)  # its dataclasses look their module up
     spec.loader.exec_module(pvg)
+    return pvg
+
+
+def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    pvg = _benchmark_module(monkeypatch)
     args = SimpleNamespace(jobs=2)
     units = ["fixed_s0", "fixed_s1", "fixed_s2"]
     with pytest.raises(SystemExit, match=r"(?s)unit (fixed_s[01]) failed \(exit status 2\); its "
@@ -126,13 +143,32 @@ def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, mon
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_ppo_vs_grpo_sigterm_stops_the_units_too(tmp_path):
-    """A scheduler's SIGTERM (or `kill`) stops the unit processes as well as the runner."""
+def test_ppo_vs_grpo_a_failed_ray_unit_stops_the_run_and_names_its_log(
+    tmp_path, monkeypatch, local_ray
+):
+    """--ray-address: a unit's task that fails names the unit, its log and its last lines."""
+    from types import SimpleNamespace
+
+    pvg = _benchmark_module(monkeypatch)
+    args = SimpleNamespace(jobs=1, ray_address="auto")  # the instance the fixture started
+    with pytest.raises(SystemExit, match=r"(?s)unit (fixed_s[01]) failed \(exit status 2\); its "
+                       r"log .*\1\.log ends:.*unrecognized arguments: --no-such-flag"):  # fmt: skip
+        pvg.run_units(args, ["--no-such-flag"], tmp_path, None, tmp_path / "r.pt", ["fixed_s0", "fixed_s1"])  # fmt: skip
+    assert not list(tmp_path.glob("*.json"))
+    assert local_ray.is_initialized()  # a caller's instance is left running
+
+
+@pytest.mark.parametrize("how", [("--jobs", "2"), ("--ray-address", "local")], ids=["jobs", "ray"])
+def test_ppo_vs_grpo_sigterm_stops_the_units_too(tmp_path, how):
+    """A scheduler's SIGTERM (or `kill`) stops the unit processes as well as the runner, with
+    the units in local processes and as Ray tasks."""
     import signal
     import time
 
+    if how[0] == "--ray-address":
+        pytest.importorskip("ray", reason="Ray is not installed: pip install 'precision-gym[ray]'")
     proc = subprocess.Popen(
-        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", "--jobs", "2", "--out",
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", *how, "--out",
          str(tmp_path), "--no-results-md"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

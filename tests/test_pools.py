@@ -1,4 +1,5 @@
-"""training.pools.process_pool: its workers end with the block, on SIGTERM too."""
+"""training.pools: process_pool's workers end with the block, on SIGTERM too; run_logged's
+process ends when its caller is interrupted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 import pytest
 from conftest import ROOT
 
-from training.pools import process_pool
+from training.pools import process_pool, run_logged
 
 #: a parent that starts two workers, prints their pids and waits on work that never ends
 PARENT = """
@@ -71,3 +72,31 @@ def test_the_pool_returns_results_and_restores_the_sigterm_handler():
         signal.signal(signal.SIGTERM, outer)
     with pytest.raises(ValueError, match="max_workers must be >= 1, got 0"), process_pool(0):
         pytest.fail("process_pool(0) must refuse before its block runs")
+
+
+def test_run_logged_writes_both_streams_to_the_log_and_returns_the_status(tmp_path):
+    code = "import os, sys; print('out', os.environ['PG_TEST']); print('err', file=sys.stderr); sys.exit(3)"  # fmt: skip
+    log = tmp_path / "unit.log"
+    assert run_logged([sys.executable, "-c", code], str(log), env={"PG_TEST": "x"}) == 3
+    assert log.read_text().splitlines() == ["out x", "err"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_run_logged_stops_its_process_when_interrupted(tmp_path):
+    """KeyboardInterrupt (how ray.cancel stops a running task) ends the process it runs."""
+    log = tmp_path / "unit.log"
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_logged([sys.executable, "-c", code], str(log))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = int(log.read_text().split()[0])
+    assert not _alive(pid)

@@ -7,6 +7,9 @@ orphans. :func:`process_pool` turns ``SIGTERM`` into ``SystemExit(143)`` while i
 the main thread, where no other handler was set), and on any exception leaving the block,
 ``KeyboardInterrupt`` and ``SystemExit`` included, cancels the pending work and terminates the
 workers. Workers start with ``forkserver`` (``spawn`` where that is missing), never ``fork``.
+
+:func:`run_logged` runs one command in its own process, its output to a log, and stops that
+process if the caller is interrupted (a Ray task cancelled, ``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import multiprocessing as mp
+import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["process_pool", "start_method"]
+__all__ = ["process_pool", "run_logged", "start_method"]
 
 
 def start_method() -> str:
@@ -75,3 +80,26 @@ def process_pool(
     finally:
         if restore is not None:
             signal.signal(signal.SIGTERM, restore)
+
+
+def run_logged(
+    cmd: list[str], log_path: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+) -> int:
+    """Run ``cmd`` in its own process, stdout and stderr to ``log_path`` (``env`` added to this
+    process's environment); returns its exit status. Whatever interrupts the wait
+    (``KeyboardInterrupt``: how ``ray.cancel`` stops a running task) stops the process first:
+    SIGTERM, then SIGKILL after 30 s."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+        )
+        try:
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
