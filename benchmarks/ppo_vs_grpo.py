@@ -196,7 +196,9 @@ class Args:
     n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
     out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
     jobs: int = _opt(
-        2, "units (fixed routers of a seed, RL of a lambda x seed) run in parallel processes"
+        2,
+        "units (fixed routers of a seed, RL of a lambda x seed) run in parallel processes "
+        "(not used with --ray-address: the instance's CPUs decide)",
     )
     threads: int = _opt(1, "torch threads per process")
     plan_cache: str = _opt(
@@ -1395,6 +1397,23 @@ def use_plan_cache(args: Args, out: Path) -> None:
         os.environ[PLAN_CACHE_ENV] = str((Path(args.plan_cache or out / "plan_cache")).absolute())
 
 
+@contextlib.contextmanager
+def connect_ray(address: str) -> Any:
+    """``--ray-address``'s session, or a clear error before any work when it cannot start."""
+    from precision_gym.distributed import ray_session
+
+    stack = contextlib.ExitStack()
+    try:
+        ray = stack.enter_context(ray_session(address))
+    except Exception as exc:  # ConfigError (no Ray), ConnectionError, ValueError (address)
+        raise SystemExit(
+            f"--ray-address {address}: no Ray instance ({type(exc).__name__}: {exc}); expected "
+            "'local', 'auto' with a running instance, or 'ray://host:10001'"
+        ) from None
+    with stack:
+        yield ray
+
+
 def run_stages(args: Args, argv: list[str], out: Path, env: Any, klst: Path) -> None:
     """The units, stage by stage: fixed routers first (the headroom is printed before any RL
     result), then RL training, then the held-K points of the trained routers."""
@@ -1422,17 +1441,16 @@ def main(argv: list[str] | None = None) -> int:
     env = make_env(args.env_id, env_kwargs(args))
     check_splits(args, env)
     check_units(args, out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.only_unit:  # a worker of --jobs or --ray-address
+        out.mkdir(parents=True, exist_ok=True)
         run_unit(args, out, env, Path(args.klst or ""), args.only_unit)
         return 0
-    klst = klst_router(args, out, env)
-    print(f"KL-ST router: {klst}", flush=True)
     with contextlib.ExitStack() as stack:
-        if args.ray_address:  # one Ray instance (or connection) for every stage's units
-            from precision_gym.distributed import ray_session
-
-            stack.enter_context(ray_session(args.ray_address))
+        if args.ray_address:  # one Ray session for every stage, opened before any work
+            stack.enter_context(connect_ray(args.ray_address))
+        out.mkdir(parents=True, exist_ok=True)
+        klst = klst_router(args, out, env)
+        print(f"KL-ST router: {klst}", flush=True)
         run_stages(args, argv, out, env, klst)
     by_lambda = analyse(args, out)
     frontier_plot(args, by_lambda, out / "frontiers.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,19 @@ def test_ppo_vs_grpo_a_failed_ray_unit_stops_the_run_and_names_its_log(
         pvg.run_units(args, ["--no-such-flag"], tmp_path, None, tmp_path / "r.pt", ["fixed_s0", "fixed_s1"])  # fmt: skip
     assert not list(tmp_path.glob("*.json"))
     assert local_ray.is_initialized()  # a caller's instance is left running
+
+
+def test_ppo_vs_grpo_refuses_a_ray_address_it_cannot_reach_before_any_work(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'precision-gym[ray]'")
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", "--ray-address", "auto",
+         "--out", str(tmp_path / "out"), "--no-results-md"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": ""},
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "--ray-address auto: no Ray instance (ConnectionError" in bad.stderr
+    assert "expected 'local', 'auto' with a running instance, or 'ray://host:10001'" in bad.stderr
+    assert not (tmp_path / "out").exists()  # nothing built, no folder made
 
 
 @pytest.mark.parametrize("how", [("--jobs", "2"), ("--ray-address", "local")], ids=["jobs", "ray"])
