@@ -172,41 +172,65 @@ def test_ppo_vs_grpo_refuses_a_ray_address_it_cannot_reach_before_any_work(tmp_p
     assert not (tmp_path / "out").exists()  # nothing built, no folder made
 
 
+def _units_running(out: Path) -> list[str]:
+    """Command lines of the unit processes (``--only-unit``) of the benchmark writing to out."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "--only-unit" in text and str(out) in text:
+            found.append(text)
+    return found
+
+
+def _start_benchmark_and_wait_for_units(out: Path, *how: str) -> subprocess.Popen:
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", *how, "--out", str(out),
+         "--no-results-md"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not _units_running(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _units_running(out), "no unit process started"
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 @pytest.mark.parametrize("how", [("--jobs", "2"), ("--ray-address", "local")], ids=["jobs", "ray"])
 def test_ppo_vs_grpo_sigterm_stops_the_units_too(tmp_path, how):
     """A scheduler's SIGTERM (or `kill`) stops the unit processes as well as the runner, with
     the units in local processes and as Ray tasks."""
     import signal
-    import time
 
     if how[0] == "--ray-address":
         pytest.importorskip("ray", reason="Ray is not installed: pip install 'precision-gym[ray]'")
-    proc = subprocess.Popen(
-        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", *how, "--out",
-         str(tmp_path), "--no-results-md"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-    def units_running() -> list[str]:
-        found = []
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                text = cmdline.read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "--only-unit" in text and str(tmp_path) in text:
-                found.append(text)
-        return found
-
-    deadline = time.monotonic() + 300
-    while not units_running() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert units_running(), "no unit process started"
+    proc = _start_benchmark_and_wait_for_units(tmp_path, *how)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "stopped by signal 15: units that finished are kept (rerun to resume)" in err
-    assert units_running() == []
+    assert _units_running(tmp_path) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ppo_vs_grpo_units_end_when_the_runner_is_killed(tmp_path):
+    """SIGKILL (no handler runs, e.g. the OOM killer) on the runner: its unit processes end
+    too (each asked the kernel for a SIGTERM when its parent dies), none plays on."""
+    import signal
+    import time
+
+    proc = _start_benchmark_and_wait_for_units(tmp_path, "--jobs", "2")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 3  # a quick unit runs for longer: it must not finish on its own
+    while _units_running(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _units_running(tmp_path) == []
 
 
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
