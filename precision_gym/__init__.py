@@ -1,6 +1,8 @@
 """precision-gym: step-level precision routing of LLM agents as a Gymnasium problem.
 
-Importing the package registers ``DMR-ALFWorld-v0`` and ``DMR-WebShop-v0``.
+Importing the package registers ``DMR-ALFWorld-v0``, ``DMR-ALFWorld-v1`` and
+``DMR-WebShop-v0``. ALFWorld's v1 differs from v0 in one thing: the expert the SIMULATED tiers
+follow has no PDDL planner (walkthrough and undo only), so no planner search runs; see :class:`precision_gym.tasks.alfworld.ALFWorldTask` (``planner``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ __all__ = ["DEFAULT_ENV_ID", "ENV_IDS", "MixedPrecisionAgentEnv", "__version__"]
 #: the env id commands and configs use when none is given
 DEFAULT_ENV_ID = "DMR-ALFWorld-v0"
 #: every environment id this package registers
-ENV_IDS = (DEFAULT_ENV_ID, "DMR-WebShop-v0")
+ENV_IDS = (DEFAULT_ENV_ID, "DMR-ALFWorld-v1", "DMR-WebShop-v0")
 
 _ENTRY = "precision_gym.envs.mixed_precision:MixedPrecisionAgentEnv"
 #: gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", workers=W, ...)
@@ -23,6 +25,12 @@ _VECTOR_ENTRY = "precision_gym.envs.vector:BatchedAgentVectorEnv"
 _SPECS = {
     DEFAULT_ENV_ID: {
         "task": "alfworld",
+        "tiers": "simulated:alfworld",
+        "split": "valid_unseen",
+        "max_steps": 50,
+    },
+    "DMR-ALFWorld-v1": {
+        "task": "alfworld-v1",
         "tiers": "simulated:alfworld",
         "split": "valid_unseen",
         "max_steps": 50,

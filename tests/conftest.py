@@ -90,6 +90,7 @@ def untrained_router_file(env, path, split: str, episode_seed: int):
 # One small-split override per env id keeps tests fast and deterministic.
 RESET_OPTIONS = {
     "DMR-ALFWorld-v0": {"split": "valid_unseen", "task_index": 3},
+    "DMR-ALFWorld-v1": {"split": "valid_unseen", "task_index": 3},
     "DMR-WebShop-v0": {"split": "test", "task_index": 2},
 }
 

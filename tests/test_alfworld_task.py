@@ -417,3 +417,53 @@ def test_the_planners_task_loads_on_first_plan_and_plans_as_the_eager_engine(ind
     )
     assert task._plan() == eager_plan()
     eager_env.close()
+
+
+# ------------------------------------------------------------- DMR-ALFWorld-v1: no planner
+@requires_alfworld
+def test_without_the_planner_the_expert_stops_where_only_the_planner_knows_the_way(monkeypatch):
+    """planner=False (DMR-ALFWorld-v1): the same walkthrough and undo answers as v0, None
+    past them, and no search or planner translation ever runs."""
+    import precision_gym.tasks.alfworld as alfworld_module
+
+    v0, v1 = ALFWorldTask(), ALFWorldTask(planner=False)
+    assert (v0.planner, v1.planner) == (True, False)
+    obs0, obs1 = v0.reset("valid_unseen", 5), v1.reset("valid_unseen", 5)
+    assert obs1.text == obs0.text
+    detour = next(c for c in obs1.admissible_commands if c.startswith("go to ") and c not in v1.walkthrough)  # fmt: skip
+    for task in (v0, v1):
+        task.step(detour)
+    assert v1.expert_command() == v0.expert_command() is not None  # back to the walkthrough
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("planner=False ran a planner search")
+
+    monkeypatch.setattr(alfworld_module, "call_with_timeout", no_search)
+    _off_plan(v1)
+    assert v1.expert_command() is None and v1.planner_timeouts == 0
+    assert v1._pddl_env().downward_lib.replan_pending  # the planner's task never translated
+
+
+def test_planner_must_be_a_bool():
+    with pytest.raises(ConfigError, match=r"planner must be True or False, got 'no'"):
+        ALFWorldTask(planner="no")
+
+
+@requires_alfworld
+def test_alfworld_v1_is_alfworld_without_the_planner():
+    import gymnasium as gym
+
+    import precision_gym  # noqa: F401  (registers the ids)
+    from precision_gym.envs.mixed_precision import make_task
+
+    env = gym.make("DMR-ALFWorld-v1")
+    try:
+        task = env.unwrapped.task
+        assert task.name == "alfworld" and task.planner is False
+    finally:
+        env.close()
+    assert make_task("alfworld", {}).planner is True
+    with pytest.raises(
+        ConfigError, match=r"expected no planner in task_kwargs, got planner=True \(task 'alfworld'"
+    ):
+        make_task("alfworld-v1", {"planner": True})

@@ -59,21 +59,32 @@ REWARD_MODES = ("sparse", "dense")
 
 
 def make_task(task: TextTask | str, task_kwargs: dict[str, Any] | None = None) -> TextTask:
-    """A task object from a name (``"alfworld"``, ``"webshop"``) or the object itself."""
+    """A task object from a name (``"alfworld"``, ``"alfworld-v1"``: ALFWorld whose expert
+    has no planner, ``"webshop"``) or the object itself."""
     if isinstance(task, TextTask):
         if task_kwargs:
             raise ConfigError("task_kwargs only apply when task is given by name")
         return task
     kwargs = dict(task_kwargs or {})
-    if task == "alfworld":
+    if task in ("alfworld", "alfworld-v1"):
         from precision_gym.tasks.alfworld import ALFWorldTask
 
+        if task == "alfworld-v1":
+            if "planner" in kwargs:
+                raise ConfigError(
+                    "task 'alfworld-v1' (DMR-ALFWorld-v1) is ALFWorld without the expert's "
+                    f"planner: expected no planner in task_kwargs, got planner={kwargs['planner']!r}"
+                    " (task 'alfworld', DMR-ALFWorld-v0, has the planner)"
+                )
+            kwargs["planner"] = False
         return ALFWorldTask(**kwargs)
     if task == "webshop":
         from precision_gym.tasks.webshop import WebShopTask
 
         return WebShopTask(**kwargs)
-    raise ConfigError(f"unknown task {task!r}: expected 'alfworld', 'webshop' or a TextTask")
+    raise ConfigError(
+        f"unknown task {task!r}: expected 'alfworld', 'alfworld-v1', 'webshop' or a TextTask"
+    )
 
 
 def make_prompter(task: TextTask) -> TextPrompter:

@@ -506,6 +506,13 @@ class ALFWorldTask(TextTask):
             loaded is not translated again (see :mod:`precision_gym.tasks.plan_store`).
             Within one process answers (and the last 64 translations) are shared whether or
             not it is set.
+        planner: ask the PDDL planner where the walkthrough and the undo command do not
+            apply (True, ``DMR-ALFWorld-v0``). False (``DMR-ALFWorld-v1``): the expert has no
+            command there, as on a state the goal cannot be reached from, so a world-changing
+            deviation that one command does not undo leaves the agent without a way back
+            (SIMULATED tiers then spread over the admissible commands). No search, no
+            translation of the planner's task: the planner's searches were about half of a
+            GRPO run's time on v0, every one of them on a derailed episode.
     """
 
     name = "alfworld"
@@ -523,7 +530,12 @@ class ALFWorldTask(TextTask):
         planner_timeout_s: float | None = DEFAULT_PLANNER_TIMEOUT_S,
         planner_cpu_s: float | None = DEFAULT_PLANNER_CPU_S,
         plan_cache: str | os.PathLike[str] | None = None,
+        planner: bool = True,
     ) -> None:
+        if not isinstance(planner, bool):
+            raise ConfigError(f"planner must be True or False, got {planner!r}")
+        #: whether the expert asks the PDDL planner (v0) or stops at the walkthrough and undo (v1)
+        self.planner = planner
         self.data_root = Path(data_root).expanduser() if data_root else alfworld_data_root()
         for name, bound in (
             ("planner_timeout_s", planner_timeout_s),
@@ -752,6 +764,8 @@ class ALFWorldTask(TextTask):
     def _plan(self) -> list[str]:
         """The planner's plan from the current world state, memoised per state for the game
         (states recur: back-and-forth loops, invalid commands)."""
+        if not self.planner:  # DMR-ALFWorld-v1: the expert has no command past the undo
+            return []
         key = self._state_key()
         if key not in self._plan_memo and self._planner_gave_up:
             return []  # once a search ran over in an episode, the planner is not asked again

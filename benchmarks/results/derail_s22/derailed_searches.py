@@ -71,6 +71,7 @@ start = time.perf_counter()
 result = evaluate(policy, env, split="valid_unseen", episodes=40, seeds=(0,), progress=False)
 wall = time.perf_counter() - start
 lost = {task for (task, _), d in derailed.items() if d}
+searched = {task for task, _, _ in searches}
 print(
     json.dumps(
         {
@@ -86,6 +87,10 @@ print(
             ),
             "derailed_episodes": len(lost),
             "derailed_episodes_won": sum(r.won for r in result.records if r.task_id in lost),
+            "episodes_with_searches": len(searched),
+            "episodes_with_searches_won": sum(
+                r.won for r in result.records if r.task_id in searched
+            ),
         }
     )
 )
