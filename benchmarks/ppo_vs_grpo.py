@@ -644,8 +644,9 @@ def _die_with_parent() -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
+    parent = os.getppid()  # not "== 1": the runner may itself be PID 1 (a container's)
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the parent was gone before the call
+    if os.getppid() != parent:  # the parent ended between the two calls
         raise SystemExit("the process that started this unit has ended")
 
 

@@ -467,3 +467,12 @@ def test_alfworld_v1_is_alfworld_without_the_planner():
         ConfigError, match=r"expected no planner in task_kwargs, got planner=True \(task 'alfworld'"
     ):
         make_task("alfworld-v1", {"planner": True})
+
+
+@requires_alfworld
+def test_a_task_pickled_before_v1_unpickles_with_the_planner():
+    state = ALFWorldTask(planner=False).__getstate__()
+    del state["planner"]  # what an older version pickled
+    clone = ALFWorldTask.__new__(ALFWorldTask)
+    clone.__setstate__(state)
+    assert clone.planner is True
