@@ -643,10 +643,12 @@ def _die_with_parent() -> None:
         return
     import ctypes
 
+    from training.pools import PARENT_PID_ENV
+
     pr_set_pdeathsig = 1
-    parent = os.getppid()  # not "== 1": the runner may itself be PID 1 (a container's)
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent ended between the two calls
+    parent = os.environ.get(PARENT_PID_ENV)  # who started it (a runner may be PID 1)
+    if parent and os.getppid() != int(parent):  # it ended before the prctl call
         raise SystemExit("the process that started this unit has ended")
 
 
@@ -715,6 +717,8 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
     lines."""
     from tqdm.auto import tqdm
 
+    from training.pools import PARENT_PID_ENV
+
     todo = [u for u in todo if not (out / f"{u}.json").exists()]
     if todo and getattr(args, "ray_address", ""):
         run_units_on_ray(args, argv, out, klst, todo)
@@ -733,7 +737,10 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
                 unit = todo.pop(0)
                 with (out / f"{unit}.log").open("w") as log:  # the child holds its own copy
                     cmd = _unit_command(argv, klst, unit)
-                    running[unit] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+                    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+                    running[unit] = subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env
+                    )
                 bar.set_postfix_str(", ".join(running))
             time.sleep(1)
             for unit, proc in [(u, p) for u, p in running.items() if p.poll() is not None]:

@@ -2,7 +2,8 @@
 
 Importing the package registers ``DMR-ALFWorld-v0``, ``DMR-ALFWorld-v1`` and
 ``DMR-WebShop-v0``. ALFWorld's v1 differs from v0 in one thing: the expert the SIMULATED tiers
-follow has no PDDL planner (walkthrough and undo only), so no planner search runs; see :class:`precision_gym.tasks.alfworld.ALFWorldTask` (``planner``).
+follow has no PDDL planner (walkthrough and undo only), so no planner search runs; see
+:class:`precision_gym.tasks.alfworld.ALFWorldTask` (``planner``).
 """
 
 from __future__ import annotations

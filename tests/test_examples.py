@@ -233,6 +233,21 @@ def test_ppo_vs_grpo_units_end_when_the_runner_is_killed(tmp_path):
     assert _units_running(tmp_path) == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ppo_vs_grpo_a_unit_whose_parent_ended_before_it_started_stops_at_once(tmp_path):
+    """A unit orphaned before it could ask to end with its parent (the runner killed while the
+    unit was starting): its parent is no longer the pid the runner handed on, so it stops."""
+    env = {**os.environ, "PRECISION_GYM_PARENT_PID": str(os.getpid() + 999_999)}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--quick", "--out", str(tmp_path / "out"),
+         "--only-unit", "fixed_s0", "--no-results-md"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "the process that started this unit has ended" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     """``--algos grpo``: only GRPO is trained and compared (here with GiGPO's step-level
     advantage, every router on two episode seeds); no PPO point, curve or comparison, and bad

@@ -24,7 +24,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["process_pool", "run_logged", "start_method"]
+__all__ = ["PARENT_PID_ENV", "process_pool", "run_logged", "start_method"]
+
+#: set in a :func:`run_logged` child's environment to the pid of the process that started it,
+#: so that the child can tell whether it was orphaned before it could ask to end with its parent
+PARENT_PID_ENV = "PRECISION_GYM_PARENT_PID"
 
 
 def start_method() -> str:
@@ -86,12 +90,16 @@ def run_logged(
     cmd: list[str], log_path: str, *, cwd: str | None = None, env: dict[str, str] | None = None
 ) -> int:
     """Run ``cmd`` in its own process, stdout and stderr to ``log_path`` (``env`` added to this
-    process's environment); returns its exit status. Whatever interrupts the wait
+    process's environment, and :data:`PARENT_PID_ENV`); returns its exit status. Whatever interrupts the wait
     (``KeyboardInterrupt``: how ``ray.cancel`` stops a running task) stops the process first:
     SIGTERM, then SIGKILL after 30 s."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())},
         )
         try:
             return proc.wait()
