@@ -15,7 +15,9 @@ from training.selection import (
     eval_plan,
     eval_row,
     gain_over_start,
+    keep_best_fields,
     select_best,
+    validate_keep_best,
 )
 
 
@@ -105,6 +107,52 @@ def test_final_rule_has_one_candidate_the_last_router():
 def test_bad_rule_or_level_is_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         select_best([START], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (
+            ("max", 0.9, 0),
+            r"keep_best_rule must be one of \['paired', 'mean', 'final'\], got 'max'",
+        ),
+        (("paired", 1.0, 0), r"keep_best_level must be in \(0.5, 1\), got 1.0"),
+        (("paired", 0.9, -3), "confirm_episodes must be >= 0, got -3"),
+    ],
+)
+def test_validate_keep_best_names_the_option_and_the_value(args, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_keep_best(*args)
+    validate_keep_best("final", 0.95, 0)  # valid options pass
+
+
+def test_grpo_and_sb3_configs_share_one_keep_best_definition():
+    """Both trainers' keep-best options come from ``keep_best_fields``: same names, defaults
+    and help, worded for what each ships; a fresh set of fields per call."""
+    from dataclasses import fields
+
+    from training.grpo import GRPOConfig
+    from training.sb3_baselines import SB3Config
+
+    names = ("keep_best", "keep_best_rule", "keep_best_level", "confirm_episodes")
+    grpo = {f.name: f for f in fields(GRPOConfig) if f.name in names}
+    sb3 = {f.name: f for f in fields(SB3Config) if f.name in names}
+    assert set(grpo) == set(sb3) == set(names)
+    for name in names:
+        assert grpo[name].default == sb3[name].default
+    assert (GRPOConfig().keep_best, GRPOConfig().keep_best_rule) == (True, "paired")
+    assert (SB3Config().keep_best_level, SB3Config().confirm_episodes) == (0.9, 32)
+    assert "the final router is the evaluated router" in grpo["keep_best"].metadata["help"]
+    assert "model.zip is the evaluated model" in sb3["keep_best"].metadata["help"]
+    assert (
+        grpo["keep_best_rule"].metadata["help"].replace("router", "model")
+        == (sb3["keep_best_rule"].metadata["help"])
+    )
+    a = keep_best_fields(what="x", shipped="y", needs="z", otherwise="w")
+    b = keep_best_fields(what="x", shipped="y", needs="z", otherwise="w")
+    assert all(fa is not fb for fa, fb in zip(a, b, strict=True))
+    with pytest.raises(ConfigError, match="confirm_episodes must be >= 0, got -1"):
+        SB3Config(confirm_episodes=-1)
 
 
 def test_rows_without_returns_or_with_other_episodes_are_refused():

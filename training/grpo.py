@@ -71,8 +71,9 @@ from training.selection import (
     confirmation_line,
     eval_plan,
     eval_row,
+    keep_best_fields,
     select_best,
-    validate_rule,
+    validate_keep_best,
 )
 from training.trainer import Trainer, append_jsonl, read_jsonl, write_jsonl
 
@@ -472,36 +473,16 @@ class GRPOConfig:
         default=None,
         metadata={"help": "evaluation split during training (None = the calibration split)"},
     )
-    keep_best: bool = field(
-        default=True,
-        metadata={
-            "help": "the final router is the evaluated one chosen by keep_best_rule, the start "
-            "router included (needs eval_every > 0)"
-        },
-    )
-    keep_best_rule: str = field(
-        default="paired",
-        metadata={
-            "help": "'paired': keep a later router only when it beats the start on the "
-            "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
-            "keep_best_level (else the start); 'mean': the highest mean utility; 'final': "
-            "only the last router is a candidate, shipped when it beats the start by that "
-            "bound (one test: no winner's curse, so confirm_episodes can be 0)"
-        },
-    )
-    keep_best_level: float = field(
-        default=0.9,
-        metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
-    )
-    confirm_episodes: int = field(
-        default=32,
-        metadata={
-            "help": "after training, a kept later router must beat the start again by "
-            "keep_best_rule on this many fresh episodes of the evaluation split (tasks, or "
-            "seeds, the keep-best evaluations did not use), else the start is shipped; the "
-            "per-budget choice uses the same episodes (0 = no confirmation; the per-budget "
-            "choice then reuses the keep-best episodes)"
-        },
+    keep_best: bool
+    keep_best_rule: str
+    keep_best_level: float
+    confirm_episodes: int
+    keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
+        what="router",
+        shipped="the final router",
+        needs="eval_every",
+        otherwise="the start is shipped; the per-budget choice uses the same episodes (0 = no "
+        "confirmation; the per-budget choice then reuses the keep-best episodes)",
     )
     keep_best_per_budget: bool = field(
         default=True,
@@ -620,14 +601,12 @@ class GRPOConfig:
             raise ConfigError(f"lr_final_ratio must be in [0, 1], got {self.lr_final_ratio}")
         if self.entropy_coef < 0:
             raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
-        if self.confirm_episodes < 0:
-            raise ConfigError(f"confirm_episodes must be >= 0, got {self.confirm_episodes}")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ConfigError(
                 "eval_every must be >= 0 and eval_episodes >= 1, got "
                 f"{self.eval_every} and {self.eval_episodes}"
             )
-        validate_rule(self.keep_best_rule, self.keep_best_level)
+        validate_keep_best(self.keep_best_rule, self.keep_best_level, self.confirm_episodes)
         for name in ("max_updates", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

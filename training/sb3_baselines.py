@@ -52,7 +52,7 @@ from precision_gym.io import (
     replacing,
 )
 from training.cli.common import add_config_parser, config_from_args, run_command
-from training.selection import validate_rule
+from training.selection import keep_best_fields, validate_keep_best
 
 __all__ = [
     "ALGO_DEFAULTS",
@@ -154,35 +154,15 @@ class SB3Config:
         default=None,
         metadata={"help": "evaluation split (None = valid_train for ALFWorld, eval for WebShop)"},
     )
-    keep_best: bool = field(
-        default=True,
-        metadata={
-            "help": "model.zip is the evaluated model chosen by keep_best_rule, the start "
-            "included (needs eval_freq > 0)"
-        },
-    )
-    keep_best_rule: str = field(
-        default="paired",
-        metadata={
-            "help": "'paired': keep a later model only when it beats the start on the "
-            "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
-            "keep_best_level (else the start); 'mean': the highest mean utility; 'final': "
-            "only the last model is a candidate, shipped when it beats the start by that "
-            "bound (one test: no winner's curse, so confirm_episodes can be 0)"
-        },
-    )
-    keep_best_level: float = field(
-        default=0.9,
-        metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
-    )
-    confirm_episodes: int = field(
-        default=32,
-        metadata={
-            "help": "after training, a kept later model must beat the start again by "
-            "keep_best_rule on this many fresh episodes of the evaluation split (tasks, or "
-            "seeds, the evaluations did not use), else the start model is shipped "
-            "(confirmation.json; 0 = no confirmation)"
-        },
+    keep_best: bool
+    keep_best_rule: str
+    keep_best_level: float
+    confirm_episodes: int
+    keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
+        what="model",
+        shipped="model.zip",
+        needs="eval_freq",
+        otherwise="the start model is shipped (confirmation.json; 0 = no confirmation)",
     )
     algo_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object overriding SB3 algorithm kwargs"}
@@ -225,9 +205,7 @@ class SB3Config:
                 "eval_freq must be >= 0 and eval_episodes >= 1, got "
                 f"{self.eval_freq} and {self.eval_episodes}"
             )
-        validate_rule(self.keep_best_rule, self.keep_best_level)
-        if self.confirm_episodes < 0:
-            raise ConfigError(f"confirm_episodes must be >= 0, got {self.confirm_episodes}")
+        validate_keep_best(self.keep_best_rule, self.keep_best_level, self.confirm_episodes)
         if self.sample_budget is not None and not 0.0 < self.sample_budget < 1.0:
             raise ConfigError(f"sample_budget must be in (0, 1) or None, got {self.sample_budget}")
         if self.sample_budget is not None and not self.initialises_policy:

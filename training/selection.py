@@ -36,6 +36,7 @@ Pure functions of the rows; tested in ``tests/test_selection.py``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import field
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,9 @@ __all__ = [
     "eval_plan",
     "eval_row",
     "gain_over_start",
+    "keep_best_fields",
     "select_best",
+    "validate_keep_best",
     "validate_rule",
 ]
 
@@ -66,6 +69,57 @@ def validate_rule(rule: str, level: float) -> None:
         raise ConfigError(f"keep_best_rule must be one of {list(KEEP_BEST_RULES)}, got {rule!r}")
     if not 0.5 < level < 1.0:
         raise ConfigError(f"keep_best_level must be in (0.5, 1), got {level}")
+
+
+def validate_keep_best(rule: str, level: float, confirm_episodes: int) -> None:
+    """:func:`validate_rule`, and ``confirm_episodes`` >= 0: a config's keep-best options."""
+    validate_rule(rule, level)
+    if confirm_episodes < 0:
+        raise ConfigError(f"confirm_episodes must be >= 0, got {confirm_episodes}")
+
+
+def keep_best_fields(
+    *, what: str, shipped: str, needs: str, otherwise: str
+) -> tuple[Any, Any, Any, Any]:
+    """The dataclass fields ``keep_best``, ``keep_best_rule``, ``keep_best_level`` and
+    ``confirm_episodes`` of a trainer's config (GRPO's, the SB3 baselines'), with one set of
+    defaults and help texts; ``what`` names the trained thing ("router", "model"),
+    ``shipped`` what the run ships, ``needs`` the evaluation option keep-best needs and
+    ``otherwise`` what ships when confirmation fails (and what 0 means).
+
+    Use: ``keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(...)``
+    with the four annotations in the class body (``bool``, ``str``, ``float``, ``int``)."""
+    return (
+        field(
+            default=True,
+            metadata={
+                "help": f"{shipped} is the evaluated {what} chosen by keep_best_rule, the start "
+                f"{what} included (needs {needs} > 0)"
+            },
+        ),
+        field(
+            default="paired",
+            metadata={
+                "help": f"'paired': keep a later {what} only when it beats the start on the "
+                "evaluation episodes with a paired one-sided bootstrap bound above 0 at "
+                "keep_best_level (else the start); 'mean': the highest mean utility; 'final': "
+                f"only the last {what} is a candidate, shipped when it beats the start by that "
+                "bound (one test: no winner's curse, so confirm_episodes can be 0)"
+            },
+        ),
+        field(
+            default=0.9,
+            metadata={"help": "one-sided confidence of the paired keep-best rule, in (0.5, 1)"},
+        ),
+        field(
+            default=32,
+            metadata={
+                "help": f"after training, a kept later {what} must beat the start again by "
+                "keep_best_rule on this many fresh episodes of the evaluation split (tasks, or "
+                f"seeds, the keep-best evaluations did not use), else {otherwise}"
+            },
+        ),
+    )
 
 
 def eval_plan(n_tasks: int, episodes: int, seed: int) -> tuple[list[int], tuple[int, ...]]:
