@@ -134,7 +134,7 @@ def test_grpo_and_sb3_configs_share_one_keep_best_definition():
     from training.grpo import GRPOConfig
     from training.sb3_baselines import SB3Config
 
-    names = ("keep_best", "keep_best_rule", "keep_best_level", "confirm_episodes")
+    names = ("eval_episodes", "keep_best", "keep_best_rule", "keep_best_level", "confirm_episodes")
     grpo = {f.name: f for f in fields(GRPOConfig) if f.name in names}
     sb3 = {f.name: f for f in fields(SB3Config) if f.name in names}
     assert set(grpo) == set(sb3) == set(names)

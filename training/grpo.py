@@ -462,22 +462,16 @@ class GRPOConfig:
             "updates and after the last (0 = never)"
         },
     )
-    eval_episodes: int = field(
-        default=32,
-        metadata={
-            "help": "episodes per evaluation: tasks spread over the split, or every task "
-            "under seeds seed, seed + 1, ... when the split has fewer tasks"
-        },
-    )
     eval_split: str | None = field(
         default=None,
         metadata={"help": "evaluation split during training (None = the calibration split)"},
     )
+    eval_episodes: int
     keep_best: bool
     keep_best_rule: str
     keep_best_level: float
     confirm_episodes: int
-    keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
+    eval_episodes, keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
         what="router",
         shipped="the final router",
         needs="eval_every",

@@ -143,22 +143,16 @@ class SB3Config:
         default=2_000,
         metadata={"help": "evaluate before training, every N env steps and at the end (0 = never)"},
     )
-    eval_episodes: int = field(
-        default=32,
-        metadata={
-            "help": "episodes per evaluation: tasks spread over the split, or every task "
-            "under seeds seed, seed + 1, ... when the split has fewer tasks"
-        },
-    )
     eval_split: str | None = field(
         default=None,
         metadata={"help": "evaluation split (None = valid_train for ALFWorld, eval for WebShop)"},
     )
+    eval_episodes: int
     keep_best: bool
     keep_best_rule: str
     keep_best_level: float
     confirm_episodes: int
-    keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
+    eval_episodes, keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(
         what="model",
         shipped="model.zip",
         needs="eval_freq",

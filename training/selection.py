@@ -80,16 +80,23 @@ def validate_keep_best(rule: str, level: float, confirm_episodes: int) -> None:
 
 def keep_best_fields(
     *, what: str, shipped: str, needs: str, otherwise: str
-) -> tuple[Any, Any, Any, Any]:
-    """The dataclass fields ``keep_best``, ``keep_best_rule``, ``keep_best_level`` and
-    ``confirm_episodes`` of a trainer's config (GRPO's, the SB3 baselines'), with one set of
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The dataclass fields ``eval_episodes``, ``keep_best``, ``keep_best_rule``,
+    ``keep_best_level`` and ``confirm_episodes`` of a trainer's config (GRPO's, the SB3 baselines'), with one set of
     defaults and help texts; ``what`` names the trained thing ("router", "model"),
     ``shipped`` what the run ships, ``needs`` the evaluation option keep-best needs and
     ``otherwise`` what ships when confirmation fails (and what 0 means).
 
-    Use: ``keep_best, keep_best_rule, keep_best_level, confirm_episodes = keep_best_fields(...)``
-    with the four annotations in the class body (``bool``, ``str``, ``float``, ``int``)."""
+    Use: ``eval_episodes, keep_best, ..., confirm_episodes = keep_best_fields(...)`` after the
+    five annotations in the class body (``int``, ``bool``, ``str``, ``float``, ``int``)."""
     return (
+        field(
+            default=32,
+            metadata={
+                "help": "episodes per evaluation: tasks spread over the split, or every task "
+                "under seeds seed, seed + 1, ... when the split has fewer tasks"
+            },
+        ),
         field(
             default=True,
             metadata={
