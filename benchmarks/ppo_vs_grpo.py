@@ -717,7 +717,7 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
     lines."""
     from tqdm.auto import tqdm
 
-    from training.pools import PARENT_PID_ENV
+    from training.pools import child_environment
 
     todo = [u for u in todo if not (out / f"{u}.json").exists()]
     if todo and getattr(args, "ray_address", ""):
@@ -737,9 +737,8 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
                 unit = todo.pop(0)
                 with (out / f"{unit}.log").open("w") as log:  # the child holds its own copy
                     cmd = _unit_command(argv, klst, unit)
-                    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
                     running[unit] = subprocess.Popen(
-                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=child_environment()
                     )
                 bar.set_postfix_str(", ".join(running))
             time.sleep(1)

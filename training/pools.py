@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["PARENT_PID_ENV", "process_pool", "run_logged", "start_method"]
+__all__ = ["PARENT_PID_ENV", "child_environment", "process_pool", "run_logged", "start_method"]
 
 #: set in a :func:`run_logged` child's environment to the pid of the process that started it,
 #: so that the child can tell whether it was orphaned before it could ask to end with its parent
@@ -86,20 +86,22 @@ def process_pool(
             signal.signal(signal.SIGTERM, restore)
 
 
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process this one starts: its own, ``extra`` added, and
+    :data:`PARENT_PID_ENV` set to this process's pid."""
+    return {**os.environ, **(extra or {}), PARENT_PID_ENV: str(os.getpid())}
+
+
 def run_logged(
     cmd: list[str], log_path: str, *, cwd: str | None = None, env: dict[str, str] | None = None
 ) -> int:
-    """Run ``cmd`` in its own process, stdout and stderr to ``log_path`` (``env`` added to this
-    process's environment, and :data:`PARENT_PID_ENV`); returns its exit status. Whatever interrupts the wait
-    (``KeyboardInterrupt``: how ``ray.cancel`` stops a running task) stops the process first:
-    SIGTERM, then SIGKILL after 30 s."""
+    """Run ``cmd`` in its own process, stdout and stderr to ``log_path``, in
+    :func:`child_environment` (``env`` added); returns its exit status. Whatever interrupts the
+    wait (``KeyboardInterrupt``: how ``ray.cancel`` stops a running task) stops the process
+    first: SIGTERM, then SIGKILL after 30 s."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())},
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=child_environment(env)
         )
         try:
             return proc.wait()
