@@ -39,6 +39,7 @@ __all__ = [
     "TransformerRouter",
     "TransformerRouterPolicy",
     "load_router_policy",
+    "routes_alike",
 ]
 
 CHECKPOINT_FORMAT = "precision-gym/transformer-router/v1"
@@ -428,6 +429,33 @@ class TransformerRouterPolicy(RouterPolicy):
         if online_step is not None:
             policy.set_budget(budget, online_step=online_step)
         return policy
+
+
+def routes_alike(a: str | os.PathLike[str], b: str | os.PathLike[str], budget: float) -> bool:
+    """Whether two router files (:meth:`TransformerRouterPolicy.save`) route every state alike
+    at budget K: the same architecture, every weight equal bit for bit, and the same
+    calibrated threshold at K (fixed, or as the start of the online control). Metadata is not
+    compared: provenance such as ``trained_with`` changes no decision. A router file without
+    a threshold at K is not alike to anything at K.
+
+    A GRPO run that ships its start router, calibrated on KL-ST's calibration episodes, is
+    such a pair with KL-ST: an evaluation of one stands for the other on the same episodes."""
+    paths = [Path(a), Path(b)]
+    for p in paths:
+        if not p.is_file():
+            raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
+    ckpts = [
+        _io.load_torch_checkpoint(p, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
+        for p in paths
+    ]
+    key = _budget_key(budget)
+    thresholds = [dict(c.get("thresholds") or {}) for c in ckpts]
+    if any(key not in t for t in thresholds) or thresholds[0][key] != thresholds[1][key]:
+        return False
+    if ckpts[0]["config"] != ckpts[1]["config"]:
+        return False
+    sa, sb = (c["state_dict"] for c in ckpts)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def load_router_policy(

@@ -40,7 +40,12 @@ Read top to bottom (CleanRL style):
    GRPO router again at every K, with the online budget control of ``evaluate --online-step``
    (``agents.router.OnlineBudgetControl``) holding the realised HP fraction near K on the test
    stream, named ``... K=k online``, beside the fixed tau_K points. Held at the same K, GRPO
-   and KL-ST are compared at the same HP without interpolation.
+   and KL-ST are compared at the same HP without interpolation. (KL-ST's held points need no
+   lambda: they run with step 2's routers.) Where a GRPO run ships its start router at K,
+   calibrated on KL-ST's calibration episodes, it routes exactly as KL-ST there
+   (``agents.router.routes_alike``: the same weights and threshold), so its fixed and held
+   rows are KL-ST's rows on the same episodes, taken over rather than replayed; each unit's
+   ``reused`` and the report say where.
 6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
    and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed and,
@@ -535,16 +540,76 @@ def rl_unit(
     argv = {"grpo": grpo_argv, "ppo": ppo_argv}[algo]
     times = {f"{algo}_s": cli(*argv)}
     t = time.perf_counter()
+    data: dict[str, Any] = {"times": times, "commands": ["precision-gym " + shlex.join(argv)]}
     if algo == "grpo":
-        policies = {
-            f"GRPO K={k:g}": load_policy(router_for_budget(grpo_out, k), env, budget=k)
-            for k in args.budgets
-        }
+        shipped = {f"GRPO K={k:g}": (router_for_budget(grpo_out, k), k) for k in args.budgets}
+        data |= evaluate_or_reuse(args, env, out, klst, seed, shipped, online=False)
     else:  # this run's own model (an SB3 archive is unpickled: we wrote it)
         policies = {"PPO": load_policy(ppo_out / "model.zip", env, trust_checkpoint=True)}
-    results = evaluate_all(args, env, policies, seed)
+        data["results"] = evaluate_all(args, env, policies, seed)
     times["eval_s"] = time.perf_counter() - t
-    return {"results": results, "times": times, "commands": ["precision-gym " + shlex.join(argv)]}
+    return data
+
+
+def evaluate_or_reuse(
+    args: Args,
+    env: Any,
+    out: Path,
+    klst: Path,
+    seed: int,
+    shipped: dict[str, tuple[Path, float]],
+    *,
+    online: bool,
+) -> dict[str, Any]:
+    """Evaluate GRPO's shipped routers ``{name: (router file, K)}`` on seed ``seed``'s
+    episodes (``online``: each held at its K by the online control), except where one routes
+    exactly as KL-ST at K (``agents.router.routes_alike``: the run shipped its start,
+    calibrated on KL-ST's calibration episodes): there KL-ST's row on the same episodes
+    (``KL-ST K=k`` of ``fixed_s<seed>``, or ``KL-ST K=k online`` of ``online_s<seed>``) is its
+    row, renamed, and ``reused`` says so. The episodes are deterministic, so a replay would give the same
+    records; on DMR-ALFWorld-v1 that skipped about a quarter of the benchmark's unit time when
+    GRPO shipped its start everywhere (session 23)."""
+    from agents.router import routes_alike
+    from training.policies import load_policy
+
+    source, suffix = (f"online_s{seed}", " online") if online else (f"fixed_s{seed}", "")
+    rows = _unit_rows(args, env, out / f"{source}.json", seed)
+    reused: dict[str, str] = {}  # GRPO row -> the KL-ST row it is
+    for name, (router, k) in shipped.items():
+        kl_name = f"KL-ST K={k:g}{suffix}"
+        if kl_name in rows and routes_alike(router, klst, k):
+            reused[name] = kl_name
+    policies = {
+        name: load_policy(router, env, budget=k, online_step=args.online_step if online else None)
+        for name, (router, k) in shipped.items()
+        if name not in reused
+    }
+    played = evaluate_all(args, env, policies, seed)
+    results = {
+        name: {**rows[reused[name]], "router": name} if name in reused else played[name]
+        for name in shipped
+    }
+    why = "which routes alike: the same weights and threshold at K"
+    return {
+        "results": results,
+        "reused": {n: f"{source}: {kl}, {why}" for n, kl in reused.items()},
+    }
+
+
+def _unit_rows(args: Args, env: Any, path: Path, seed: int) -> dict[str, Any]:
+    """The rows of a finished unit that played exactly seed ``seed``'s evaluation episodes
+    (``{}`` when the unit has not finished or played others)."""
+    if not path.is_file():
+        return {}
+    tasks, seeds = eval_tasks(args, env), episode_seeds(args, seed)
+    return {
+        name: row
+        for name, row in json.loads(path.read_text())["results"].items()
+        if row.get("env") == args.env_id
+        and row.get("split") == args.eval_split
+        and row.get("task_indices") == tasks
+        and row.get("seeds") == seeds
+    }
 
 
 def online_unit(
@@ -555,14 +620,12 @@ def online_unit(
     from training.grpo import router_for_budget
     from training.policies import load_policy
 
-    def router(k: float) -> Path:  # GRPO: the router its run ships at K
-        return klst if lam is None else router_for_budget(out / f"grpo_l{lam:g}_s{seed}", k)
-
-    family = "KL-ST" if lam is None else "GRPO"
+    if lam is not None:  # GRPO: the router its run ships at K, or KL-ST's row where alike
+        run = out / f"grpo_l{lam:g}_s{seed}"
+        shipped = {f"GRPO K={k:g} online": (router_for_budget(run, k), k) for k in args.budgets}
+        return evaluate_or_reuse(args, env, out, klst, seed, shipped, online=True)
     policies = {
-        f"{family} K={k:g} online": load_policy(
-            router(k), env, budget=k, online_step=args.online_step
-        )
+        f"KL-ST K={k:g} online": load_policy(klst, env, budget=k, online_step=args.online_step)
         for k in args.budgets
     }
     return {"results": evaluate_all(args, env, policies, seed)}
@@ -762,6 +825,17 @@ def run_units(args: Args, argv: list[str], out: Path, env: Any, klst: Path, todo
 
 
 # ----------------------------------------------------------------------------- 5. statistics
+def reused_rows(out: Path, unit_names: list[str]) -> dict[str, int]:
+    """How many GRPO rows the units took over from KL-ST (:func:`evaluate_or_reuse`), of how
+    many GRPO rows in all."""
+    n = {"reused": 0, "grpo_rows": 0}
+    for u in unit_names:
+        data = json.loads((out / f"{u}.json").read_text())
+        n["reused"] += len(data.get("reused", {}))
+        n["grpo_rows"] += sum(name.startswith("GRPO") for name in data["results"])
+    return n
+
+
 def unit_times(out: Path, unit_names: list[str]) -> float:
     """Seconds the units took, each in its own process, summed over every invocation (a resumed
     run's own wall time leaves out the units that finished before it)."""
@@ -1181,6 +1255,16 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reused_sentence(n: dict[str, int]) -> str:
+    if not n.get("reused"):
+        return ""
+    return (
+        f" {n['reused']} of the {n['grpo_rows']} GRPO rows are KL-ST's rows on the same "
+        "episodes, not replayed: there the GRPO run shipped its start, which routes exactly as "
+        "KL-ST at that K (same weights, same threshold; each unit's `reused` names them)."
+    )
+
+
 def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[str, Any]) -> str:
     from precision_gym.io import atomic_write_text
     from training.evaluation import write_json
@@ -1205,7 +1289,8 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
             else ""
         )
         + "; values are means over tasks (each averaged over seeds) with 95% "
-        "percentile-bootstrap CIs over tasks; differences are paired over tasks.",
+        "percentile-bootstrap CIs over tasks; differences are paired over tasks."
+        + reused_sentence(extra.get("reused_rows", {})),
         "",
         f"Budget: {args.env_steps} routing decisions per algorithm per seed at lambda = "
         f"{args.main_lambda:g} ({args.other_env_steps} at the other lambdas). Both RL methods "
@@ -1422,15 +1507,17 @@ def connect_ray(address: str) -> Any:
 
 
 def run_stages(args: Args, argv: list[str], out: Path, env: Any, klst: Path) -> None:
-    """The units, stage by stage: fixed routers first (the headroom is printed before any RL
-    result), then RL training, then the held-K points of the trained routers."""
-    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind"))]
+    """The units, stage by stage: the lambda-free routers first (the headroom is printed
+    before any RL result), then RL training, then the held-K points of the GRPO routers."""
+    # KL-ST held at K (online_s*) needs no lambda either: it runs here, so that a GRPO run
+    # that ships its start finds KL-ST's rows (evaluate_or_reuse)
+    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind", "online_s"))]
     run_units(args, argv, out, env, klst, pre_units)
     records = load_records(out, pre_units)
     pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
     print("\n".join(headroom_lines(pre)), flush=True)
     run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
-    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online")])
+    run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online_l")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1470,6 +1557,7 @@ def main(argv: list[str] | None = None) -> int:
         "curves": curves,
         "wall_time_s": time.perf_counter() - t0,
         "unit_time_s": unit_times(out, units(args)),
+        "reused_rows": reused_rows(out, units(args)),
     }
     text = write_report(args, out, by_lambda, extra)
     print(text)

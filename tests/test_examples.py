@@ -37,7 +37,7 @@ def test_reinforce_example_trains_and_evaluates_through_the_cli(tmp_path):
     assert summary["episodes"] == 1 and 0.0 <= summary["hp_fraction"] <= 1.0
 
 
-def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
+def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     """The benchmark end to end on a tiny WebShop budget (KL-ST built, headroom printed before
     any RL result, both trained from the CLI at two lambdas, every point evaluated with CIs,
     ranks and plots written)."""
@@ -90,6 +90,34 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path):
             "selection_gain" not in e
         )
     assert "Kept routers (refined - start utility" in report
+    _check_reused_rows_replay_alike(monkeypatch, tmp_path, ["--env-kwargs", routed_search])
+
+
+def _check_reused_rows_replay_alike(monkeypatch, out: Path, flags: list[str]) -> None:
+    """Where GRPO shipped its start, its rows are KL-ST's (``reused``, not replayed): a replay
+    of the shipped router on the same episodes gives the same records, fixed and online."""
+    from training.cli.common import make_env
+    from training.grpo import router_for_budget
+    from training.policies import load_policy
+
+    pvg = _benchmark_module(monkeypatch)
+    args = pvg.parse_args(["--quick", "--out", str(out), "--no-results-md", *flags])
+    env = make_env(args.env_id, pvg.env_kwargs(args))
+    checked = 0
+    for unit, online in (("rl_grpo_l0.5_s0", False), ("online_l0.5_s0", True)):
+        data = json.loads((out / f"{unit}.json").read_text())
+        for name in data.get("reused", {}):
+            k = float(name.split("K=")[1].split()[0])
+            router = load_policy(
+                router_for_budget(out / "grpo_l0.5_s0", k), env, budget=k,
+                online_step=args.online_step if online else None,
+            )  # fmt: skip
+            replay = pvg.evaluate_all(args, env, {name: router}, 0)[name]
+            assert replay["records"] == data["results"][name]["records"], name
+            assert data["results"][name]["router"] == name
+            checked += 1
+    env.close()
+    assert checked == 2 * len(args.budgets)  # the quick run ships its start at every K
 
 
 def test_ppo_vs_grpo_benchmark_units_in_two_processes_give_the_same_results(tmp_path):

@@ -15,6 +15,7 @@ from agents.router import (
     TransformerRouterPolicy,
     load_router_policy,
     logit,
+    routes_alike,
     sigmoid,
 )
 from precision_gym.error import CheckpointError, ConfigError
@@ -119,6 +120,31 @@ def test_save_is_atomic(policy, tmp_path, monkeypatch):
         policy.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.pt"]
+
+
+def test_routes_alike_compares_weights_and_the_threshold_at_k_not_metadata(policy, tmp_path):
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.01}
+    policy.metadata = {"trained_with": "KL-ST"}
+    a = policy.save(tmp_path / "a.pt")
+    policy.metadata = {"trained_with": "GRPO"}  # a GRPO run that shipped its start
+    b = policy.save(tmp_path / "b.pt")
+    assert routes_alike(a, b, 0.4) and routes_alike(b, a, 0.7)
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.02}  # recalibrated at 0.7 only
+    c = policy.save(tmp_path / "c.pt")
+    assert routes_alike(a, c, 0.4) and not routes_alike(a, c, 0.7)
+    assert not routes_alike(a, b, 0.2)  # calibrated at neither: no threshold to compare
+    with torch.no_grad():
+        next(policy.model.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-ish step
+    d = policy.save(tmp_path / "d.pt")
+    assert not routes_alike(c, d, 0.4)
+    obs = _obs(7, batch=4)  # alike files decide alike (the benchmark reuses rows on that)
+    one, two = (TransformerRouterPolicy.load(p, budget=0.4) for p in (a, b))
+    np.testing.assert_array_equal(one.predict(obs)[0], two.predict(obs)[0])
+    np.testing.assert_array_equal(one.probs(obs), two.probs(obs))
+    with pytest.raises(
+        CheckpointError, match=r"router checkpoint not found: expected a file at .*nope\.pt"
+    ):
+        routes_alike(a, tmp_path / "nope.pt", 0.4)
 
 
 def test_checkpoint_errors(tmp_path):
