@@ -1069,7 +1069,10 @@ def confirmations(args: Args, out: Path, lam: float) -> dict[str, Any]:
         kept = conf[step] if conf else summary.get(f"selected_{step}")
         row = next((e for e in evals if e[step] == kept), evals[0])
         entry: dict[str, Any] = {"kept": kept, "shipped": "start" if kept == 0 else "refined"}
-        if kept != 0 and args.keep_best_rule == "paired":
+        if args.keep_best_rule == "final" and len(evals) > 1:  # one candidate: the last router
+            row = evals[-1]
+            entry["candidate"] = row[step]
+        if row is not evals[0] and args.keep_best_rule in ("paired", "final"):
             entry["selection_gain"] = gain_over_start(
                 row, evals[0], level=args.keep_best_level
             ).as_dict()
@@ -1083,19 +1086,33 @@ def confirmation_lines(args: Args, found: dict[str, Any]) -> list[str]:
     if not found:
         return []
     level = 2 * args.keep_best_level - 1
+    fresh = (
+        f"and on {args.confirm_episodes} fresh {selection_split(args)} episodes "
+        "(`--confirm-episodes`)"
+        if args.confirm_episodes
+        else "no confirmation (`--confirm-episodes 0`)"
+    )
+    final = args.keep_best_rule == "final"
     lines = [
         "",
         f"Kept routers (refined - start utility, {level:.0%} CI: on the {args.rl_eval_episodes} "
-        f"keep-best episodes they were chosen on, and on {args.confirm_episodes} fresh "
-        f"{selection_split(args)} episodes; `--confirm-episodes`):",
+        f"keep-best episodes they were chosen on, {fresh}"
+        + (
+            "; under the 'final' rule the one candidate is the last router, shipped only "
+            "when its bound is above 0, and its gain is shown whichever ships"
+            if final
+            else ""
+        )
+        + "):",
         "",
         "| run | kept (update / step) | on the keep-best episodes | on fresh episodes | ships |",
         "|---|---:|---|---|---|",
     ]
     for name, e in found.items():
         sel, conf = e.get("selection_gain"), e.get("confirmation_gain")
+        cand = f" (candidate: {e['candidate']})" if "candidate" in e else ""
         lines.append(
-            f"| {name} | {e['kept']} | {ci(sel) if sel else '-'} | "
+            f"| {name} | {e['kept']}{cand} | {ci(sel) if sel else '-'} | "
             f"{ci(conf) if conf else '-'} | {e['shipped']} |"
         )
     return lines

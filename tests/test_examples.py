@@ -159,6 +159,33 @@ def _benchmark_module(monkeypatch):
     return pvg
 
 
+def test_ppo_vs_grpo_reports_the_final_rules_one_candidate_whichever_ships(tmp_path, monkeypatch):
+    """Under keep_best_rule 'final' the last router is the one candidate: its gain over the
+    start on the keep-best episodes is reported even when the start ships (it lost)."""
+    from types import SimpleNamespace
+
+    pvg = _benchmark_module(monkeypatch)
+    run = tmp_path / "grpo_l0.5_s0"
+    run.mkdir()
+    start = {"update": 0, "utility": 0.5, "returns": [1.0, 0.0, 1.0, 0.0]}
+    last = {"update": 34, "utility": 0.25, "returns": [1.0, 0.0, 0.0, 0.0]}
+    summary = {"evaluations": [start, last], "selected_update": 0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    args = SimpleNamespace(
+        algos=["grpo"], seeds=[0], keep_best_rule="final", keep_best_level=0.9,
+        rl_eval_episodes=4, confirm_episodes=0, select_split="train_heldout", calib_split="",
+    )  # fmt: skip
+    found = pvg.confirmations(args, tmp_path, 0.5)
+    entry = found["GRPO seed 0"]
+    assert entry["kept"] == 0 and entry["shipped"] == "start" and entry["candidate"] == 34
+    assert entry["selection_gain"]["value"] == pytest.approx(-0.25)
+    text = "\n".join(pvg.confirmation_lines(args, found))
+    assert "no confirmation (`--confirm-episodes 0`)" in text
+    assert "| GRPO seed 0 | 0 (candidate: 34) | -0.250 [" in text and "| start |" in text
+    args.keep_best_rule = "paired"  # many candidates: a run that kept its start names none
+    assert "selection_gain" not in pvg.confirmations(args, tmp_path, 0.5)["GRPO seed 0"]
+
+
 def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
