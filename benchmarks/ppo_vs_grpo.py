@@ -566,9 +566,10 @@ def evaluate_or_reuse(
     exactly as KL-ST at K (``agents.router.routes_alike``: the run shipped its start,
     calibrated on KL-ST's calibration episodes): there KL-ST's row on the same episodes
     (``KL-ST K=k`` of ``fixed_s<seed>``, or ``KL-ST K=k online`` of ``online_s<seed>``) is its
-    row, renamed, and ``reused`` says so. The episodes are deterministic, so a replay would give the same
-    records; on DMR-ALFWorld-v1 that skipped about a quarter of the benchmark's unit time when
-    GRPO shipped its start everywhere (session 23)."""
+    row, renamed, and ``reused`` says so. The episodes are deterministic, so a replay gives
+    the same records (the smoke test replays them). In session 23's run on DMR-ALFWorld-v1,
+    where GRPO shipped its start everywhere, these replays were about a quarter of the units'
+    time."""
     from agents.router import routes_alike
     from training.policies import load_policy
 
