@@ -53,7 +53,8 @@ Read top to bottom (CleanRL style):
    paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
    curves (mean +- std over seeds) as PNG.
 
-    python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3.5 h on 2 cores)
+    python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3 h on 2 cores)
+    python benchmarks/ppo_vs_grpo.py --env-id DMR-ALFWorld-v1   # the same on v1 (55 min, measured)
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
 
 Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
@@ -1270,6 +1271,14 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
             f"| {lam} | {h['attainable']} | {ci(h['routers'][h['attainable']])} | "
             f"{ci(h['attainable_gap'])}{_star(h['attainable_gap'])} | {matched} |"
         )
+    lines += [
+        "",
+        'KL-ST "at the same HP" and "best KL-ST" use only its points at `--budgets`, joined '
+        "by straight lines: where its curve bends up between two of them, both overstate the "
+        "gap. `benchmarks/matched_hp.py` measures the curve at many thresholds (on "
+        "DMR-ALFWorld-v1 at lambda 0.5 the kind oracle's +0.052 at HP 0.72 became +0.011 "
+        "[-0.001, +0.032]; `benchmarks/RESULTS.md`, session 24).",
+    ]
     return lines
 
 
