@@ -1275,9 +1275,9 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
         "",
         'KL-ST "at the same HP" and "best KL-ST" use only its points at `--budgets`, joined '
         "by straight lines: where its curve bends up between two of them, both overstate the "
-        "gap. `benchmarks/matched_hp.py` measures the curve at many thresholds (on "
-        "DMR-ALFWorld-v1 at lambda 0.5 the kind oracle's +0.052 at HP 0.72 became +0.011 "
-        "[-0.001, +0.032]; `benchmarks/RESULTS.md`, session 24).",
+        "gap. `benchmarks/matched_hp.py` measures the curve at many thresholds "
+        "(`benchmarks/RESULTS.md`, issue 11, session 24: on DMR-ALFWorld-v1 that closed most "
+        "of this gap).",
     ]
     return lines
 
