@@ -199,6 +199,13 @@ class Args:
         "is >= each value (0 = every live step), low once derailed: the attainable ceiling",
     )
     online_step: float = _opt(0.2, "online budget control of the held-K points (0: none)")
+    curve_points: int = _opt(
+        3,
+        "KL-ST also plays, lambda-free on each seed's episodes, at this many thresholds on "
+        "p(high) in each gap between two adjacent calibrated tau_K (even in logit): its "
+        "measured curve, which every figure 'at the same HP' reads (0: only the K points, "
+        "joined by straight lines, as before session 25)",
+    )
     n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
     out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
     jobs: int = _opt(
@@ -249,6 +256,7 @@ QUICK = {  # a tiny run for the subprocess test: WebShop is ~100x faster per ste
     "ppo_eval_freq": 16,
     "rl_eval_episodes": 2,
     "confirm_episodes": 2,
+    "curve_points": 1,
     "n_boot": 200,
     "jobs": 1,
 }
@@ -310,6 +318,9 @@ def parse_args(argv: list[str]) -> Args:
         )
     if not args.algos or not set(args.algos) <= {"grpo", "ppo"}:
         raise SystemExit(f"--algos must name grpo, ppo or both, got {','.join(args.algos)!r}")
+    if args.curve_points < 0:
+        raise SystemExit(f"--curve-points must be >= 0 (0: the K points only), got "
+                         f"{args.curve_points}")  # fmt: skip
     if args.sample_budget not in args.budgets:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
@@ -468,6 +479,41 @@ def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     rnd = make_baseline("random", env, p_high=rate, seed=seed)
     results.update(evaluate_all(args, env, {"random": rnd}, seed))
     results["random"]["p_high"] = rate
+    return {"results": results}
+
+
+#: KL-ST's extra curve points are named ``KL-ST tau=<threshold>`` (not methods: they join
+#: no table of routers, only KL-ST's curve)
+CURVE = "KL-ST tau="
+
+
+def curve_thresholds(args: Args, klst: Path) -> list[float]:
+    """``--curve-points`` thresholds in each gap between KL-ST's adjacent calibrated tau_K,
+    even in logit (:func:`training.thresholds.thresholds_between`)."""
+    from agents.router import TransformerRouterPolicy, _budget_key
+    from training.thresholds import thresholds_between
+
+    taus = TransformerRouterPolicy.load(klst).thresholds
+    return thresholds_between([taus[_budget_key(k)] for k in args.budgets], args.curve_points)
+
+
+def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
+    """Step 3's reference: KL-ST at :func:`curve_thresholds` on seed ``seed``'s episodes, so
+    that a router's utility "at the same HP" is read off KL-ST's measured curve, not off a
+    straight line between two distant K points (session 24: on DMR-ALFWorld-v1 such a line
+    made a +0.052 gap of +0.011)."""
+    from agents.router import TransformerRouterPolicy
+    from training.policies import check_policy_matches_env
+
+    policies = {}
+    for t in curve_thresholds(args, klst):
+        policy = TransformerRouterPolicy.load(klst)
+        check_policy_matches_env(policy, env, str(klst))
+        policy.threshold = t
+        policies.setdefault(f"{CURVE}{t:.4g}", policy)  # two thresholds within 4 digits: one
+    results = evaluate_all(args, env, policies, seed)
+    for name, policy in policies.items():
+        results[name]["threshold"] = policy.threshold
     return {"results": results}
 
 
@@ -635,6 +681,8 @@ def online_unit(
 
 def units(args: Args) -> list[str]:
     fixed = [f"fixed_s{s}" for s in args.seeds] + [f"kind_s{s}" for s in args.seeds]
+    if args.curve_points:
+        fixed += [f"curve_s{s}" for s in args.seeds]
     # one unit per method, so that a method added later (--algos) joins a finished run folder
     rl = [f"rl_{a}_l{lam:g}_s{s}" for lam in args.lambdas for s in args.seeds for a in args.algos]
     if not args.online_step:
@@ -666,6 +714,8 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
         data = fixed_unit(args, env, klst, seed)
     elif unit.startswith("kind_s"):
         data = kind_unit(args, env, seed)
+    elif unit.startswith("curve_s"):
+        data = curve_unit(args, env, klst, seed)
     elif unit.startswith("online"):
         data = online_unit(args, out, env, klst, None if lam is None else float(lam), seed)
     else:
@@ -924,16 +974,28 @@ def matched_hp_diff(
     args: Args, records: dict[str, list[Any]], name: str, lam: float, hp: float
 ) -> dict[str, Any]:
     """``name`` minus KL-ST at the same realised HP (per-task utilities interpolated between
-    the two KL-ST points whose HP brackets ``hp``), as a paired bootstrap CI over tasks."""
+    the two points of KL-ST's curve whose HP brackets ``hp``: its K points and, with
+    ``--curve-points``, its thresholds between them), as a paired bootstrap CI over tasks."""
     from training.stats import curve_at, paired_bootstrap_diff
 
-    curve = [
-        (point_hp(records[f"KL-ST K={k:g}"]), per_task_utility(records[f"KL-ST K={k:g}"], lam))
-        for k in args.budgets
-    ]
+    names = [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
+    curve = [(point_hp(records[n]), per_task_utility(records[n], lam)) for n in names]
     ref, inside = curve_at(curve, hp)  # outside the curve: its nearest end
     diff = paired_bootstrap_diff(per_task_utility(records[name], lam), ref, n_boot=args.n_boot)
     return {**diff.as_dict(), "interpolated": inside}
+
+
+def curve_names(records: dict[str, list[Any]]) -> list[str]:
+    """The names of KL-ST's extra curve points (:func:`curve_unit`) among ``records``."""
+    return [n for n in records if n.startswith(CURVE)]
+
+
+def klst_curve(args: Args, records: dict[str, list[Any]], lam: float) -> list[dict[str, Any]]:
+    """KL-ST's measured curve at ``lam``, by HP: its K points and its thresholds between
+    them, each a :func:`point` with its name."""
+    names = [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
+    rows = [{"name": n, **point(records[n], lam, args.n_boot)} for n in names]
+    return sorted(rows, key=lambda r: r["hp"]["value"])
 
 
 def point_hp(recs: list[Any]) -> float:
@@ -970,7 +1032,8 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
     by_lambda: dict[str, Any] = {}
     for lam in args.lambdas:
         tag = f"@{lam:g}"
-        names = [n for n in records if "@" not in n] + [n for n in records if n.endswith(tag)]
+        names = [n for n in records if "@" not in n and not n.startswith(CURVE)]
+        names += [n for n in records if n.endswith(tag)]
         points = {n.removesuffix(tag): point(records[n], lam, args.n_boot) for n in names}
         grpo_vs_klst = {}
         for k in args.budgets if "grpo" in args.algos else ():
@@ -1024,6 +1087,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
         pool |= {n: points[n] for n in ("always-high", "always-low")}
         by_lambda[f"{lam:g}"] = {
             "headroom": headroom_table(args, records, lam),
+            "klst_curve": klst_curve(args, records, lam) if curve_names(records) else [],
             "budget_selection": budget_selection(args, out, lam),
             "confirmations": confirmations(args, out, lam),
             "points": points,
@@ -1141,6 +1205,13 @@ def frontier_plot(args: Args, by_lambda: dict[str, Any], path: Path) -> None:
                 for n, p in data["points"].items()
                 if n.startswith(family) and n.endswith(" online") == held and p["ep_time"]
             )
+            curve = [r for r in data.get("klst_curve", []) if r["ep_time"]]
+            if family == "KL-ST" and not held and curve:  # its measured curve, in HP order
+                pts = [(r["ep_time"]["value"], 100 * r["success"]["value"]) for r in curve]
+                extra = [p for p, r in zip(pts, curve, strict=True) if r["name"].startswith(CURVE)]
+                if extra:
+                    ax.plot(*zip(*extra, strict=True), "o", mfc="none", ms=3, color="C0",
+                            alpha=0.6, label="KL-ST (thresholds between K)")  # fmt: skip
             if pts:
                 line = "--" if held else "-"
                 ax.plot(*zip(*pts, strict=True), line, color=styles[family][0], alpha=0.5)
@@ -1271,14 +1342,41 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
             f"| {lam} | {h['attainable']} | {ci(h['routers'][h['attainable']])} | "
             f"{ci(h['attainable_gap'])}{_star(h['attainable_gap'])} | {matched} |"
         )
-    lines += [
+    curve = next(iter(by_lambda.values())).get("klst_curve")
+    if not curve:
+        return [
+            *lines,
+            "",
+            'KL-ST "at the same HP" and "best KL-ST" use only its points at `--budgets`, '
+            "joined by straight lines: where its curve bends up between two of them, both "
+            "overstate the gap (`--curve-points` measures the curve between them).",
+        ]
+    return [*lines, "", *curve_lines(by_lambda)]
+
+
+def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
+    """KL-ST's measured curve: every point by HP, with its utility at each lambda."""
+    lams = list(by_lambda)
+    rows = {lam: by_lambda[lam]["klst_curve"] for lam in lams}
+    extra = sum(r["name"].startswith(CURVE) for r in rows[lams[0]])
+    lines = [
+        f"KL-ST's measured curve: its K points and {extra} thresholds on p(high) between "
+        "them (`--curve-points`), on the same episodes. Every figure 'at the same HP' (the "
+        "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
+        "interpolated only between neighbouring points; 'best KL-ST' is its best K point.",
         "",
-        'KL-ST "at the same HP" and "best KL-ST" use only its points at `--budgets`, joined '
-        "by straight lines: where its curve bends up between two of them, both overstate the "
-        "gap. `benchmarks/matched_hp.py` measures the curve at many thresholds "
-        "(`benchmarks/RESULTS.md`, issue 11, session 24: on DMR-ALFWorld-v1 that closed most "
-        "of this gap).",
+        "| KL-ST point | HP fraction | success % | "
+        + " | ".join(f"utility, lambda {lam}" for lam in lams)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(lams),
     ]
+    for i, r in enumerate(rows[lams[0]]):
+        lines.append(
+            f"| {r['name'].removeprefix('KL-ST ')} | {ci(r['hp'], 2)} | "
+            f"{ci(r['success'], 1, 100)} | "
+            + " | ".join(ci(rows[lam][i]["utility"]) for lam in lams)
+            + " |"
+        )
     return lines
 
 
@@ -1538,10 +1636,16 @@ def run_stages(args: Args, argv: list[str], out: Path, env: Any, klst: Path) -> 
     before any RL result), then RL training, then the held-K points of the GRPO routers."""
     # KL-ST held at K (online_s*) needs no lambda either: it runs here, so that a GRPO run
     # that ships its start finds KL-ST's rows (evaluate_or_reuse)
-    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind", "online_s"))]
+    pre_units = [u for u in units(args) if u.startswith(("fixed", "kind", "curve", "online_s"))]
     run_units(args, argv, out, env, klst, pre_units)
     records = load_records(out, pre_units)
-    pre = {f"{lam:g}": {"headroom": headroom_table(args, records, lam)} for lam in args.lambdas}
+    pre = {
+        f"{lam:g}": {
+            "headroom": headroom_table(args, records, lam),
+            "klst_curve": klst_curve(args, records, lam) if curve_names(records) else [],
+        }
+        for lam in args.lambdas
+    }
     print("\n".join(headroom_lines(pre)), flush=True)
     run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("rl")])
     run_units(args, argv, out, env, klst, [u for u in units(args) if u.startswith("online_l")])

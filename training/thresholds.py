@@ -4,14 +4,18 @@
   low-divergence mass and the high-divergence tail of the log-KL histogram (paper
   Section 4.2 and 5.5: a boundary in a sparse region gives stable labels).
 * :func:`quantile_threshold` is the budget calibration of Eq. 7.
+* :func:`thresholds_between` fills the gaps between calibrated thresholds, evenly in logit:
+  the extra points that measure a router's whole curve.
 * :func:`class_weights`, :func:`balanced_accuracy` are the KL-ST loss weights (Eq. 6) and
   its held-out metric.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ __all__ = [
     "plateau_threshold",
     "plot_kl_histogram",
     "quantile_threshold",
+    "thresholds_between",
 ]
 
 #: KL values are floored here before taking log10 (exact zeros: identical distributions)
@@ -215,6 +220,28 @@ def quantile_threshold(scores: np.ndarray, budget: float) -> float:
     if budget == 1.0:
         return float(s.min())
     return float(np.quantile(s, 1.0 - budget))
+
+
+def thresholds_between(taus: Sequence[float], n: int) -> list[float]:
+    """``n`` thresholds strictly inside each gap between two adjacent distinct values of
+    ``taus`` (e.g. a router's calibrated ``tau_K``), evenly spaced in logit, ascending; the
+    ``taus`` themselves are left out. A router's scores crowd near 0 and 1, so even steps in
+    probability would put every point at one end of a gap: on the simulated ALFWorld pair
+    (DMR-ALFWorld-v1) ``tau`` falls from 0.075 at K = 0.4 to 0.0015 at K = 0.7, and three
+    points in logit land near 0.004, 0.01 and 0.028."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"points per gap must be an integer >= 0, got {n!r}")
+    values = sorted({float(t) for t in taus})
+    bad = [t for t in values if not 0.0 < t < 1.0]
+    if bad:
+        raise ConfigError(f"thresholds must lie strictly between 0 and 1, got {bad}")
+    logit = [math.log(t / (1.0 - t)) for t in values]
+    out = []
+    for lo, hi in itertools.pairwise(logit):
+        for i in range(1, n + 1):
+            z = lo + (hi - lo) * i / (n + 1)
+            out.append(1.0 / (1.0 + math.exp(-z)))
+    return out
 
 
 def plot_kl_histogram(
