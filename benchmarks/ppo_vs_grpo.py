@@ -424,22 +424,78 @@ def run_seed(args: Args, episode_seed: int) -> int:
     return episode_seed % (max(args.seeds) + 1)
 
 
+#: the options that decide a unit's rows, by kind of unit (:func:`unit_settings`)
+EVAL_SETTINGS = ("env_id", "env_kwargs", "eval_split", "eval_episodes")
+CALIBRATION = ("budgets", "calib_split", "calib_episodes")
+RL_SETTINGS = (
+    *CALIBRATION, "sample_budget", "train_split", "select_split", "pool_size",
+    "rl_eval_episodes", "keep_best_rule", "keep_best_level", "confirm_episodes",
+)  # fmt: skip
+ALGO_SETTINGS = {
+    "grpo": (
+        "group_size", "tasks_per_batch", "grpo_lr", "grpo_epochs", "grpo_advantage_norm",
+        "grpo_kl_coef", "grpo_eval_every", "grpo_step_weight", "grpo_step_gamma",
+        "grpo_hold_budget", "no_per_budget_selection",
+    ),
+    "ppo": ("ppo_n_steps", "ppo_batch_size", "ppo_eval_freq"),
+}  # fmt: skip
+UNIT_SETTINGS = {
+    "fixed": (*CALIBRATION, "sample_budget"),  # random routes at KL-ST's rate there
+    "kind": ("kind_shares",),
+    "curve": (*CALIBRATION, "curve_points"),
+    "online": (*CALIBRATION, "online_step"),
+}
+
+
+def unit_settings(args: Args, unit: str) -> dict[str, Any]:
+    """The options a unit's rows depend on (stored in the unit, checked by
+    :func:`check_units`): the evaluation's, and the unit kind's own; an RL unit's include its
+    training's (and its routing decisions at its lambda), as does a GRPO run's held-K unit.
+    The KL-ST router itself is not among them: ``--klst`` names a file, and the router
+    built under ``--out`` is built once."""
+    values = {**asdict(args), "env_kwargs": env_kwargs(args)}
+    kind, lam = unit.split("_")[0], unit_lambda(unit)
+    names = [*EVAL_SETTINGS, *UNIT_SETTINGS.get(kind, ())]
+    settings: dict[str, Any] = {}
+    if lam is not None:  # RL, or a GRPO run's routers held at K
+        algo = unit.split("_")[1] if kind == "rl" else "grpo"
+        names += [*RL_SETTINGS, *ALGO_SETTINGS[algo]]
+        main = float(lam) == args.main_lambda
+        settings["env_steps"] = args.env_steps if main else args.other_env_steps
+    settings |= {n: values[n] for n in names}
+    return json.loads(json.dumps(settings))  # as a unit file holds them (tuples as lists)
+
+
 def check_units(args: Args, out: Path) -> None:
-    """Refuse, before any work, a run folder whose finished units played other episode seeds
-    than this invocation asks for (a unit written before ``--eval-seeds-per-run`` played its
-    own seed only)."""
+    """Refuse, before any work, a run folder whose finished units were made otherwise than
+    this invocation asks: on other episode seeds (a unit written before
+    ``--eval-seeds-per-run`` played its own seed only), or with another value of an option
+    its rows depend on (:func:`unit_settings`; units written before session 25 hold none and
+    are taken as they are)."""
     for unit in units(args):
         path = out / f"{unit}.json"
         if not path.exists():
             continue
         seed = int(unit.rsplit("_s", 1)[1])
-        have = json.loads(path.read_text()).get("episode_seeds", [seed])
-        want = episode_seeds(args, seed)
+        data = json.loads(path.read_text())
+        have, want = data.get("episode_seeds", [seed]), episode_seeds(args, seed)
         if have != want:
             raise SystemExit(
                 f"{path} was evaluated on episode seeds {have}; this run expects {want} "
                 f"(--eval-seeds-per-run {args.eval_seeds_per_run}): use another --out, or "
                 "remove the unit files to re-evaluate"
+            )
+        have, want = data.get("settings", {}), unit_settings(args, unit)
+        for name in (n for n in have if n in want and have[n] != want[n]):
+            flag = "--" + name.replace("_", "-")
+            if name == "env_steps":  # the decisions at the unit's lambda
+                lam = unit_lambda(unit)
+                main = float(lam or "nan") == args.main_lambda
+                flag = f"{'--env-steps' if main else '--other-env-steps'} at lambda {lam}"
+            raise SystemExit(
+                f"{path} was made with {name} = {have[name]!r}; this run asks for "
+                f"{want[name]!r} ({flag}): use another --out, or remove the unit file (and "
+                "its run folder) to redo it"
             )
 
 
@@ -722,6 +778,7 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
         algo = unit.split("_")[1]
         data = rl_unit(args, out, env, klst, algo, float(lam), seed)  # type: ignore[arg-type]
     data["episode_seeds"] = episode_seeds(args, seed)
+    data["settings"] = unit_settings(args, unit)
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 

@@ -14,7 +14,38 @@ from test_kl_st import make_synthetic_kl
 
 from precision_gym.error import ConfigError
 from training.calibrate import score_shift
-from training.thresholds import quantile_threshold
+from training.thresholds import quantile_threshold, thresholds_between
+
+
+def test_thresholds_between_fills_each_gap_evenly_in_logit():
+    def logit(p):
+        return math.log(p / (1 - p))
+
+    taus = [0.8387, 0.6342, 0.0752, 0.00147, 0.00133]  # v1's tau_K, K = 0.1 ... 0.9
+    grid = thresholds_between(taus, 3)
+    assert len(grid) == 3 * 4 and grid == sorted(grid)
+    assert not set(grid) & set(taus)  # the calibrated points are left out
+    full = [logit(t) for t in sorted([*taus, *grid])]
+    for j in range(4):  # each gap cut into 4 equal steps in logit
+        steps = np.diff(full[4 * j : 4 * j + 5])
+        assert steps == pytest.approx([steps[0]] * 4, rel=1e-9) and steps[0] > 0
+    assert grid[3:6] == pytest.approx([0.0040, 0.0108, 0.0290], abs=5e-4)
+    assert thresholds_between([0.5, 0.25, 0.5], 1) == pytest.approx([1 / (1 + math.sqrt(3))])
+    assert thresholds_between(taus, 0) == [] and thresholds_between([0.3], 2) == []
+
+
+@pytest.mark.parametrize(
+    ("taus", "n", "match"),
+    [
+        ([0.2, 0.4], -1, r"points per gap must be an integer >= 0, got -1"),
+        ([0.2, 0.4], 1.5, r"points per gap must be an integer >= 0, got 1.5"),
+        ([0.0, 0.4], 1, r"thresholds must lie strictly between 0 and 1, got \[0.0\]"),
+        ([0.4, math.inf], 1, r"strictly between 0 and 1, got \[inf\]"),
+    ],
+)
+def test_thresholds_between_refuses_bad_input(taus, n, match):
+    with pytest.raises(ConfigError, match=match):
+        thresholds_between(taus, n)
 
 
 def test_quantile_threshold_routes_fraction_k():

@@ -71,6 +71,14 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     assert {"online", "grpo_hp_online", "klst_hp_online"} <= set(held)
     assert held["online"]["lo"] <= held["online"]["value"] <= held["online"]["hi"]
     assert data["headroom"]["ceiling"] == "oracle"
+    # KL-ST's measured curve (--curve-points 1 in --quick): its K points and one threshold
+    # between them, by HP; every figure at the same HP reads it; it is not a method's point
+    curve = data["klst_curve"]
+    assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K"]
+    assert [r["hp"]["value"] for r in curve] == sorted(r["hp"]["value"] for r in curve)
+    assert not any(n.startswith("KL-ST tau=") for n in names)
+    assert json.loads((tmp_path / "curve_s0.json").read_text())["settings"]["curve_points"] == 1
+    assert proc.stdout.index("KL-ST's measured curve") < proc.stdout.index("$ precision-gym")
     assert data["headroom"]["attainable"] in kinds | {"always-high", "always-low"}
     assert set(data["headroom"]["kind_matched_hp"]) == kinds
     assert proc.stdout.index("Attainable ceiling") < proc.stdout.index("$ precision-gym train-grpo")
@@ -184,6 +192,37 @@ def test_ppo_vs_grpo_reports_the_final_rules_one_candidate_whichever_ships(tmp_p
     assert "| GRPO seed 0 | 0 (candidate: 34) | -0.250 [" in text and "| start |" in text
     args.keep_best_rule = "paired"  # many candidates: a run that kept its start names none
     assert "selection_gain" not in pvg.confirmations(args, tmp_path, 0.5)["GRPO seed 0"]
+
+
+def test_ppo_vs_grpo_reads_klst_at_the_same_hp_off_its_measured_curve(monkeypatch):
+    """KL-ST's K points sit far apart in HP; a router between them is compared with KL-ST's
+    measured point there (``--curve-points``), not with the straight line joining them
+    (session 24: on DMR-ALFWorld-v1 the line made a +0.052 gap of +0.011)."""
+    from types import SimpleNamespace
+
+    from training.evaluation import EpisodeRecord
+
+    pvg = _benchmark_module(monkeypatch)
+
+    def router(high: int, won: list[bool]) -> list[EpisodeRecord]:  # 10 decisions per episode
+        row = {"seed": 0, "task_type": "x", "episode_time_s": 1.0, "steps": 10, "decisions": 10,
+               "high_decisions": high, "episode_return": 0.0}  # fmt: skip
+        return [
+            EpisodeRecord(task_index=i, task_id=f"t{i}", won=w, score=float(w), **row)
+            for i, w in enumerate(won)
+        ]
+
+    records = {
+        "KL-ST K=0.4": router(5, [True, False, False, False]),  # HP 0.5, success 0.25
+        "KL-ST K=0.7": router(9, [True, False, False, False]),  # HP 0.9
+        "KL-ST tau=0.01": router(7, [True, True, True, True]),  # HP 0.7: the curve bends up
+        "GRPO K=0.4@0.5": router(7, [True, True, True, False]),  # HP 0.7, success 0.75
+    }
+    args = SimpleNamespace(budgets=(0.4, 0.7), n_boot=200)
+    on_curve = pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0, 0.7)
+    assert on_curve["value"] == pytest.approx(-0.25) and on_curve["interpolated"]
+    del records["KL-ST tau=0.01"]  # the K points alone: the line says +0.5
+    assert pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0, 0.7)["value"] == 0.5
 
 
 def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
@@ -347,6 +386,26 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     )  # fmt: skip
     assert bad.returncode != 0
     assert "was evaluated on episode seeds [0, 1]; this run expects [0]" in bad.stderr
+    # ... and so is a rerun that changes an option a finished unit's rows depend on
+    for flag, value, said in (
+        ("--grpo-lr", "0.001", "rl_grpo_l0.02_s0.json was made with grpo_lr = 0.0001; this "
+         "run asks for 0.001 (--grpo-lr)"),
+        ("--env-steps", "32", "rl_grpo_l0.02_s0.json was made with env_steps = 24; this run "
+         "asks for 32 (--env-steps at lambda 0.02)"),
+        ("--kind-shares", "0,0.3", "kind_s0.json was made with kind_shares = [0.0, 0.1, 0.2]; "
+         "this run asks for [0.0, 0.3] (--kind-shares)"),
+        ("--env-kwargs", '{"task_kwargs": {"force_high_on_search": false}}',
+         "fixed_s0.json was made with env_kwargs = {}; this run asks for {'task_kwargs': "
+         "{'force_high_on_search': False}} (--env-kwargs)"),
+        ("--online-step", "0.3", "online_s0.json was made with online_step = 0.2; this run "
+         "asks for 0.3 (--online-step)"),
+    ):  # fmt: skip
+        bad = subprocess.run(
+            [sys.executable, *argv, "--algos", "grpo,ppo", flag, value],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert bad.returncode != 0 and said in bad.stderr, (flag, bad.stderr[-500:])
+        assert "use another --out, or remove the unit file" in bad.stderr
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,
