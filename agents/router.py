@@ -14,10 +14,12 @@ file written atomically.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ __all__ = [
     "TransformerRouterPolicy",
     "load_router_policy",
     "routes_alike",
+    "routing_digest",
 ]
 
 CHECKPOINT_FORMAT = "precision-gym/transformer-router/v1"
@@ -456,6 +459,30 @@ def routes_alike(a: str | os.PathLike[str], b: str | os.PathLike[str], budget: f
         return False
     sa, sb = (c["state_dict"] for c in ckpts)
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def routing_digest(path: str | os.PathLike[str], budgets: Sequence[float]) -> str:
+    """SHA-256 of what decides a router file's routing at the budgets ``budgets``: its
+    architecture, every weight and its calibrated threshold at each K (``None`` where it has
+    none). Two files with one digest route alike at every one of those K
+    (:func:`routes_alike`); metadata, and thresholds at other budgets (a later calibration at
+    a new K), leave it unchanged. A run folder stores it beside results that came from the
+    router, to refuse them for another one."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"router checkpoint not found: expected a file at {path.resolve()}")
+    ckpt = _io.load_torch_checkpoint(path, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
+    thresholds = dict(ckpt.get("thresholds") or {})
+    h = hashlib.sha256()
+    at_k = {_budget_key(k): thresholds.get(_budget_key(k)) for k in budgets}
+    h.update(json.dumps([ckpt["config"], at_k], sort_keys=True).encode())
+    for name, tensor in sorted(ckpt["state_dict"].items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_router_policy(

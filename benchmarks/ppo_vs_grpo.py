@@ -20,8 +20,12 @@ Read top to bottom (CleanRL style):
    and task type, and whether the episode has derailed; it pays the router's per-call time,
    as the RL routers do, since session 15) runs at ``--kind-shares`` too, and
    the best of it and the constant routers gives the attainable ceiling, with its gap over
-   KL-ST and each kind-oracle point against KL-ST at the same HP. Printed (and written)
-   before any RL result.
+   KL-ST and each kind-oracle point against KL-ST at the same HP. KL-ST's K points can sit
+   far apart in HP, and its curve bends between them, so KL-ST also plays ``--curve-points``
+   thresholds on ``p(high)`` in each gap between two of its calibrated thresholds (even in
+   logit; ``curve_s<seed>`` units, lambda-free): "KL-ST at the same HP", here and in step 6,
+   is read off that measured curve, interpolated only between neighbouring points. Printed
+   (and written), with the curve, before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
    calibrated at every K on KL-ST's calibration episodes; at each K it ships the refined
@@ -48,7 +52,7 @@ Read top to bottom (CleanRL style):
    ``reused`` and the report say where.
 6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
-   and at matched HP (KL-ST interpolated along its K curve), PPO vs its start per seed and,
+   and at matched HP (KL-ST read off its measured curve), PPO vs its start per seed and,
    seeds pooled, vs its start and vs KL-ST at PPO's HP, all as paired bootstrap CIs; the
    paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
    curves (mean +- std over seeds) as PNG.
@@ -451,8 +455,7 @@ def unit_settings(args: Args, unit: str) -> dict[str, Any]:
     """The options a unit's rows depend on (stored in the unit, checked by
     :func:`check_units`): the evaluation's, and the unit kind's own; an RL unit's include its
     training's (and its routing decisions at its lambda), as does a GRPO run's held-K unit.
-    The KL-ST router itself is not among them: ``--klst`` names a file, and the router
-    built under ``--out`` is built once."""
+    The KL-ST router is checked apart (:func:`check_router`)."""
     values = {**asdict(args), "env_kwargs": env_kwargs(args)}
     kind, lam = unit.split("_")[0], unit_lambda(unit)
     names = [*EVAL_SETTINGS, *UNIT_SETTINGS.get(kind, ())]
@@ -466,12 +469,39 @@ def unit_settings(args: Args, unit: str) -> dict[str, Any]:
     return json.loads(json.dumps(settings))  # as a unit file holds them (tuples as lists)
 
 
+def klst_digest(args: Args, klst: Path) -> str:
+    """What decides KL-ST's routing at ``--budgets`` (``agents.router.routing_digest``)."""
+    from agents.router import routing_digest
+
+    return routing_digest(klst, args.budgets)
+
+
+def check_router(args: Args, out: Path, klst: Path) -> None:
+    """Refuse a run folder whose finished units came from another KL-ST router than
+    ``klst`` (other weights, or other thresholds at ``--budgets``): every unit but the kind
+    oracle's starts from it. Units written before session 25 hold no digest."""
+    digest = klst_digest(args, klst) if klst.is_file() else None
+    for unit in units(args):
+        path = out / f"{unit}.json"
+        if digest is None or unit.startswith("kind") or not path.exists():
+            continue
+        have = json.loads(path.read_text()).get("klst_routing", digest)
+        if have != digest:
+            raise SystemExit(
+                f"{path} was made with another KL-ST router than {klst} (its weights, or its "
+                f"thresholds at --budgets {list(args.budgets)}, differ: routing digest "
+                f"{have[:12]} vs {digest[:12]}): use another --out, or remove the unit files "
+                "to redo them"
+            )
+
+
 def check_units(args: Args, out: Path) -> None:
     """Refuse, before any work, a run folder whose finished units were made otherwise than
     this invocation asks: on other episode seeds (a unit written before
     ``--eval-seeds-per-run`` played its own seed only), or with another value of an option
     its rows depend on (:func:`unit_settings`; units written before session 25 hold none and
-    are taken as they are)."""
+    are taken as they are); then, where the KL-ST router exists already, with another one
+    (:func:`check_router`; :func:`main` checks again once it is built)."""
     for unit in units(args):
         path = out / f"{unit}.json"
         if not path.exists():
@@ -497,6 +527,7 @@ def check_units(args: Args, out: Path) -> None:
                 f"{want[name]!r} ({flag}): use another --out, or remove the unit file (and "
                 "its run folder) to redo it"
             )
+    check_router(args, out, Path(args.klst) if args.klst else out / "klst" / "router.pt")
 
 
 def evaluate_all(args: Args, env: Any, policies: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -779,6 +810,8 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
         data = rl_unit(args, out, env, klst, algo, float(lam), seed)  # type: ignore[arg-type]
     data["episode_seeds"] = episode_seeds(args, seed)
     data["settings"] = unit_settings(args, unit)
+    if not unit.startswith("kind"):
+        data["klst_routing"] = klst_digest(args, klst)
     write_json({**data, "wall_s": time.perf_counter() - t}, done)
 
 
@@ -1732,6 +1765,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(connect_ray(args.ray_address))
         out.mkdir(parents=True, exist_ok=True)
         klst = klst_router(args, out, env)
+        check_router(args, out, klst)  # built or calibrated just now, or named by --klst
         print(f"KL-ST router: {klst}", flush=True)
         run_stages(args, argv, out, env, klst)
     by_lambda = analyse(args, out)

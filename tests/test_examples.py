@@ -406,6 +406,20 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
         )  # fmt: skip
         assert bad.returncode != 0 and said in bad.stderr, (flag, bad.stderr[-500:])
         assert "use another --out, or remove the unit file" in bad.stderr
+    # ... and one that names another KL-ST router (here: recalibrated at K = 0.4)
+    from agents.router import TransformerRouterPolicy
+
+    other = TransformerRouterPolicy.load(tmp_path / "klst" / "router.pt")
+    other.thresholds["0.4"] += 0.01
+    bad = subprocess.run(
+        [sys.executable, *argv, "--algos", "grpo,ppo", "--klst",
+         str(other.save(tmp_path / "other.pt"))],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert f"fixed_s0.json was made with another KL-ST router than {tmp_path}/other.pt" in (
+        bad.stderr
+    )
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,

@@ -16,6 +16,7 @@ from agents.router import (
     load_router_policy,
     logit,
     routes_alike,
+    routing_digest,
     sigmoid,
 )
 from precision_gym.error import CheckpointError, ConfigError
@@ -145,6 +146,29 @@ def test_routes_alike_compares_weights_and_the_threshold_at_k_not_metadata(polic
         CheckpointError, match=r"router checkpoint not found: expected a file at .*nope\.pt"
     ):
         routes_alike(a, tmp_path / "nope.pt", 0.4)
+
+
+def test_routing_digest_changes_with_what_routes_and_nothing_else(policy, tmp_path):
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.01}
+    policy.metadata = {"trained_with": "KL-ST"}
+    a = policy.save(tmp_path / "a.pt")
+    ks = (0.4, 0.7)
+    assert (
+        routing_digest(a, ks) == routing_digest(a, [0.4, 0.7]) and len(routing_digest(a, ks)) == 64
+    )
+    policy.metadata = {"trained_with": "GRPO"}
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.01, "0.9": 0.001}  # calibrated at a new K too
+    b = policy.save(tmp_path / "b.pt")
+    assert routing_digest(b, ks) == routing_digest(a, ks) and routes_alike(a, b, 0.7)
+    assert routing_digest(b, (0.4, 0.7, 0.9)) != routing_digest(a, (0.4, 0.7, 0.9))
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.02}  # recalibrated at 0.7
+    assert routing_digest(policy.save(tmp_path / "c.pt"), ks) != routing_digest(a, ks)
+    policy.thresholds = {"0.4": 0.123, "0.7": 0.01}
+    with torch.no_grad():
+        next(policy.model.parameters()).view(-1)[0] += 1e-6  # one weight
+    assert routing_digest(policy.save(tmp_path / "d.pt"), ks) != routing_digest(a, ks)
+    with pytest.raises(CheckpointError, match=r"router checkpoint not found: expected a file at"):
+        routing_digest(tmp_path / "nope.pt", ks)
 
 
 def test_checkpoint_errors(tmp_path):
