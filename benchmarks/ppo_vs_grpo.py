@@ -1081,11 +1081,15 @@ def curve_names(records: dict[str, list[Any]]) -> list[str]:
 
 
 def klst_curve(args: Args, records: dict[str, list[Any]], lam: float) -> list[dict[str, Any]]:
-    """KL-ST's measured curve at ``lam``, by HP: its K points and its thresholds between
-    them, each a :func:`point` with its name."""
+    """KL-ST's measured curve at ``lam``: its K points and its thresholds between them, each
+    a :func:`point` with its name and its HP pooled over decisions (``hp_pooled``, the
+    curve's axis in :func:`matched_hp_diff`), in that order."""
     names = [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
-    rows = [{"name": n, **point(records[n], lam, args.n_boot)} for n in names]
-    return sorted(rows, key=lambda r: r["hp"]["value"])
+    rows = [
+        {"name": n, "hp_pooled": point_hp(records[n]), **point(records[n], lam, args.n_boot)}
+        for n in names
+    ]
+    return sorted(rows, key=lambda r: r["hp_pooled"])
 
 
 def point_hp(recs: list[Any]) -> float:
@@ -1453,16 +1457,17 @@ def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
         f"KL-ST's measured curve: its K points and {extra} thresholds on p(high) between "
         "them (`--curve-points`), on the same episodes. Every figure 'at the same HP' (the "
         "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
-        "interpolated only between neighbouring points; 'best KL-ST' is its best K point.",
+        "interpolated only between neighbouring points, along its HP pooled over decisions "
+        "(the HP of those figures); 'best KL-ST' is its best K point.",
         "",
-        "| KL-ST point | HP fraction | success % | "
+        "| KL-ST point | HP, pooled | HP, mean over tasks | success % | "
         + " | ".join(f"utility, lambda {lam}" for lam in lams)
         + " |",
-        "|---|---:|---:|" + "---:|" * len(lams),
+        "|---|---:|---:|---:|" + "---:|" * len(lams),
     ]
     for i, r in enumerate(rows[lams[0]]):
         lines.append(
-            f"| {r['name'].removeprefix('KL-ST ')} | {ci(r['hp'], 2)} | "
+            f"| {r['name'].removeprefix('KL-ST ')} | {r['hp_pooled']:.2f} | {ci(r['hp'], 2)} | "
             f"{ci(r['success'], 1, 100)} | "
             + " | ".join(ci(rows[lam][i]["utility"]) for lam in lams)
             + " |"

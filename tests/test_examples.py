@@ -75,7 +75,7 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     # between them, by HP; every figure at the same HP reads it; it is not a method's point
     curve = data["klst_curve"]
     assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K"]
-    assert [r["hp"]["value"] for r in curve] == sorted(r["hp"]["value"] for r in curve)
+    assert [r["hp_pooled"] for r in curve] == sorted(r["hp_pooled"] for r in curve)
     assert not any(n.startswith("KL-ST tau=") for n in names)
     assert json.loads((tmp_path / "curve_s0.json").read_text())["settings"]["curve_points"] == 1
     assert proc.stdout.index("KL-ST's measured curve") < proc.stdout.index("$ precision-gym")
