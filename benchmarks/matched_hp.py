@@ -109,6 +109,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="leave KL-ST's calibrated thresholds tau_K out of its curve's grid "
                    "(by default they join --thresholds, so a router that ships KL-ST's own K "
                    "point sits on a measured point, not on a straight line between two)")  # fmt: skip
+    p.add_argument("--thresholds-between", type=int, default=0,
+                   help="also N thresholds in each gap between two adjacent calibrated tau_K, "
+                   "even in logit (training.thresholds.thresholds_between; where the fixed "
+                   "--thresholds grid misses a router's range: 3 on DMR-ALFWorld-v1; the "
+                   "PPO-vs-GRPO benchmark's --curve-points)")  # fmt: skip
     p.add_argument("--no-headroom", action="store_true",
                    help="simulated tiers: leave out the kind oracle (every live step high, "
                    "derailed states low) that is otherwise played on each seed as the "
@@ -144,6 +149,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise SystemExit(f"--env-kwargs expects a JSON object, got {args.env_kwargs!r}")
     if args.cost_weight < 0:
         raise SystemExit(f"--cost-weight must be >= 0, got {args.cost_weight}")
+    if args.thresholds_between < 0:
+        raise SystemExit(f"--thresholds-between must be >= 0, got {args.thresholds_between}")
+    if args.thresholds_between and args.no_calibrated_points:
+        raise SystemExit("--thresholds-between fills the gaps between the calibrated "
+                         "thresholds: it cannot go with --no-calibrated-points")  # fmt: skip
     if args.episodes < 0 or args.jobs < 1:
         raise SystemExit(f"expected --episodes >= 0 and --jobs >= 1, got {args.episodes}, "
                          f"{args.jobs}")  # fmt: skip
@@ -370,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
 
         taus = TransformerRouterPolicy.load(args.klst).thresholds
         calibrated = {float(t): float(k) for k, t in taus.items() if 0.0 < float(t) < 1.0}
-        args.thresholds = sorted({*args.thresholds, *calibrated})
+        from training.thresholds import thresholds_between
+
+        between = thresholds_between(list(calibrated), args.thresholds_between)
+        args.thresholds = sorted({*args.thresholds, *calibrated, *between})
     curve_units = {(t, s): Unit("klst", f"KL-ST tau={t:g}", "KL-ST", args.klst, s, threshold=t)
                    for t in args.thresholds for s in seeds}  # fmt: skip
     from agents import BASELINE_NAMES

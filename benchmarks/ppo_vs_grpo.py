@@ -581,7 +581,9 @@ def curve_thresholds(args: Args, klst: Path) -> list[float]:
     from training.thresholds import thresholds_between
 
     taus = TransformerRouterPolicy.load(klst).thresholds
-    return thresholds_between([taus[_budget_key(k)] for k in args.budgets], args.curve_points)
+    taus_k = [taus[_budget_key(k)] for k in args.budgets]
+    # a threshold of 0 or 1 or beyond (K = 0: never high) bounds no gap on p(high)
+    return thresholds_between([t for t in taus_k if 0.0 < t < 1.0], args.curve_points)
 
 
 def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -595,6 +596,15 @@ def test_matched_hp_puts_klst_calibrated_points_on_its_curve(tmp_path):
          str(tmp_path / "g"))  # fmt: skip
     data = json.loads((tmp_path / "g" / "results.json").read_text())
     assert [r["threshold"] for r in data["klst_curve"]] == [0.3, 0.5, 0.7]
+    # --thresholds-between 1: the logit midpoint of each gap between calibrated thresholds
+    policy.thresholds = {"0.5": 0.6, "0.2": 0.9}
+    policy.save(klst)
+    _run("benchmarks/matched_hp.py", "--quick", *flags, "--thresholds-between", "1",
+         "--out", str(tmp_path / "m"))  # fmt: skip
+    data = json.loads((tmp_path / "m" / "results.json").read_text())
+    odds = math.sqrt(1.5 * 9)  # the mean of logit(0.6) = log 1.5 and logit(0.9) = log 9
+    grid = [0.3, 0.5, 0.6, 0.7, odds / (1 + odds), 0.9]
+    assert [r["threshold"] for r in data["klst_curve"]] == pytest.approx(grid)
 
 
 def test_matched_hp_plays_a_named_grpo_run_along_its_own_curve(tmp_path):
