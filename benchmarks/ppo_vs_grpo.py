@@ -1054,6 +1054,13 @@ def headroom_table(args: Args, records: dict[str, list[Any]], lam: float) -> dic
         table["attainable_gap"] = paired_bootstrap_diff(
             utilities[attainable], utilities[best], n_boot=args.n_boot
         ).as_dict()
+        curve = {**klst, **{n: per_task_utility(records[n], lam) for n in curve_names(records)}}
+        if len(curve) > len(klst):  # KL-ST's best measured point, between its K points too
+            top = max(curve, key=lambda n: curve[n].mean())
+            table["best_on_curve"] = top
+            table["attainable_gap_curve"] = paired_bootstrap_diff(
+                utilities[attainable], curve[top], n_boot=args.n_boot
+            ).as_dict()
         table["kind_matched_hp"] = {
             n: {"hp": point_hp(records[n]),
                 **matched_hp_diff(args, records, n, lam, point_hp(records[n]))}
@@ -1421,9 +1428,13 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
         "task type, and whether the episode has derailed). Its best point, or a constant "
         "router, chosen on these tasks (an estimate of the attainable, not a strict bound):",
         "",
+    ]
+    on_curve = any("best_on_curve" in d["headroom"] for d in by_lambda.values())
+    lines += [
         "| lambda | attainable ceiling | its utility | gap: attainable - best KL-ST (95% CI) | "
-        "kind oracle - KL-ST at the same HP |",
-        "|---:|---|---:|---:|---|",
+        + ("gap: attainable - best point of KL-ST's curve | " if on_curve else "")
+        + "kind oracle - KL-ST at the same HP |",
+        "|---:|---|---:|---:|" + ("---|" if on_curve else "") + "---|",
     ]
     for lam, data in by_lambda.items():
         h = data["headroom"]
@@ -1434,9 +1445,13 @@ def headroom_lines(by_lambda: dict[str, Any]) -> list[str]:
             + ("" if m["interpolated"] else " (outside the KL-ST curve)")
             for n, m in h["kind_matched_hp"].items()
         )
+        curve_gap = ""
+        if on_curve:
+            g = h["attainable_gap_curve"]
+            curve_gap = f"{h['best_on_curve'].removeprefix('KL-ST ')}: {ci(g)}{_star(g)} | "
         lines.append(
             f"| {lam} | {h['attainable']} | {ci(h['routers'][h['attainable']])} | "
-            f"{ci(h['attainable_gap'])}{_star(h['attainable_gap'])} | {matched} |"
+            f"{ci(h['attainable_gap'])}{_star(h['attainable_gap'])} | {curve_gap}{matched} |"
         )
     curve = next(iter(by_lambda.values())).get("klst_curve")
     if not curve:
@@ -1460,7 +1475,9 @@ def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
         "them (`--curve-points`), on the same episodes. Every figure 'at the same HP' (the "
         "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
         "interpolated only between neighbouring points, along its HP pooled over decisions "
-        "(the HP of those figures); 'best KL-ST' is its best K point.",
+        "(the HP of those figures). 'Best KL-ST' is its best K point, the start an RL run "
+        "refines; its best point on this curve (chosen on these tasks, like the attainable "
+        "ceiling) is one a calibration at another K could reach without RL.",
         "",
         "| KL-ST point | HP, pooled | HP, mean over tasks | success % | "
         + " | ".join(f"utility, lambda {lam}" for lam in lams)

@@ -77,6 +77,10 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     curve = data["klst_curve"]
     assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K"]
     assert [r["hp_pooled"] for r in curve] == sorted(r["hp_pooled"] for r in curve)
+    best = max(curve, key=lambda r: r["utility"]["value"])  # the attainable gap over it too
+    assert data["headroom"]["best_on_curve"] == best["name"]
+    gap = data["headroom"]["attainable_gap_curve"]
+    assert gap["lo"] <= gap["value"] <= gap["hi"]
     assert not any(n.startswith("KL-ST tau=") for n in names)
     assert json.loads((tmp_path / "curve_s0.json").read_text())["settings"]["curve_points"] == 1
     assert proc.stdout.index("KL-ST's measured curve") < proc.stdout.index("$ precision-gym")

@@ -8,7 +8,8 @@ session 25), NEW one with it, SAME (optional) another folder with the curve, mad
 
 * OLD -> NEW: every figure per lambda equal except those read "at the same HP" (the kind
   oracle's, GRPO's and PPO's matched-HP differences), which are printed side by side, and the
-  curve itself, which OLD lacks; the learning curves equal;
+  curve itself and the attainable ceiling's gap over its best point, which OLD lacks; the
+  learning curves equal;
 * NEW -> SAME: everything equal, and the KL-ST routers route alike at every K
   (``agents.router.routes_alike``).
 
@@ -44,7 +45,8 @@ def without_curve(data: dict) -> dict:
     """One lambda's figures less what reads KL-ST's curve."""
     d = copy.deepcopy(data)
     d.pop("klst_curve", None)
-    d["headroom"].pop("kind_matched_hp", None)
+    for key in ("kind_matched_hp", "best_on_curve", "attainable_gap_curve"):
+        d["headroom"].pop(key, None)
     for g in d["grpo_vs_klst"].values():
         g.pop("matched_hp")
     if d.get("ppo_pooled"):
