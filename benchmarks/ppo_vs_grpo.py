@@ -58,7 +58,7 @@ Read top to bottom (CleanRL style):
    curves (mean +- std over seeds) as PNG.
 
     python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3 h on 2 cores)
-    python benchmarks/ppo_vs_grpo.py --env-id DMR-ALFWorld-v1   # the same on v1 (55 min, measured)
+    python benchmarks/ppo_vs_grpo.py --env-id DMR-ALFWorld-v1   # the same on v1 (65 min, measured)
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
 
 Every stage writes its result under ``--out`` and is skipped when rerun: an interrupted
