@@ -434,6 +434,14 @@ class TransformerRouterPolicy(RouterPolicy):
         return policy
 
 
+def _router_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A router file's checkpoint dict (tensors only), or CheckpointError naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"router checkpoint not found: expected a file at {path.resolve()}")
+    return _io.load_torch_checkpoint(path, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
+
+
 def routes_alike(a: str | os.PathLike[str], b: str | os.PathLike[str], budget: float) -> bool:
     """Whether two router files (:meth:`TransformerRouterPolicy.save`) route every state alike
     at budget K: the same architecture, every weight equal bit for bit, and the same
@@ -443,14 +451,7 @@ def routes_alike(a: str | os.PathLike[str], b: str | os.PathLike[str], budget: f
 
     A GRPO run that ships its start router, calibrated on KL-ST's calibration episodes, is
     such a pair with KL-ST: an evaluation of one stands for the other on the same episodes."""
-    paths = [Path(a), Path(b)]
-    for p in paths:
-        if not p.is_file():
-            raise CheckpointError(f"router checkpoint not found: expected a file at {p.resolve()}")
-    ckpts = [
-        _io.load_torch_checkpoint(p, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
-        for p in paths
-    ]
+    ckpts = [_router_checkpoint(p) for p in (a, b)]
     key = _budget_key(budget)
     thresholds = [dict(c.get("thresholds") or {}) for c in ckpts]
     if any(key not in t for t in thresholds) or thresholds[0][key] != thresholds[1][key]:
@@ -470,10 +471,7 @@ def routing_digest(path: str | os.PathLike[str], budgets: Sequence[float]) -> st
     router, to refuse them for another one."""
     import hashlib
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"router checkpoint not found: expected a file at {path.resolve()}")
-    ckpt = _io.load_torch_checkpoint(path, CHECKPOINT_FORMAT, "Transformer-router checkpoint")
+    ckpt = _router_checkpoint(path)
     thresholds = dict(ckpt.get("thresholds") or {})
     h = hashlib.sha256()
     at_k = {_budget_key(k): thresholds.get(_budget_key(k)) for k in budgets}

@@ -57,7 +57,7 @@ Read top to bottom (CleanRL style):
    paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
    curves (mean +- std over seeds) as PNG.
 
-    python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3 h on 2 cores)
+    python benchmarks/ppo_vs_grpo.py                      # the full comparison (about 3.2 h on 2 cores)
     python benchmarks/ppo_vs_grpo.py --env-id DMR-ALFWorld-v1   # the same on v1 (65 min, measured)
     python benchmarks/ppo_vs_grpo.py --quick --out /tmp/q --no-results-md   # smoke test
 
@@ -1054,7 +1054,7 @@ def headroom_table(args: Args, records: dict[str, list[Any]], lam: float) -> dic
         table["attainable_gap"] = paired_bootstrap_diff(
             utilities[attainable], utilities[best], n_boot=args.n_boot
         ).as_dict()
-        curve = {**klst, **{n: per_task_utility(records[n], lam) for n in curve_names(records)}}
+        curve = {n: per_task_utility(records[n], lam) for n in klst_points(args, records)}
         if len(curve) > len(klst):  # KL-ST's best measured point, between its K points too
             top = max(curve, key=lambda n: curve[n].mean())
             table["best_on_curve"] = top
@@ -1077,8 +1077,8 @@ def matched_hp_diff(
     ``--curve-points``, its thresholds between them), as a paired bootstrap CI over tasks."""
     from training.stats import curve_at, paired_bootstrap_diff
 
-    names = [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
-    curve = [(point_hp(records[n]), per_task_utility(records[n], lam)) for n in names]
+    curve = [(point_hp(records[n]), per_task_utility(records[n], lam))
+             for n in klst_points(args, records)]  # fmt: skip
     ref, inside = curve_at(curve, hp)  # outside the curve: its nearest end
     diff = paired_bootstrap_diff(per_task_utility(records[name], lam), ref, n_boot=args.n_boot)
     return {**diff.as_dict(), "interpolated": inside}
@@ -1089,14 +1089,18 @@ def curve_names(records: dict[str, list[Any]]) -> list[str]:
     return [n for n in records if n.startswith(CURVE)]
 
 
+def klst_points(args: Args, records: dict[str, list[Any]]) -> list[str]:
+    """Every measured point of KL-ST's curve: its K points, then its thresholds between."""
+    return [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
+
+
 def klst_curve(args: Args, records: dict[str, list[Any]], lam: float) -> list[dict[str, Any]]:
     """KL-ST's measured curve at ``lam``: its K points and its thresholds between them, each
     a :func:`point` with its name and its HP pooled over decisions (``hp_pooled``, the
     curve's axis in :func:`matched_hp_diff`), in that order."""
-    names = [f"KL-ST K={k:g}" for k in args.budgets] + curve_names(records)
     rows = [
         {"name": n, "hp_pooled": point_hp(records[n]), **point(records[n], lam, args.n_boot)}
-        for n in names
+        for n in klst_points(args, records)
     ]
     return sorted(rows, key=lambda r: r["hp_pooled"])
 

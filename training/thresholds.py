@@ -235,12 +235,11 @@ def thresholds_between(taus: Sequence[float], n: int) -> list[float]:
     bad = [t for t in values if not 0.0 < t < 1.0]
     if bad:
         raise ConfigError(f"thresholds must lie strictly between 0 and 1, got {bad}")
-    logit = [math.log(t / (1.0 - t)) for t in values]
+    from agents.router import logit, sigmoid
+
     out = []
-    for lo, hi in itertools.pairwise(logit):
-        for i in range(1, n + 1):
-            z = lo + (hi - lo) * i / (n + 1)
-            out.append(1.0 / (1.0 + math.exp(-z)))
+    for lo, hi in itertools.pairwise(logit(t) for t in values):
+        out += [sigmoid(lo + (hi - lo) * i / (n + 1)) for i in range(1, n + 1)]
     return out
 
 
