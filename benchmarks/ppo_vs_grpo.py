@@ -24,8 +24,10 @@ Read top to bottom (CleanRL style):
    far apart in HP, and its curve bends between them, so KL-ST also plays ``--curve-points``
    thresholds on ``p(high)`` in each gap between two of its calibrated thresholds (even in
    logit; ``curve_s<seed>`` units, lambda-free): "KL-ST at the same HP", here and in step 6,
-   is read off that measured curve, interpolated only between neighbouring points. Printed
-   (and written), with the curve, before any RL result.
+   is read off that measured curve, interpolated only between neighbouring points, run by
+   run (each run's router against the curve on its own episodes at its own HP, then averaged
+   over runs: a run that ships its start adds exactly 0). Printed (and written), with the
+   curve, before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
    calibrated at every K on KL-ST's calibration episodes; at each K it ships the refined
@@ -1063,25 +1065,44 @@ def headroom_table(args: Args, records: dict[str, list[Any]], lam: float) -> dic
             ).as_dict()
         table["kind_matched_hp"] = {
             n: {"hp": point_hp(records[n]),
-                **matched_hp_diff(args, records, n, lam, point_hp(records[n]))}
+                **matched_hp_diff(args, records, n, lam)}
             for n in kinds
         }  # fmt: skip
     return table
 
 
 def matched_hp_diff(
-    args: Args, records: dict[str, list[Any]], name: str, lam: float, hp: float
+    args: Args, records: dict[str, list[Any]], name: str, lam: float, family: int = 1
 ) -> dict[str, Any]:
-    """``name`` minus KL-ST at the same realised HP (per-task utilities interpolated between
-    the two points of KL-ST's curve whose HP brackets ``hp``: its K points and, with
-    ``--curve-points``, its thresholds between them), as a paired bootstrap CI over tasks."""
-    from training.stats import curve_at, paired_bootstrap_diff
+    """``name`` minus KL-ST at the same realised HP, run by run, as a paired bootstrap CI
+    over tasks: each run's routers (seed s: its episode seeds) against KL-ST's curve on the
+    same episodes (its K points and, with ``--curve-points``, its thresholds between them),
+    interpolated at that run's HP between the two points that bracket it
+    (``training.stats.curve_at_runs``). A run that shipped its start reads its start's own
+    point, so it adds exactly 0, whatever the curve does between its points. With
+    ``family`` > 1 it also gives the simultaneous 95% interval over that many comparisons
+    (Bonferroni: at 1 - 0.05 / family), as ``simultaneous``."""
+    from training.stats import curve_at_runs, paired_bootstrap_diff
 
-    curve = [(point_hp(records[n]), per_task_utility(records[n], lam))
-             for n in klst_points(args, records)]  # fmt: skip
-    ref, inside = curve_at(curve, hp)  # outside the curve: its nearest end
-    diff = paired_bootstrap_diff(per_task_utility(records[name], lam), ref, n_boot=args.n_boot)
-    return {**diff.as_dict(), "interpolated": inside}
+    runs, mine_by_run = [], []
+    for seed in args.seeds:
+        mine = [r for r in records[name] if run_seed(args, r.seed) == seed]
+        if not mine:
+            continue
+        curve = []
+        for n in klst_points(args, records):
+            theirs = [r for r in records[n] if run_seed(args, r.seed) == seed]
+            curve.append((point_hp(theirs), per_task_utility(theirs, lam)))
+        runs.append((point_hp(mine), curve))
+        mine_by_run.append(per_task_utility(mine, lam))
+    ref, inside = curve_at_runs(runs)  # outside a run's curve: its nearest end
+    mine = np.mean(mine_by_run, axis=0)
+    diff = paired_bootstrap_diff(mine, ref, n_boot=args.n_boot)
+    out = {**diff.as_dict(), "interpolated": inside}
+    if family > 1:
+        sim = paired_bootstrap_diff(mine, ref, level=1 - 0.05 / family, n_boot=args.n_boot)
+        out["simultaneous"] = {**sim.as_dict(), "family": family}
+    return out
 
 
 def curve_names(records: dict[str, list[Any]]) -> list[str]:
@@ -1136,6 +1157,8 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
     from training.stats import paired_bootstrap_diff
 
     records = load_records(out, units(args))
+    # GRPO - KL-ST at matched HP is read at every (K, lambda): one family of comparisons
+    n_grpo = len(args.budgets) * len(args.lambdas)
     by_lambda: dict[str, Any] = {}
     for lam in args.lambdas:
         tag = f"@{lam:g}"
@@ -1150,7 +1173,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
                     per_task_utility(records[g], lam), per_task_utility(records[kl], lam),
                     n_boot=args.n_boot,
                 ).as_dict(),
-                "matched_hp": matched_hp_diff(args, records, g, lam, point_hp(records[g])),
+                "matched_hp": matched_hp_diff(args, records, g, lam, family=n_grpo),
                 "grpo_hp": point_hp(records[g]),
                 "klst_hp": point_hp(records[kl]),
             }  # fmt: skip
@@ -1182,7 +1205,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
                     per_task_utility(ppo, lam), per_task_utility(records[start], lam),
                     n_boot=args.n_boot,
                 ).as_dict(),
-                "matched_hp": matched_hp_diff(args, records, f"PPO{tag}", lam, hp),
+                "matched_hp": matched_hp_diff(args, records, f"PPO{tag}", lam),
                 "ppo_hp": hp,
                 "start_hp": point_hp(records[start]),
             }  # fmt: skip
@@ -1479,7 +1502,10 @@ def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
         "them (`--curve-points`), on the same episodes. Every figure 'at the same HP' (the "
         "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
         "interpolated only between neighbouring points, along its HP pooled over decisions "
-        "(the HP of those figures). 'Best KL-ST' is its best K point, the start an RL run "
+        "(the HP of those figures), run by run: each run's router against the curve on that "
+        "run's episodes at that run's HP, the differences then averaged over runs (a run that "
+        "ships its start reads its own point: exactly 0). 'Best KL-ST' is its best K point, "
+        "the start an RL run "
         "refines; its best point on this curve (chosen on these tasks, like the attainable "
         "ceiling) is one a calibration at another K could reach without RL.",
         "",
@@ -1624,15 +1650,28 @@ def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
         "",
         "GRPO - KL-ST utility (95% CI; * = excludes 0):",
         "",
-        "| K | KL-ST HP | GRPO HP | same K | matched HP |",
-        "|---:|---:|---:|---:|---:|",
+    ]
+    family = max([g["matched_hp"].get("simultaneous", {}).get("family", 1)
+                  for g in data["grpo_vs_klst"].values()], default=1)  # fmt: skip
+    if family > 1:  # one family of comparisons: every (K, lambda) cell of the run
+        lines[-2] = (
+            "GRPO - KL-ST utility (95% CI; * = excludes 0; 'simultaneous': 95% over all "
+            f"{family} (K, lambda) cells together, Bonferroni, each at {1 - 0.05 / family:.4f}: "
+            "among that many comparisons one lone 95% CI that excludes 0 can be chance):"
+        )
+    lines += [
+        "| K | KL-ST HP | GRPO HP | same K | matched HP |"
+        + (" matched HP, simultaneous |" if family > 1 else ""),
+        "|---:|---:|---:|---:|---:|" + ("---:|" if family > 1 else ""),
     ]
     for k, g in data["grpo_vs_klst"].items():
         same, matched = g["same_k"], g["matched_hp"]
+        sim = matched.get("simultaneous")
         lines.append(
             f"| {k} | {g['klst_hp']:.2f} | {g['grpo_hp']:.2f} | {ci(same)}{_star(same)} | "
             f"{ci(matched)}{_star(matched)}"
             f"{'' if matched['interpolated'] else ' (outside the KL-ST curve)'} |"
+            + (f" [{sim['lo']:.3f}, {sim['hi']:.3f}]{_star(sim)} |" if sim else "")
         )
     if args.online_step:
         lines += [

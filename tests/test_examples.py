@@ -202,17 +202,20 @@ def test_ppo_vs_grpo_reports_the_final_rules_one_candidate_whichever_ships(tmp_p
 def test_ppo_vs_grpo_reads_klst_at_the_same_hp_off_its_measured_curve(monkeypatch):
     """KL-ST's K points sit far apart in HP; a router between them is compared with KL-ST's
     measured point there (``--curve-points``), not with the straight line joining them
-    (session 24: on DMR-ALFWorld-v1 the line made a +0.052 gap of +0.011)."""
+    (session 24: on DMR-ALFWorld-v1 the line made a +0.052 gap of +0.011). Run by run: a run
+    that shipped its start adds exactly 0, however the curve bends (session 26: on WebShop
+    the pooled HP read a +0.097 same-K gain of one run in three as +0.193 at matched HP)."""
     from types import SimpleNamespace
 
     from training.evaluation import EpisodeRecord
+    from training.stats import curve_at
 
     pvg = _benchmark_module(monkeypatch)
 
-    def router(high: int, won: list[bool]) -> list[EpisodeRecord]:  # 10 decisions per episode
-        row = {"seed": 0, "task_type": "x", "episode_time_s": 1.0, "steps": 10, "decisions": 10,
-               "high_decisions": high, "episode_return": 0.0}  # fmt: skip
-        return [
+    def router(high: int, won: list[bool], seed: int = 0) -> list[EpisodeRecord]:
+        row = {"seed": seed, "task_type": "x", "episode_time_s": 1.0, "steps": 10,
+               "decisions": 10, "high_decisions": high, "episode_return": 0.0}  # fmt: skip
+        return [  # 10 decisions per episode
             EpisodeRecord(task_index=i, task_id=f"t{i}", won=w, score=float(w), **row)
             for i, w in enumerate(won)
         ]
@@ -223,11 +226,31 @@ def test_ppo_vs_grpo_reads_klst_at_the_same_hp_off_its_measured_curve(monkeypatc
         "KL-ST tau=0.01": router(7, [True, True, True, True]),  # HP 0.7: the curve bends up
         "GRPO K=0.4@0.5": router(7, [True, True, True, False]),  # HP 0.7, success 0.75
     }
-    args = SimpleNamespace(budgets=(0.4, 0.7), n_boot=200)
-    on_curve = pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0, 0.7)
+    args = SimpleNamespace(budgets=(0.4, 0.7), n_boot=200, seeds=(0,))
+    on_curve = pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0)
     assert on_curve["value"] == pytest.approx(-0.25) and on_curve["interpolated"]
     del records["KL-ST tau=0.01"]  # the K points alone: the line says +0.5
-    assert pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0, 0.7)["value"] == 0.5
+    assert pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0)["value"] == 0.5
+
+    # two runs: run 0 shipped its start (KL-ST K=0.4's routing), run 1 routes like tau=0.01
+    won = [True, False, False, False]
+    records = {
+        "KL-ST K=0.4": router(5, won) + router(5, won, seed=1),  # HP 0.5
+        "KL-ST K=0.7": router(9, won) + router(9, won, seed=1),  # HP 0.9
+        "KL-ST tau=0.01": router(7, [True] * 4) + router(7, [True] * 4, seed=1),  # HP 0.7
+        "KL-ST tau=0.1": router(6, won) + router(6, won, seed=1),  # HP 0.6: a dip
+        "GRPO K=0.4@0.5": router(5, won) + router(7, [True] * 4, seed=1),
+    }
+    args.seeds = (0, 1)
+    by_run = pvg.matched_hp_diff(args, records, "GRPO K=0.4@0.5", 0.0)
+    assert by_run["value"] == pytest.approx(0.0) and by_run["interpolated"]  # 0 and 0
+    # pooled first, the GRPO rows' HP (0.6) would read the dip: +0.375 from two runs that
+    # each route exactly as a measured KL-ST point
+    pooled = [(pvg.point_hp(records[n]), pvg.per_task_utility(records[n], 0.0))
+              for n in pvg.klst_points(args, records)]  # fmt: skip
+    grpo = pvg.per_task_utility(records["GRPO K=0.4@0.5"], 0.0)
+    assert pvg.point_hp(records["GRPO K=0.4@0.5"]) == pytest.approx(0.6)
+    assert (grpo - curve_at(pooled, 0.6)[0]).mean() == pytest.approx(0.375)
 
 
 def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from training.stats import (
     bootstrap_ci,
     clustered_auc_diff,
     curve_at,
+    curve_at_runs,
     headroom,
     paired_bootstrap_diff,
     per_task,
@@ -104,6 +105,28 @@ def test_curve_at_interpolates_task_by_task_between_the_bracketing_points():
         curve_at([], 0.5)
     with pytest.raises(ConfigError, match=r"expected equal lengths, got \[1, 2\]"):
         curve_at([(0.1, [1.0]), (0.2, [1.0, 2.0])], 0.15)
+
+
+def test_curve_at_runs_reads_each_run_at_its_own_point_then_averages():
+    # run 0 shipped its start: it sits on the start's measured point and reads it exactly
+    start0, other0 = np.array([-1.0, 2.0]), np.array([-3.0, 0.0])
+    run0 = (0.16, [(0.12, other0), (0.16, start0)])
+    # run 1's router moved to 0.13 on a curve measured on run 1's episodes
+    lo1, hi1 = np.array([0.0, 0.0]), np.array([3.0, 3.0])
+    run1 = (0.13, [(0.10, lo1), (0.16, hi1)])
+    values, inside = curve_at_runs([run0])
+    assert inside and np.array_equal(values, start0)  # exactly the point, no chord
+    values, inside = curve_at_runs([run0, run1])
+    assert inside and values == pytest.approx((start0 + np.array([1.5, 1.5])) / 2)
+    # pooled first, the mixed HP (0.145) would read run 0's curve off its chord instead
+    pooled, _ = curve_at([(0.12, other0), (0.16, start0)], 0.145)
+    assert not np.allclose(pooled, start0)
+    _, inside = curve_at_runs([run0, (0.2, run1[1])])  # run 1 beyond its curve's end
+    assert not inside
+    with pytest.raises(ConfigError, match="curve_at_runs needs at least one run, got none"):
+        curve_at_runs([])
+    with pytest.raises(ConfigError, match=r"same tasks in every run: .* got \[1, 2\]"):
+        curve_at_runs([run0, (0.1, [(0.1, [1.0])])])
 
 
 def test_rank_auc_is_the_chance_a_positive_outscores_a_negative_ties_half():

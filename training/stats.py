@@ -23,6 +23,7 @@ __all__ = [
     "bootstrap_ci",
     "clustered_auc_diff",
     "curve_at",
+    "curve_at_runs",
     "headroom",
     "paired_bootstrap_diff",
     "per_task",
@@ -138,6 +139,32 @@ def curve_at(
     j = min(max(int(np.searchsorted(xs, x)), 1), len(xs) - 1)
     w = (x - xs[j - 1]) / max(xs[j] - xs[j - 1], 1e-12)
     return (1 - w) * curve[j - 1][1] + w * curve[j][1], True
+
+
+def curve_at_runs(
+    runs: Sequence[tuple[float, Sequence[tuple[float, Sequence[float] | np.ndarray]]]],
+) -> tuple[np.ndarray, bool]:
+    """A reference router's per-task values at the operating points of several runs, run by
+    run: ``runs`` = ``[(x_r, points_r), ...]``, each run's router at ``x_r`` and the
+    reference's curve ``points_r`` measured on that run's own episodes. Each run reads
+    :func:`curve_at` ``(points_r, x_r)``; the per-task values are averaged over runs (as the
+    router's own per-task values are, over its runs' episodes). The flag says whether every
+    ``x_r`` lay on its curve.
+
+    Read run by run, a run whose router sits on a measured point (one that shipped its start)
+    reads that point itself, so it adds exactly 0 to a difference. Pooled first, the runs' HP
+    would mix a moved router with unmoved ones, and the chord of a curve that is not monotone
+    there would read as a gain or a loss of the unmoved ones."""
+    if not runs:
+        raise ConfigError("curve_at_runs needs at least one run, got none")
+    values, inside = zip(*(curve_at(points, x) for x, points in runs), strict=True)
+    lengths = {len(v) for v in values}
+    if len(lengths) != 1:
+        raise ConfigError(
+            f"curve_at_runs needs the same tasks in every run: expected equal lengths, "
+            f"got {sorted(lengths)}"
+        )
+    return np.mean(values, axis=0), all(inside)
 
 
 def rank_auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
