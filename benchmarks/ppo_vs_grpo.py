@@ -54,7 +54,9 @@ Read top to bottom (CleanRL style):
    ``reused`` and the report say where.
 6. **Report** per lambda: success, EP time on successes, HP fraction and utility with 95%
    bootstrap CIs over tasks (values averaged over seeds first); GRPO vs KL-ST at the same K
-   and at matched HP (KL-ST read off its measured curve), PPO vs its start per seed and,
+   and at matched HP (KL-ST read off its measured curve) and both held at K, each cell also
+   with the simultaneous 95% interval over every (K, lambda) cell (Bonferroni: 15
+   comparisons at the defaults), PPO vs its start per seed and,
    seeds pooled, vs its start and vs KL-ST at PPO's HP, all as paired bootstrap CIs; the
    paper's average rank (Sec. 5.3); the frontier plot (success vs EP time) and learning
    curves (mean +- std over seeds) as PNG.
@@ -1082,7 +1084,7 @@ def matched_hp_diff(
     point, so it adds exactly 0, whatever the curve does between its points. With
     ``family`` > 1 it also gives the simultaneous 95% interval over that many comparisons
     (Bonferroni: at 1 - 0.05 / family), as ``simultaneous``."""
-    from training.stats import curve_at_runs, paired_bootstrap_diff
+    from training.stats import curve_at_runs
 
     runs, mine_by_run = [], []
     for seed in args.seeds:
@@ -1097,10 +1099,18 @@ def matched_hp_diff(
         mine_by_run.append(per_task_utility(mine, lam))
     ref, inside = curve_at_runs(runs)  # outside a run's curve: its nearest end
     mine = np.mean(mine_by_run, axis=0)
-    diff = paired_bootstrap_diff(mine, ref, n_boot=args.n_boot)
-    out = {**diff.as_dict(), "interpolated": inside}
+    return {**diff_with_family(mine, ref, args.n_boot, family), "interpolated": inside}
+
+
+def diff_with_family(a: np.ndarray, b: np.ndarray, n_boot: int, family: int) -> dict[str, Any]:
+    """``mean(a - b)`` with its paired bootstrap 95% CI over tasks and, with ``family`` > 1,
+    its simultaneous 95% interval over that many comparisons (``simultaneous``: Bonferroni,
+    at 1 - 0.05 / family)."""
+    from training.stats import paired_bootstrap_diff
+
+    out = paired_bootstrap_diff(a, b, n_boot=n_boot).as_dict()
     if family > 1:
-        sim = paired_bootstrap_diff(mine, ref, level=1 - 0.05 / family, n_boot=args.n_boot)
+        sim = paired_bootstrap_diff(a, b, level=1 - 0.05 / family, n_boot=n_boot)
         out["simultaneous"] = {**sim.as_dict(), "family": family}
     return out
 
@@ -1180,10 +1190,10 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
             if f"{kl} online" in records:  # both held at K: the same HP, no interpolation
                 g_on, kl_on = records[f"GRPO K={k:g} online{tag}"], records[f"{kl} online"]
                 grpo_vs_klst[f"{k:g}"] |= {
-                    "online": paired_bootstrap_diff(
+                    "online": diff_with_family(
                         per_task_utility(g_on, lam), per_task_utility(kl_on, lam),
-                        n_boot=args.n_boot,
-                    ).as_dict(),
+                        args.n_boot, n_grpo,
+                    ),
                     "grpo_hp_online": point_hp(g_on),
                     "klst_hp_online": point_hp(kl_on),
                 }  # fmt: skip
@@ -1678,17 +1688,25 @@ def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
             "",
             f"Both held at K online (`--online-step {args.online_step:g}`): realised HP "
             "(pooled over decisions; * = more than 0.05 from K) and GRPO - KL-ST utility "
-            "(95% CI; * = excludes 0):",
+            "(95% CI; * = excludes 0"
+            + (
+                f"; 'simultaneous': 95% over all {family} (K, lambda) cells, as above):"
+                if family > 1
+                else "):"
+            ),
             "",
-            "| K | KL-ST HP online | GRPO HP online | GRPO - KL-ST, both online |",
-            "|---:|---:|---:|---:|",
+            "| K | KL-ST HP online | GRPO HP online | GRPO - KL-ST, both online |"
+            + (" simultaneous |" if family > 1 else ""),
+            "|---:|---:|---:|---:|" + ("---:|" if family > 1 else ""),
         ]
         for k, g in data["grpo_vs_klst"].items():
             far = [abs(g[f"{w}_hp_online"] - float(k)) > 0.05 for w in ("klst", "grpo")]
+            sim = g["online"].get("simultaneous")
             lines.append(
                 f"| {k} | {g['klst_hp_online']:.2f}{'*' if far[0] else ''} | "
                 f"{g['grpo_hp_online']:.2f}{'*' if far[1] else ''} | "
                 f"{ci(g['online'])}{_star(g['online'])} |"
+                + (f" [{sim['lo']:.3f}, {sim['hi']:.3f}]{_star(sim)} |" if sim else "")
             )
     return lines
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, requires_alfworld
 
@@ -251,6 +252,21 @@ def test_ppo_vs_grpo_reads_klst_at_the_same_hp_off_its_measured_curve(monkeypatc
     grpo = pvg.per_task_utility(records["GRPO K=0.4@0.5"], 0.0)
     assert pvg.point_hp(records["GRPO K=0.4@0.5"]) == pytest.approx(0.6)
     assert (grpo - curve_at(pooled, 0.6)[0]).mean() == pytest.approx(0.375)
+
+
+def test_ppo_vs_grpo_gives_grpo_cells_a_simultaneous_interval(monkeypatch):
+    """GRPO - KL-ST is read at every (K, lambda) cell: 15 comparisons at the defaults, so a
+    cell also gets the family's simultaneous 95% interval (Bonferroni), wider than its own."""
+    pvg = _benchmark_module(monkeypatch)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.1, 0.3, 40), rng.normal(0.0, 0.3, 40)
+    alone = pvg.diff_with_family(a, b, 2_000, 1)
+    assert "simultaneous" not in alone
+    both = pvg.diff_with_family(a, b, 2_000, 15)
+    sim = both["simultaneous"]
+    assert sim["family"] == 15 and sim["level"] == pytest.approx(1 - 0.05 / 15)
+    assert sim["lo"] < both["lo"] < both["value"] < both["hi"] < sim["hi"]
+    assert both["value"] == pytest.approx(float(np.mean(a - b)))
 
 
 def test_ppo_vs_grpo_a_failed_unit_stops_the_run_and_names_its_log(tmp_path, monkeypatch):
