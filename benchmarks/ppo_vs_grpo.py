@@ -211,8 +211,9 @@ class Args:
         3,
         "KL-ST also plays, lambda-free on each seed's episodes, at this many thresholds on "
         "p(high) in each gap between two adjacent calibrated tau_K (even in logit): its "
-        "measured curve, which every figure 'at the same HP' reads (0: only the K points, "
-        "joined by straight lines, as before session 25)",
+        "measured curve, which every figure 'at the same HP' reads; and at threshold 0 "
+        "(every decision high: K = 1), its top end (0: only the K points, joined by straight "
+        "lines, as before session 25)",
     )
     n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
     out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
@@ -489,7 +490,8 @@ def check_router(args: Args, out: Path, klst: Path) -> None:
         path = out / f"{unit}.json"
         if digest is None or unit.startswith("kind") or not path.exists():
             continue
-        have = json.loads(path.read_text()).get("klst_routing", digest)
+        data = json.loads(path.read_text())
+        have = data.get("klst_routing", digest)
         if have != digest:
             raise SystemExit(
                 f"{path} was made with another KL-ST router than {klst} (its weights, or its "
@@ -497,6 +499,17 @@ def check_router(args: Args, out: Path, klst: Path) -> None:
                 f"{have[:12]} vs {digest[:12]}): use another --out, or remove the unit files "
                 "to redo them"
             )
+        if unit.startswith("curve") and "klst_routing" in data:  # its points, as this run's
+            have_t = sorted(r["threshold"] for r in data["results"].values())
+            want_t = sorted(curve_named(args, klst).values())
+            if len(have_t) != len(want_t) or not np.allclose(have_t, want_t, rtol=0, atol=1e-12):
+                raise SystemExit(
+                    f"{path} measured KL-ST's curve at thresholds "
+                    f"{[float(f'{t:.4g}') for t in have_t]}; this run's curve is "
+                    f"{[float(f'{t:.4g}') for t in want_t]} (--curve-points "
+                    f"{args.curve_points}): use another --out, or remove the unit file to "
+                    "redo it"
+                )
 
 
 def check_units(args: Args, out: Path) -> None:
@@ -580,14 +593,29 @@ CURVE = "KL-ST tau="
 
 def curve_thresholds(args: Args, klst: Path) -> list[float]:
     """``--curve-points`` thresholds in each gap between KL-ST's adjacent calibrated tau_K,
-    even in logit (:func:`training.thresholds.thresholds_between`)."""
+    even in logit (:func:`training.thresholds.thresholds_between`), and 0, the curve's top
+    end (every decision high, K = 1: a calibrated K = 0.9 can route far fewer than 90% of
+    the test decisions high, session 26 on WebShop: 70%, so that without it the curve
+    stopped below where always-high and the kind oracle sit). None with ``--curve-points 0``."""
     from agents.router import TransformerRouterPolicy, _budget_key
     from training.thresholds import thresholds_between
 
+    if not args.curve_points:
+        return []
     taus = TransformerRouterPolicy.load(klst).thresholds
     taus_k = [taus[_budget_key(k)] for k in args.budgets]
     # a threshold of 0 or 1 or beyond (K = 0: never high) bounds no gap on p(high)
-    return thresholds_between([t for t in taus_k if 0.0 < t < 1.0], args.curve_points)
+    between = thresholds_between([t for t in taus_k if 0.0 < t < 1.0], args.curve_points)
+    return between + ([0.0] if min(taus_k) > 0.0 else [])  # a K point at 0 is the top end
+
+
+def curve_named(args: Args, klst: Path) -> dict[str, float]:
+    """:func:`curve_thresholds` by row name (``KL-ST tau=<t:.4g>``; of two thresholds within
+    4 digits, the first)."""
+    named: dict[str, float] = {}
+    for t in curve_thresholds(args, klst):
+        named.setdefault(f"{CURVE}{t:.4g}", t)
+    return named
 
 
 def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
@@ -599,11 +627,11 @@ def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     from training.policies import check_policy_matches_env
 
     policies = {}
-    for t in curve_thresholds(args, klst):
+    for name, t in curve_named(args, klst).items():
         policy = TransformerRouterPolicy.load(klst)
         check_policy_matches_env(policy, env, str(klst))
         policy.threshold = t
-        policies.setdefault(f"{CURVE}{t:.4g}", policy)  # two thresholds within 4 digits: one
+        policies[name] = policy
     results = evaluate_all(args, env, policies, seed)
     for name, policy in policies.items():
         results[name]["threshold"] = policy.threshold
@@ -1506,10 +1534,13 @@ def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
     """KL-ST's measured curve: every point by HP, with its utility at each lambda."""
     lams = list(by_lambda)
     rows = {lam: by_lambda[lam]["klst_curve"] for lam in lams}
-    extra = sum(r["name"].startswith(CURVE) for r in rows[lams[0]])
+    top = any(r["name"] == f"{CURVE}0" for r in rows[lams[0]])
+    extra = sum(r["name"].startswith(CURVE) for r in rows[lams[0]]) - top
     lines = [
         f"KL-ST's measured curve: its K points and {extra} thresholds on p(high) between "
-        "them (`--curve-points`), on the same episodes. Every figure 'at the same HP' (the "
+        "them (`--curve-points`)"
+        + (", and its top end, threshold 0 (every decision high)" if top else "")
+        + ", on the same episodes. Every figure 'at the same HP' (the "
         "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
         "interpolated only between neighbouring points, along its HP pooled over decisions "
         "(the HP of those figures), run by run: each run's router against the curve on that "

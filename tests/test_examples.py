@@ -75,9 +75,11 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     assert data["headroom"]["ceiling"] == "oracle"
     # KL-ST's measured curve (--curve-points 1 in --quick): its K points and one threshold
     # between them, by HP; every figure at the same HP reads it; it is not a method's point
-    curve = data["klst_curve"]
-    assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K"]
+    curve = data["klst_curve"]  # and its top end: threshold 0, every decision high
+    assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K",
+                                                        "KL-ST tau"]  # fmt: skip
     assert [r["hp_pooled"] for r in curve] == sorted(r["hp_pooled"] for r in curve)
+    assert curve[-1]["name"] == "KL-ST tau=0" and curve[-1]["hp_pooled"] == 1.0
     best = max(curve, key=lambda r: r["utility"]["value"])  # the attainable gap over it too
     assert data["headroom"]["best_on_curve"] == best["name"]
     gap = data["headroom"]["attainable_gap_curve"]
@@ -464,6 +466,20 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     assert f"fixed_s0.json was made with another KL-ST router than {tmp_path}/other.pt" in (
         bad.stderr
     )
+    # ... and a curve measured at other thresholds (here: without its top end, threshold 0,
+    # as before session 26), though its option values are the same
+    curve_file = tmp_path / "curve_s0.json"
+    kept = curve_file.read_text()
+    unit = json.loads(kept)
+    assert unit["results"].pop("KL-ST tau=0")["threshold"] == 0.0
+    curve_file.write_text(json.dumps(unit))
+    bad = subprocess.run(
+        [sys.executable, *argv, "--algos", "grpo,ppo"], capture_output=True, text=True, cwd=ROOT
+    )  # fmt: skip
+    curve_file.write_text(kept)
+    assert bad.returncode != 0
+    assert "curve_s0.json measured KL-ST's curve at thresholds [" in bad.stderr
+    assert "; this run's curve is [0.0, " in bad.stderr and "(--curve-points 1)" in bad.stderr
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,
