@@ -1195,7 +1195,7 @@ def analyse(args: Args, out: Path) -> dict[str, Any]:
     from training.stats import paired_bootstrap_diff
 
     records = load_records(out, units(args))
-    # GRPO - KL-ST at matched HP is read at every (K, lambda): one family of comparisons
+    # GRPO - KL-ST (matched HP; both held at K) is read at every (K, lambda): one family each
     n_grpo = len(args.budgets) * len(args.lambdas)
     by_lambda: dict[str, Any] = {}
     for lam in args.lambdas:
@@ -1689,18 +1689,19 @@ def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
     lines = [
         *selection_lines(args, data["budget_selection"]),
         "",
-        "GRPO - KL-ST utility (95% CI; * = excludes 0):",
-        "",
     ]
     family = max([g["matched_hp"].get("simultaneous", {}).get("family", 1)
                   for g in data["grpo_vs_klst"].values()], default=1)  # fmt: skip
-    if family > 1:  # one family of comparisons: every (K, lambda) cell of the run
-        lines[-2] = (
-            "GRPO - KL-ST utility (95% CI; * = excludes 0; 'simultaneous': 95% over all "
-            f"{family} (K, lambda) cells together, Bonferroni, each at {1 - 0.05 / family:.4f}: "
-            "among that many comparisons one lone 95% CI that excludes 0 can be chance):"
-        )
     lines += [
+        "GRPO - KL-ST utility (95% CI; * = excludes 0"
+        + (  # one family of comparisons: every (K, lambda) cell of the run
+            f"; 'simultaneous': 95% over all {family} (K, lambda) cells together, Bonferroni, "
+            f"each at {1 - 0.05 / family:.4f}: among that many comparisons one lone 95% CI "
+            "that excludes 0 can be chance):"
+            if family > 1
+            else "):"
+        ),
+        "",
         "| K | KL-ST HP | GRPO HP | same K | matched HP |"
         + (" matched HP, simultaneous |" if family > 1 else ""),
         "|---:|---:|---:|---:|---:|" + ("---:|" if family > 1 else ""),
