@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.cli.common import make_env
     from training.evaluation import episode_utility, select_tasks, utility_summary
     from training.grpo import last_router
-    from training.stats import curve_at, paired_bootstrap_diff, per_task
+    from training.stats import curve_at, paired_bootstrap_diff, per_task, simultaneous_level
 
     out = Path(args.out)
     (out / "units").mkdir(parents=True, exist_ok=True)
@@ -451,13 +451,15 @@ def main(argv: list[str] | None = None) -> int:
                          "klst_at_hp": float(ref.mean()), "diff": diff.as_dict()}  # fmt: skip
         sim = ""
         if group not in headroom:
-            both = paired_bootstrap_diff(mine, ref, level=1 - 0.05 / family, n_boot=args.n_boot)
+            both = paired_bootstrap_diff(
+                mine, ref, level=simultaneous_level(family), n_boot=args.n_boot
+            )
             pooled[group]["diff_simultaneous"] = {**both.as_dict(), "family": family}
             sim = f"; simultaneous [{both.lo:+.3f}, {both.hi:+.3f}]"
         print(f"| **{group}, {len(pairs)} seed(s) pooled** | | | {mine.mean():+.3f} | "
               f"{ref.mean():+.3f} | **{diff.value:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}]**{sim} |")  # fmt: skip
     print(f"\n'simultaneous': 95% over the {family} router group(s) together (Bonferroni, "
-          f"each at {1 - 0.05 / family:.4f}); a lone 95% CI that excludes 0 among {family} "
+          f"each at {simultaneous_level(family):.4f}); a lone 95% CI that excludes 0 among {family} "
           "comparisons can be chance.")  # fmt: skip
     wall = time.perf_counter() - t0
     print(f"\nwall time {wall:.0f} s (units already in {out / 'units'} are reused)")

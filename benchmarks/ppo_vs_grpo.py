@@ -484,7 +484,9 @@ def klst_digest(args: Args, klst: Path) -> str:
 def check_router(args: Args, out: Path, klst: Path) -> None:
     """Refuse a run folder whose finished units came from another KL-ST router than
     ``klst`` (other weights, or other thresholds at ``--budgets``): every unit but the kind
-    oracle's starts from it. Units written before session 25 hold no digest."""
+    oracle's starts from it. Units written before session 25 hold no digest. A curve unit
+    measured at other thresholds than :func:`curve_thresholds` (other ``--curve-points``, or
+    made before the curve had its top end) is refused too."""
     digest = klst_digest(args, klst) if klst.is_file() else None
     for unit in units(args):
         path = out / f"{unit}.json"
@@ -1134,11 +1136,11 @@ def diff_with_family(a: np.ndarray, b: np.ndarray, n_boot: int, family: int) -> 
     """``mean(a - b)`` with its paired bootstrap 95% CI over tasks and, with ``family`` > 1,
     its simultaneous 95% interval over that many comparisons (``simultaneous``: Bonferroni,
     at 1 - 0.05 / family)."""
-    from training.stats import paired_bootstrap_diff
+    from training.stats import paired_bootstrap_diff, simultaneous_level
 
     out = paired_bootstrap_diff(a, b, n_boot=n_boot).as_dict()
     if family > 1:
-        sim = paired_bootstrap_diff(a, b, level=1 - 0.05 / family, n_boot=n_boot)
+        sim = paired_bootstrap_diff(a, b, level=simultaneous_level(family), n_boot=n_boot)
         out["simultaneous"] = {**sim.as_dict(), "family": family}
     return out
 
@@ -1686,6 +1688,8 @@ def write_report(args: Args, out: Path, by_lambda: dict[str, Any], extra: dict[s
 def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
     """GRPO - KL-ST at the same K, at matched HP and (``--online-step``) both held at K; the
     per-budget choice of each seed's run first."""
+    from training.stats import simultaneous_level
+
     lines = [
         *selection_lines(args, data["budget_selection"]),
         "",
@@ -1696,7 +1700,7 @@ def grpo_lines(args: Args, data: dict[str, Any]) -> list[str]:
         "GRPO - KL-ST utility (95% CI; * = excludes 0"
         + (  # one family of comparisons: every (K, lambda) cell of the run
             f"; 'simultaneous': 95% over all {family} (K, lambda) cells together, Bonferroni, "
-            f"each at {1 - 0.05 / family:.4f}: among that many comparisons one lone 95% CI "
+            f"each at {simultaneous_level(family):.4f}: among that many comparisons one lone 95% CI "
             "that excludes 0 can be chance):"
             if family > 1
             else "):"

@@ -16,6 +16,7 @@ from training.stats import (
     paired_bootstrap_diff,
     per_task,
     rank_auc,
+    simultaneous_level,
 )
 
 
@@ -127,6 +128,16 @@ def test_curve_at_runs_reads_each_run_at_its_own_point_then_averages():
         curve_at_runs([])
     with pytest.raises(ConfigError, match=r"same tasks in every run: .* got \[1, 2\]"):
         curve_at_runs([run0, (0.1, [(0.1, [1.0])])])
+
+
+def test_simultaneous_level_is_bonferroni():
+    assert simultaneous_level(1) == pytest.approx(0.95)
+    assert simultaneous_level(15) == pytest.approx(1 - 0.05 / 15)
+    assert simultaneous_level(4, level=0.9) == pytest.approx(0.975)
+    with pytest.raises(ConfigError, match="a family of >= 1 comparisons, got 0"):
+        simultaneous_level(0)
+    with pytest.raises(ConfigError, match=r"a level in \(0, 1\), got 1.5"):
+        simultaneous_level(2, level=1.5)
 
 
 def test_rank_auc_is_the_chance_a_positive_outscores_a_negative_ties_half():

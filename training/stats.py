@@ -28,6 +28,7 @@ __all__ = [
     "paired_bootstrap_diff",
     "per_task",
     "rank_auc",
+    "simultaneous_level",
 ]
 
 
@@ -165,6 +166,17 @@ def curve_at_runs(
             f"got {sorted(lengths)}"
         )
     return np.mean(values, axis=0), all(inside)
+
+
+def simultaneous_level(family: int, level: float = 0.95) -> float:
+    """The per-comparison confidence that holds ``level`` for ``family`` comparisons at once
+    (Bonferroni): ``1 - (1 - level) / family``; ``family`` = 1 gives ``level``. Among many
+    comparisons one lone 95% CI that excludes 0 is what chance gives."""
+    if isinstance(family, bool) or not isinstance(family, int) or family < 1:
+        raise ConfigError(f"simultaneous_level needs a family of >= 1 comparisons, got {family!r}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"simultaneous_level needs a level in (0, 1), got {level}")
+    return 1.0 - (1.0 - level) / family
 
 
 def rank_auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
