@@ -23,10 +23,12 @@ Read top to bottom (CleanRL style):
    KL-ST and each kind-oracle point against KL-ST at the same HP. KL-ST's K points can sit
    far apart in HP, and its curve bends between them, so KL-ST also plays ``--curve-points``
    thresholds on ``p(high)`` in each gap between two of its calibrated thresholds (even in
-   logit; ``curve_s<seed>`` units, lambda-free): "KL-ST at the same HP", here and in step 6,
-   is read off that measured curve, interpolated only between neighbouring points, run by
-   run (each run's router against the curve on its own episodes at its own HP, then averaged
-   over runs: a run that ships its start adds exactly 0). Printed (and written), with the
+   logit), at ``--curve-top`` budgets past its highest K (Eq. 7 on the calibration
+   episodes) and at threshold 0, its top end (``curve_s<seed>`` units, lambda-free): "KL-ST
+   at the same HP", here and in step 6, is read off that measured curve, interpolated only
+   between neighbouring points, run by run (each run's router against the curve on its own
+   episodes at its own HP, then averaged over runs: a run that ships its start adds
+   exactly 0). Printed (and written), with the
    curve, before any RL result.
 4. **RL**, per lambda and seed, both through the ``precision-gym`` CLI and both from the
    same KL-ST router at its K = ``--sample-budget`` operating point: ``train-grpo`` (then
@@ -215,6 +217,13 @@ class Args:
         "(every decision high: K = 1), its top end (0: only the K points, joined by straight "
         "lines, as before session 25)",
     )
+    curve_top: tuple[float, ...] = _opt(
+        (0.95, 0.99),
+        "budgets above the highest --budgets K at which KL-ST's curve also plays (with "
+        "--curve-points > 0), between its highest K point and its top end: Eq. 7's "
+        "Quantile_{1-K} of KL-ST's scores on the calibration episodes routed at the highest "
+        "K (a calibrated K = 0.9 can route far fewer test decisions high: 70% on WebShop)",
+    )
     n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
     out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
     jobs: int = _opt(
@@ -330,6 +339,12 @@ def parse_args(argv: list[str]) -> Args:
     if args.curve_points < 0:
         raise SystemExit(f"--curve-points must be >= 0 (0: the K points only), got "
                          f"{args.curve_points}")  # fmt: skip
+    top_bad = [k for k in args.curve_top if not max(args.budgets) < k < 1.0]
+    if top_bad:
+        raise SystemExit(
+            f"--curve-top budgets must lie strictly between the highest --budgets K "
+            f"({max(args.budgets):g}) and 1, got {top_bad}"
+        )
     if args.sample_budget not in args.budgets:
         raise SystemExit(
             f"--sample-budget {args.sample_budget} must be one of --budgets {args.budgets}"
@@ -451,7 +466,7 @@ ALGO_SETTINGS = {
 UNIT_SETTINGS = {
     "fixed": (*CALIBRATION, "sample_budget"),  # random routes at KL-ST's rate there
     "kind": ("kind_shares",),
-    "curve": (*CALIBRATION, "curve_points"),
+    "curve": (*CALIBRATION, "curve_points", "curve_top"),
     "online": (*CALIBRATION, "online_step"),
 }
 
@@ -485,9 +500,11 @@ def check_router(args: Args, out: Path, klst: Path) -> None:
     """Refuse a run folder whose finished units came from another KL-ST router than
     ``klst`` (other weights, or other thresholds at ``--budgets``): every unit but the kind
     oracle's starts from it. Units written before session 25 hold no digest. A curve unit
-    measured at other thresholds than :func:`curve_thresholds` (other ``--curve-points``, or
-    made before the curve had its top end) is refused too."""
+    measured at other thresholds than :func:`curve_thresholds` (other ``--curve-points`` or
+    ``--curve-top``, or made before the curve had its top end) is refused too, once those
+    are calibrated (:func:`calibrate_curve_top`)."""
     digest = klst_digest(args, klst) if klst.is_file() else None
+    top = curve_top_taus(args, out, klst) if digest is not None else None
     for unit in units(args):
         path = out / f"{unit}.json"
         if digest is None or unit.startswith("kind") or not path.exists():
@@ -501,16 +518,16 @@ def check_router(args: Args, out: Path, klst: Path) -> None:
                 f"{have[:12]} vs {digest[:12]}): use another --out, or remove the unit files "
                 "to redo them"
             )
-        if unit.startswith("curve") and "klst_routing" in data:  # its points, as this run's
+        if unit.startswith("curve") and "klst_routing" in data and top is not None:
             have_t = sorted(r["threshold"] for r in data["results"].values())
-            want_t = sorted(curve_named(args, klst).values())
+            want_t = sorted(curve_named(args, klst, out).values())
             if len(have_t) != len(want_t) or not np.allclose(have_t, want_t, rtol=0, atol=1e-12):
                 raise SystemExit(
                     f"{path} measured KL-ST's curve at thresholds "
                     f"{[float(f'{t:.4g}') for t in have_t]}; this run's curve is "
                     f"{[float(f'{t:.4g}') for t in want_t]} (--curve-points "
-                    f"{args.curve_points}): use another --out, or remove the unit file to "
-                    "redo it"
+                    f"{args.curve_points}, --curve-top {list(args.curve_top)}): use another "
+                    "--out, or remove the unit file to redo it"
                 )
 
 
@@ -591,14 +608,76 @@ def fixed_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
 #: KL-ST's extra curve points are named ``KL-ST tau=<threshold>`` (not methods: they join
 #: no table of routers, only KL-ST's curve)
 CURVE = "KL-ST tau="
+#: KL-ST's thresholds at --curve-top (:func:`calibrate_curve_top`), in the run folder
+CURVE_TOP = "klst_curve_top.json"
 
 
-def curve_thresholds(args: Args, klst: Path) -> list[float]:
+def curve_top_settings(args: Args, klst: Path) -> dict[str, Any]:
+    """What :func:`calibrate_curve_top`'s thresholds depend on."""
+    values = {n: getattr(args, n) for n in (*CALIBRATION, "curve_top")}
+    return json.loads(json.dumps({"klst_routing": klst_digest(args, klst), **values}))
+
+
+def calibrate_curve_top(args: Args, out: Path, env: Any, klst: Path) -> None:
+    """KL-ST's thresholds at ``--curve-top`` (``OUT/klst_curve_top.json``): Eq. 7's
+    ``Quantile_{1-K}`` of its scores on the calibration episodes, routed at the highest
+    ``--budgets`` K, so that its curve has measured points between that K and its top end.
+    A K point past ~0.9 has too few scores above it to refine. Kept while KL-ST's routing
+    and the calibration settings are the same; redone (one pass over the calibration
+    episodes, seeded as the calibration) otherwise."""
+    from agents.router import TransformerRouterPolicy, _budget_key
+    from training.calibrate import pool_scores
+    from training.evaluation import select_tasks, write_json
+    from training.thresholds import quantile_threshold
+
+    if not args.curve_points or not args.curve_top:
+        return
+    path, want = out / CURVE_TOP, curve_top_settings(args, klst)
+    if path.exists() and json.loads(path.read_text()).get("settings") == want:
+        return
+    policy = TransformerRouterPolicy.load(klst)
+    policy.set_budget(None)
+    tau = policy.thresholds[_budget_key(max(args.budgets))]
+    tasks = select_tasks(env.unwrapped.task.num_tasks(args.calib_split), args.calib_episodes)
+    scores, wins, hp = pool_scores(policy, env, args.calib_split, tasks, 0, threshold=tau)
+    taus = {_budget_key(k): quantile_threshold(scores, k) for k in args.curve_top}
+    write_json(
+        {"settings": want, "thresholds": taus, "routed_at": tau, "pool_hp_fraction": hp,
+         "n_scores": len(scores), "simulated": bool(env.unwrapped.simulated)},
+        path,
+    )  # fmt: skip
+    print(
+        f"KL-ST's curve top: tau at K = {', '.join(f'{k:g}' for k in args.curve_top)}: "
+        + ", ".join(f"{t:.4g}" for t in taus.values())
+        + f" (Eq. 7 on {len(scores)} calibration scores routed at tau {tau:.4g}, HP {hp:.2f})",
+        flush=True,
+    )
+
+
+def curve_top_taus(args: Args, out: Path, klst: Path) -> list[float] | None:
+    """:func:`calibrate_curve_top`'s thresholds, ``[]`` where the curve has none, ``None``
+    while they are not (or for another router or settings not) calibrated."""
+    from agents.router import _budget_key
+
+    if not args.curve_points or not args.curve_top:
+        return []
+    path = out / CURVE_TOP
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("settings") != curve_top_settings(args, klst):
+        return None
+    return [float(data["thresholds"][_budget_key(k)]) for k in args.curve_top]
+
+
+def curve_thresholds(args: Args, klst: Path, out: Path) -> list[float]:
     """``--curve-points`` thresholds in each gap between KL-ST's adjacent calibrated tau_K,
-    even in logit (:func:`training.thresholds.thresholds_between`), and 0, the curve's top
-    end (every decision high, K = 1: a calibrated K = 0.9 can route far fewer than 90% of
-    the test decisions high, session 26 on WebShop: 70%, so that without it the curve
-    stopped below where always-high and the kind oracle sit). None with ``--curve-points 0``."""
+    even in logit (:func:`training.thresholds.thresholds_between`); its thresholds at
+    ``--curve-top`` (:func:`calibrate_curve_top`); and 0, the curve's top end (every
+    decision high, K = 1: a calibrated K = 0.9 can route far fewer than 90% of the test
+    decisions high, session 26 on WebShop: 70%, so that without them the curve stopped,
+    or ran straight, below where always-high and the kind oracle sit). None with
+    ``--curve-points 0``."""
     from agents.router import TransformerRouterPolicy, _budget_key
     from training.thresholds import thresholds_between
 
@@ -606,21 +685,28 @@ def curve_thresholds(args: Args, klst: Path) -> list[float]:
         return []
     taus = TransformerRouterPolicy.load(klst).thresholds
     taus_k = [taus[_budget_key(k)] for k in args.budgets]
+    top = curve_top_taus(args, out, klst)
+    if top is None:
+        raise SystemExit(
+            f"{out / CURVE_TOP} holds no thresholds at --curve-top {list(args.curve_top)} "
+            f"for {klst}: the benchmark's main process calibrates them before any unit"
+        )
     # a threshold of 0 or 1 or beyond (K = 0: never high) bounds no gap on p(high)
     between = thresholds_between([t for t in taus_k if 0.0 < t < 1.0], args.curve_points)
-    return between + ([0.0] if min(taus_k) > 0.0 else [])  # a K point at 0 is the top end
+    top = [t for t in top if 0.0 < t < 1.0]
+    return between + top + ([0.0] if min(taus_k) > 0.0 else [])  # a K point at 0: top end
 
 
-def curve_named(args: Args, klst: Path) -> dict[str, float]:
+def curve_named(args: Args, klst: Path, out: Path) -> dict[str, float]:
     """:func:`curve_thresholds` by row name (``KL-ST tau=<t:.4g>``; of two thresholds within
     4 digits, the first)."""
     named: dict[str, float] = {}
-    for t in curve_thresholds(args, klst):
+    for t in curve_thresholds(args, klst, out):
         named.setdefault(f"{CURVE}{t:.4g}", t)
     return named
 
 
-def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
+def curve_unit(args: Args, out: Path, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     """Step 3's reference: KL-ST at :func:`curve_thresholds` on seed ``seed``'s episodes, so
     that a router's utility "at the same HP" is read off KL-ST's measured curve, not off a
     straight line between two distant K points (session 24: on DMR-ALFWorld-v1 such a line
@@ -629,7 +715,7 @@ def curve_unit(args: Args, env: Any, klst: Path, seed: int) -> dict[str, Any]:
     from training.policies import check_policy_matches_env
 
     policies = {}
-    for name, t in curve_named(args, klst).items():
+    for name, t in curve_named(args, klst, out).items():
         policy = TransformerRouterPolicy.load(klst)
         check_policy_matches_env(policy, env, str(klst))
         policy.threshold = t
@@ -838,7 +924,7 @@ def run_unit(args: Args, out: Path, env: Any, klst: Path, unit: str) -> None:
     elif unit.startswith("kind_s"):
         data = kind_unit(args, env, seed)
     elif unit.startswith("curve_s"):
-        data = curve_unit(args, env, klst, seed)
+        data = curve_unit(args, out, env, klst, seed)
     elif unit.startswith("online"):
         data = online_unit(args, out, env, klst, None if lam is None else float(lam), seed)
     else:
@@ -1886,6 +1972,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(connect_ray(args.ray_address))
         out.mkdir(parents=True, exist_ok=True)
         klst = klst_router(args, out, env)
+        calibrate_curve_top(args, out, env, klst)
         check_router(args, out, klst)  # built or calibrated just now, or named by --klst
         print(f"KL-ST router: {klst}", flush=True)
         run_stages(args, argv, out, env, klst)

@@ -76,10 +76,16 @@ def test_ppo_vs_grpo_benchmark_smoke(tmp_path, monkeypatch):
     # KL-ST's measured curve (--curve-points 1 in --quick): its K points and one threshold
     # between them, by HP; every figure at the same HP reads it; it is not a method's point
     curve = data["klst_curve"]  # and its top end: threshold 0, every decision high
-    assert [r["name"].split("=")[0] for r in curve] == ["KL-ST K", "KL-ST tau", "KL-ST K",
-                                                        "KL-ST tau"]  # fmt: skip
+    assert [r["name"].split("=")[0] for r in curve][:3] == ["KL-ST K", "KL-ST tau", "KL-ST K"]
+    assert {r["name"].split("=")[0] for r in curve[3:]} == {"KL-ST tau"}
     assert [r["hp_pooled"] for r in curve] == sorted(r["hp_pooled"] for r in curve)
     assert curve[-1]["name"] == "KL-ST tau=0" and curve[-1]["hp_pooled"] == 1.0
+    # between its highest K (0.7) and its top end, Eq. 7's thresholds at --curve-top
+    top = json.loads((tmp_path / "klst_curve_top.json").read_text())
+    assert set(top["thresholds"]) == {"0.95", "0.99"} and top["settings"]["curve_top"] == [
+        0.95, 0.99]  # fmt: skip
+    played = json.loads((tmp_path / "curve_s0.json").read_text())["results"]
+    assert {f"KL-ST tau={t:.4g}" for t in top["thresholds"].values()} <= set(played)
     best = max(curve, key=lambda r: r["utility"]["value"])  # the attainable gap over it too
     assert data["headroom"]["best_on_curve"] == best["name"]
     gap = data["headroom"]["attainable_gap_curve"]
@@ -479,12 +485,21 @@ def test_ppo_vs_grpo_benchmark_one_algorithm(tmp_path):
     curve_file.write_text(kept)
     assert bad.returncode != 0
     assert "curve_s0.json measured KL-ST's curve at thresholds [" in bad.stderr
-    assert "; this run's curve is [0.0, " in bad.stderr and "(--curve-points 1)" in bad.stderr
+    assert "; this run's curve is [0.0, " in bad.stderr
+    assert "(--curve-points 1, --curve-top [0.95, 0.99])" in bad.stderr
     bad = subprocess.run(
         [sys.executable, "benchmarks/ppo_vs_grpo.py", "--algos", "dqn", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert bad.returncode != 0 and "--algos must name grpo, ppo or both, got 'dqn'" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/ppo_vs_grpo.py", "--curve-top", "0.5,0.95", "--out",
+         str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0 and (
+        "--curve-top budgets must lie strictly between the highest --budgets K (0.9) and 1, "
+        "got [0.5]" in bad.stderr
+    )
     # RL trains on --train-split and selects on --select-split; a split the task lacks is
     # refused before any work starts
     assert "--split train --eval-split eval" in proc.stdout
