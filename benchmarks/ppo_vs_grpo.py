@@ -220,9 +220,10 @@ class Args:
     curve_top: tuple[float, ...] = _opt(
         (0.95, 0.99),
         "budgets above the highest --budgets K at which KL-ST's curve also plays (with "
-        "--curve-points > 0), between its highest K point and its top end: Eq. 7's "
-        "Quantile_{1-K} of KL-ST's scores on the calibration episodes routed at the highest "
-        "K (a calibrated K = 0.9 can route far fewer test decisions high: 70% on WebShop)",
+        "--curve-points > 0; and --curve-points thresholds in each gap), between its "
+        "highest K point and its top end: Eq. 7's Quantile_{1-K} of KL-ST's scores on the "
+        "calibration episodes routed at the highest K (a calibrated K = 0.9 can route far "
+        "fewer test decisions high: 70% on WebShop)",
     )
     n_boot: int = _opt(10_000, "bootstrap resamples of every CI")
     out: str = _opt("runs/ppo_vs_grpo", "output folder (a rerun resumes from it)")
@@ -671,9 +672,9 @@ def curve_top_taus(args: Args, out: Path, klst: Path) -> list[float] | None:
 
 
 def curve_thresholds(args: Args, klst: Path, out: Path) -> list[float]:
-    """``--curve-points`` thresholds in each gap between KL-ST's adjacent calibrated tau_K,
-    even in logit (:func:`training.thresholds.thresholds_between`); its thresholds at
-    ``--curve-top`` (:func:`calibrate_curve_top`); and 0, the curve's top end (every
+    """KL-ST's thresholds at ``--curve-top`` (:func:`calibrate_curve_top`); ``--curve-points``
+    thresholds in each gap between two adjacent ones of those and its calibrated tau_K, even
+    in logit (:func:`training.thresholds.thresholds_between`); and 0, the curve's top end (every
     decision high, K = 1: a calibrated K = 0.9 can route far fewer than 90% of the test
     decisions high, session 26 on WebShop: 70%, so that without them the curve stopped,
     or ran straight, below where always-high and the kind oracle sit). None with
@@ -692,8 +693,8 @@ def curve_thresholds(args: Args, klst: Path, out: Path) -> list[float]:
             f"for {klst}: the benchmark's main process calibrates them before any unit"
         )
     # a threshold of 0 or 1 or beyond (K = 0: never high) bounds no gap on p(high)
-    between = thresholds_between([t for t in taus_k if 0.0 < t < 1.0], args.curve_points)
     top = [t for t in top if 0.0 < t < 1.0]
+    between = thresholds_between([t for t in taus_k if 0.0 < t < 1.0] + top, args.curve_points)
     return between + top + ([0.0] if min(taus_k) > 0.0 else [])  # a K point at 0: top end
 
 
@@ -1626,7 +1627,7 @@ def curve_lines(by_lambda: dict[str, Any]) -> list[str]:
     extra = sum(r["name"].startswith(CURVE) for r in rows[lams[0]]) - top
     lines = [
         f"KL-ST's measured curve: its K points and {extra} thresholds on p(high) between "
-        "them (`--curve-points`)"
+        "them and past its highest K (`--curve-points`, `--curve-top`)"
         + (", and its top end, threshold 0 (every decision high)" if top else "")
         + ", on the same episodes. Every figure 'at the same HP' (the "
         "kind oracle's above, GRPO's and PPO's below) reads KL-ST off this curve, "
